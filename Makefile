@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make demo   run the main job end to end on the embedded defaults (local store,
+#               KFP's local runner, Airflow's dag.test), printing where everything went
+#   make test   install what the tests need and run lint, types and the whole suite
+# Both create ./.venv on first use; nothing needs to be installed beforehand but python3.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.carbonpipe-installed
+SOURCES := carbonpipe components operators pipelines
+
+.PHONY: install test lint demo bench clean image-print
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@# PYTHONDONTWRITEBYTECODE is set on these machines: compile once so imports stay fast.
+	$(PY) -m compileall -q $(SOURCES) > /dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: install lint
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m carbonpipe.demo
+
+bench: install
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) carbon-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""carbonpipe: carbon accounting inside ML pipelines.
+
+Public names resolve lazily, so ``import carbonpipe`` (and every DAG file that imports our
+Airflow operators) costs almost nothing: CodeCarbon, boto3 and friends load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "CarbonTracker": "carbonpipe.tracker",
+    "CarbonMetrics": "carbonpipe.tracker",
+    "carbon_tracked": "carbonpipe.tracker",
+    "current_step": "carbonpipe.tracker",
+    "detect_location": "carbonpipe.cloud",
+    "Location": "carbonpipe.cloud",
+    "lookup_intensity": "carbonpipe.intensity",
+    "Intensity": "carbonpipe.intensity",
+    "Measurement": "carbonpipe.measure",
+    "Record": "carbonpipe.record",
+    "open_store": "carbonpipe.store",
+    "Store": "carbonpipe.store",
+    "Budget": "carbonpipe.budget",
+    "BudgetLedger": "carbonpipe.budget",
+    "BudgetGate": "carbonpipe.budget",
+    "BudgetStatus": "carbonpipe.budget",
+    "load_budgets": "carbonpipe.budget",
+    "CarbonpipeError": "carbonpipe.errors",
+    "ConfigError": "carbonpipe.errors",
+    "BudgetExceeded": "carbonpipe.errors",
+    "InvalidRecord": "carbonpipe.errors",
+    "InvalidStoreURI": "carbonpipe.errors",
+    "StoreUnavailable": "carbonpipe.errors",
+    "StorePermissionDenied": "carbonpipe.errors",
+    "PreconditionFailed": "carbonpipe.errors",
+    "ObjectNotFound": "carbonpipe.errors",
+}
+
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "BudgetGate",
+    "BudgetLedger",
+    "BudgetStatus",
+    "CarbonMetrics",
+    "CarbonTracker",
+    "CarbonpipeError",
+    "ConfigError",
+    "Intensity",
+    "InvalidRecord",
+    "InvalidStoreURI",
+    "Location",
+    "Measurement",
+    "ObjectNotFound",
+    "PreconditionFailed",
+    "Record",
+    "Store",
+    "StorePermissionDenied",
+    "StoreUnavailable",
+    "__version__",
+    "carbon_tracked",
+    "current_step",
+    "detect_location",
+    "load_budgets",
+    "lookup_intensity",
+    "open_store",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'carbonpipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from carbonpipe.budget import Budget, BudgetGate, BudgetLedger, BudgetStatus, load_budgets
+    from carbonpipe.cloud import Location, detect_location
+    from carbonpipe.errors import (
+        BudgetExceeded,
+        CarbonpipeError,
+        ConfigError,
+        InvalidRecord,
+        InvalidStoreURI,
+        ObjectNotFound,
+        PreconditionFailed,
+        StorePermissionDenied,
+        StoreUnavailable,
+    )
+    from carbonpipe.intensity import Intensity, lookup_intensity
+    from carbonpipe.measure import Measurement
+    from carbonpipe.record import Record
+    from carbonpipe.store import Store, open_store
+    from carbonpipe.tracker import CarbonMetrics, CarbonTracker, carbon_tracked, current_step

@@ -1,0 +1,213 @@
+"""Resolve carbonpipe's settings in one place: arguments, then ``CARBONPIPE_*``, then carbon.yaml.
+
+Every setting remembers where its value came from, so ``carbonpipe config`` can show it.
+The cloud location has its own precedence (arguments > env > metadata > default > world)
+and is resolved by :func:`carbonpipe.cloud.detect_location`; the file only supplies the
+configured default location under ``location:``.
+
+Example ``carbon.yaml``::
+
+    store: s3://acme-carbon/prod          # or gs://..., or a folder
+    project: recsys
+    team: ranking
+    tracking_mode: process                # machine | process | offline
+    pue: 1.1
+    location: {provider: gcp, region: europe-west1}
+    budgets:
+      - {scope: "pipeline:train", period: month, limit_kg_co2e: 50, on_exceed: fail}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from carbonpipe.errors import ConfigError
+
+TRACKING_MODES = ("machine", "process", "offline")
+DEFAULT_STORE = "./carbon-artifacts"
+CONFIG_ENV = "CARBONPIPE_CONFIG"
+DEFAULT_CONFIG_FILE = "carbon.yaml"
+
+# setting name -> (env var, parser name)
+_ENV: dict[str, str] = {
+    "store": "CARBONPIPE_STORE",
+    "project": "CARBONPIPE_PROJECT",
+    "experiment": "CARBONPIPE_EXPERIMENT",
+    "pipeline": "CARBONPIPE_PIPELINE",
+    "team": "CARBONPIPE_TEAM",
+    "run_id": "CARBONPIPE_RUN_ID",
+    "tracking_mode": "CARBONPIPE_TRACKING_MODE",
+    "pue": "CARBONPIPE_PUE",
+    "measure_power_secs": "CARBONPIPE_MEASURE_POWER_SECS",
+    "spool_dir": "CARBONPIPE_SPOOL_DIR",
+    "regression_factor": "CARBONPIPE_REGRESSION_FACTOR",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of a tracker, with the origin of every value."""
+
+    store: str = DEFAULT_STORE
+    project: str = "default"
+    experiment: str = ""
+    pipeline: str = ""
+    team: str = ""
+    run_id: str = ""
+    tracking_mode: str = "machine"
+    pue: float = 1.0
+    measure_power_secs: float = 5.0
+    spool_dir: str = ""
+    regression_factor: float = 1.2
+    default_provider: str | None = None
+    default_region: str | None = None
+    default_country: str | None = None
+    budgets: tuple[Any, ...] = ()
+    config_file: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings with their sources, as ``carbonpipe config`` prints them."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in ("sources", "budgets"):
+                continue
+            out[f.name] = {
+                "value": getattr(self, f.name),
+                "source": self.sources.get(f.name, "default"),
+            }
+        out["budgets"] = {
+            "value": [getattr(b, "scope", str(b)) for b in self.budgets],
+            "source": self.sources.get("budgets", "default"),
+        }
+        return out
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Return the carbon.yaml to read: argument > ``CARBONPIPE_CONFIG`` > ./carbon.yaml."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_config_file(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """Read carbon.yaml into a mapping (empty when there is none)."""
+    p = config_path(path)
+    if p is None or not p.is_file():
+        return {}, None
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{p}: the top level must be a mapping of settings, got {type(data).__name__}"
+        )
+    return data, p
+
+
+def _parse(name: str, value: Any, origin: str) -> Any:
+    where = f"{name} (from {origin})"
+    if name in ("pue", "measure_power_secs", "regression_factor"):
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from exc
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        if name == "pue" and not 1.0 <= number <= 3.0:
+            raise ConfigError(
+                f"{where} must be between 1.0 and 3.0 (a data-centre PUE), got {number}"
+            )
+        if name == "measure_power_secs" and not 0.1 <= number <= 3600:
+            raise ConfigError(f"{where} must be between 0.1 and 3600 seconds, got {number}")
+        if name == "regression_factor" and number <= 1.0:
+            raise ConfigError(
+                f"{where} must be > 1.0 (e.g. 1.2 = alert 20% above baseline), got {number}"
+            )
+        return number
+    if name == "tracking_mode":
+        mode = str(value).lower()
+        if mode not in TRACKING_MODES:
+            raise ConfigError(f"{where} must be one of {', '.join(TRACKING_MODES)}, got {value!r}")
+        return mode
+    if name == "store":
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where} must be a folder path, s3:// or gs:// URI, got {value!r}")
+        return value.strip()
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {type(value).__name__}")
+    return value
+
+
+_FILE_KEYS = set(_ENV) | {"location", "budgets"}
+
+
+def resolve_settings(
+    *, config_file: str | os.PathLike[str] | None = None, **arguments: Any
+) -> Settings:
+    """Resolve every setting: keyword arguments > ``CARBONPIPE_*`` env vars > carbon.yaml.
+
+    Arguments that are ``None`` count as not given.
+    """
+    unknown = set(arguments) - set(_ENV)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {sorted(unknown)}; accepted: {sorted(_ENV)}")
+    data, path = load_config_file(config_file)
+    bad = set(data) - _FILE_KEYS
+    if bad:
+        raise ConfigError(
+            f"{path}: unknown key(s) {sorted(bad)}; accepted keys: {sorted(_FILE_KEYS)}"
+        )
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, env in _ENV.items():
+        if arguments.get(name) is not None:
+            values[name] = _parse(name, arguments[name], "argument")
+            sources[name] = "argument"
+        elif os.environ.get(env):
+            values[name] = _parse(name, os.environ[env], env)
+            sources[name] = "env"
+        elif data.get(name) is not None:
+            values[name] = _parse(name, data[name], f"{path}")
+            sources[name] = "file"
+    location = data.get("location") or {}
+    if not isinstance(location, Mapping):
+        raise ConfigError(f"{path}: location must be a mapping {{provider, region, country}}")
+    extra = set(location) - {"provider", "region", "country"}
+    if extra:
+        raise ConfigError(
+            f"{path}: location has unknown key(s) {sorted(extra)}; use provider, region, country"
+        )
+    for key in ("provider", "region", "country"):
+        if location.get(key) is not None:
+            values[f"default_{key}"] = str(location[key])
+            sources[f"default_{key}"] = "file"
+    if data.get("budgets") is not None:
+        from carbonpipe.budget import load_budgets
+
+        try:
+            values["budgets"] = tuple(load_budgets(data))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        sources["budgets"] = "file"
+    values.setdefault("project", "default")
+    if not values.get("pipeline"):
+        values["pipeline"] = values["project"]
+        sources["pipeline"] = "project"
+    return Settings(**values, config_file=str(path) if path else None, sources=sources)

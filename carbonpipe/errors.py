@@ -1,0 +1,101 @@
+"""Every error carbonpipe raises, in one place.
+
+The hierarchy::
+
+    CarbonpipeError
+    ├── ConfigError (ValueError)          bad argument, env var or carbon.yaml field
+    ├── InvalidRecord (ValueError)        a record that does not match carbonpipe.record/1
+    ├── DetectionError                    cloud metadata answered something unusable
+    ├── StoreError
+    │   ├── InvalidStoreURI (ValueError)  a store URI we cannot open
+    │   ├── StoreUnavailable              unreachable, timed out, 5xx: the spool takes over
+    │   ├── StorePermissionDenied         credentials refused (401/403)
+    │   ├── ObjectNotFound (KeyError)     no object at that key
+    │   └── PreconditionFailed            a conditional write lost (object exists / changed)
+    ├── BudgetError
+    │   └── BudgetExceeded                a step that would overrun its budget was gated
+    └── InvalidCarbonTrace (ValueError)   a malformed ``x_carbon_trace``
+
+Tracking failures (CodeCarbon, detection, the store) never reach the user's step: they are
+logged and written into the record's ``tracking_errors``. Only ``BudgetExceeded`` stops a step,
+and it does so before the step spends anything.
+"""
+
+from __future__ import annotations
+
+
+class CarbonpipeError(Exception):
+    """Base class of every carbonpipe error."""
+
+
+class ConfigError(CarbonpipeError, ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+class InvalidRecord(CarbonpipeError, ValueError):
+    """A record does not match the ``carbonpipe.record/1`` schema."""
+
+
+class DetectionError(CarbonpipeError):
+    """A cloud metadata server answered, but not with a usable location."""
+
+
+class StoreError(CarbonpipeError):
+    """Base class of store failures."""
+
+
+class InvalidStoreURI(StoreError, ValueError):
+    """The store URI has a form we cannot open."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (network, timeout, 5xx)."""
+
+
+class StorePermissionDenied(StoreError):
+    """The store refused our credentials."""
+
+
+class ObjectNotFound(StoreError, KeyError):
+    """No object exists at the key."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence.
+        return str(self.args[0]) if self.args else "object not found"
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object already exists, or changed since it was read."""
+
+
+class BudgetError(CarbonpipeError):
+    """Base class of budget failures."""
+
+
+class BudgetExceeded(BudgetError):
+    """A step was gated because it would overrun its carbon budget.
+
+    Attributes carry the figures so callers (KFP, Airflow) can report them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str = "",
+        used_kg: float = 0.0,
+        reserved_kg: float = 0.0,
+        limit_kg: float = 0.0,
+        estimate_kg: float = 0.0,
+        on_exceed: str = "fail",
+    ) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.used_kg = used_kg
+        self.reserved_kg = reserved_kg
+        self.limit_kg = limit_kg
+        self.estimate_kg = estimate_kg
+        self.on_exceed = on_exceed
+
+
+class InvalidCarbonTrace(CarbonpipeError, ValueError):
+    """An ``x_carbon_trace`` payload is malformed (wrong types, negative or non-finite values)."""

@@ -1,0 +1,202 @@
+"""The step record: one immutable JSON document per step attempt (``carbonpipe.record/1``).
+
+A record's id is derived from (project, pipeline, run, step, attempt), so a re-delivery of the
+same attempt is the same record and lands on the same key. Records are stored Hive-style::
+
+    records/v1/date=YYYY-MM-DD/pipeline=<name>/<record_id>.json
+
+so DuckDB, Athena, BigQuery and Spark read the folder as a table partitioned by date and pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from carbonpipe.errors import InvalidRecord
+
+SCHEMA = "carbonpipe.record/1"
+STATUSES = ("succeeded", "failed", "killed")
+DETECTED_BY = ("metadata", "argument", "env", "default", "world")
+METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
+RECORDS_PREFIX = "records/v1"
+
+_PARTITION_SAFE = re.compile(r"[^A-Za-z0-9._\-]")
+
+
+def make_record_id(project: str, pipeline: str, run_id: str, step: str, attempt: int) -> str:
+    """Return the deterministic id of one attempt of one step of one run."""
+    basis = "\x1f".join([project, pipeline, run_id, step, str(attempt)])
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def partition_value(value: str) -> str:
+    """Return ``value`` made safe for a Hive partition folder name."""
+    return _PARTITION_SAFE.sub("_", value) or "_"
+
+
+def utc_iso(ts: datetime) -> str:
+    """Format an aware datetime as UTC ISO-8601 with a ``Z``."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse the ISO-8601 timestamps records carry."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One step attempt: identity, timing, energy, emissions, location and provenance."""
+
+    record_id: str
+    project: str
+    experiment: str
+    pipeline: str
+    run_id: str
+    step: str
+    team: str
+    attempt: int
+    started_at: str
+    ended_at: str
+    duration_s: float
+    status: str
+    energy_kwh: dict[str, float]
+    power_w: dict[str, float]
+    pue: float
+    intensity_g_per_kwh: float
+    emissions_kg_co2e: float
+    location: dict[str, Any]
+    intensity_source: dict[str, str]
+    measurement: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)
+    remote: list[dict[str, Any]] = field(default_factory=list)
+    tracking_errors: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    schema: str = SCHEMA
+
+    @property
+    def date(self) -> str:
+        """The UTC date partition of the record (from ``ended_at``)."""
+        return self.ended_at[:10]
+
+    @property
+    def key(self) -> str:
+        """The record's key in a store."""
+        return record_key(self.date, self.pipeline, self.record_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as the JSON-ready mapping stored on disk."""
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        """Serialise deterministically (sorted keys), so equal records are equal bytes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        """Validate ``data`` against ``carbonpipe.record/1`` and build a record."""
+        validate(data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Record:
+        """Parse and validate a stored record."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidRecord(f"record is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidRecord("record must be a JSON object")
+        return cls.from_dict(data)
+
+
+def record_key(date: str, pipeline: str, record_id: str) -> str:
+    """Return ``records/v1/date=<date>/pipeline=<pipeline>/<record_id>.json``."""
+    return f"{RECORDS_PREFIX}/date={date}/pipeline={partition_value(pipeline)}/{record_id}.json"
+
+
+_STR_FIELDS = ("record_id", "project", "pipeline", "run_id", "step", "started_at", "ended_at")
+
+
+def _fail(field_name: str, problem: str) -> InvalidRecord:
+    return InvalidRecord(f"record field {field_name!r} {problem}")
+
+
+def _number(data: Mapping[str, Any], name: str, *, where: str = "") -> float:
+    value = data.get(name)
+    label = f"{where}.{name}" if where else name
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(label, f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise _fail(label, f"must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def validate(data: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidRecord` naming the first field that breaks the schema."""
+    if data.get("schema") != SCHEMA:
+        raise _fail("schema", f"must be {SCHEMA!r}, got {data.get('schema')!r}")
+    for name in _STR_FIELDS:
+        if not isinstance(data.get(name), str) or not data.get(name):
+            raise _fail(name, "must be a non-empty string")
+    for name in ("experiment", "team"):
+        if not isinstance(data.get(name, ""), str):
+            raise _fail(name, "must be a string")
+    attempt = data.get("attempt")
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise _fail("attempt", f"must be an integer >= 1, got {attempt!r}")
+    for name in ("started_at", "ended_at"):
+        try:
+            ts = datetime.fromisoformat(str(data[name]).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise _fail(name, f"must be ISO-8601, got {data[name]!r}") from exc
+        if ts.tzinfo is None:
+            raise _fail(name, "must carry a UTC offset (e.g. 2026-11-24T10:00:00Z)")
+    if data.get("status") not in STATUSES:
+        raise _fail("status", f"must be one of {STATUSES}, got {data.get('status')!r}")
+    for name in ("duration_s", "pue", "intensity_g_per_kwh", "emissions_kg_co2e"):
+        _number(data, name)
+    energy = data.get("energy_kwh")
+    if not isinstance(energy, Mapping):
+        raise _fail("energy_kwh", "must be an object {cpu, gpu, ram, remote, total}")
+    for part in ("cpu", "gpu", "ram", "remote", "total"):
+        _number(energy, part, where="energy_kwh")
+    power = data.get("power_w")
+    if not isinstance(power, Mapping):
+        raise _fail("power_w", "must be an object {cpu, gpu, ram}")
+    for part in ("cpu", "gpu", "ram"):
+        _number(power, part, where="power_w")
+    location = data.get("location")
+    if not isinstance(location, Mapping):
+        raise _fail("location", "must be an object {provider, region, country_iso, detected_by}")
+    if location.get("detected_by") not in DETECTED_BY:
+        raise _fail(
+            "location.detected_by",
+            f"must be one of {DETECTED_BY}, got {location.get('detected_by')!r}",
+        )
+    source = data.get("intensity_source")
+    if not isinstance(source, Mapping) or not all(
+        isinstance(source.get(k), str) for k in ("name", "vintage", "kind")
+    ):
+        raise _fail("intensity_source", "must be an object {name, vintage, kind} of strings")
+    measurement = data.get("measurement")
+    if not isinstance(measurement, Mapping) or measurement.get("method") not in METHODS:
+        raise _fail("measurement.method", f"must be one of {METHODS}")
+    labels = data.get("labels", {})
+    if not isinstance(labels, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise _fail("labels", "must map strings to strings")
+    for name in ("remote", "tracking_errors", "alerts"):
+        if not isinstance(data.get(name, []), list):
+            raise _fail(name, "must be a list")

@@ -1,0 +1,120 @@
+"""Read records back from a store and summarise them (``carbonpipe report``).
+
+Listing is partition-pruned: a date range lists only the ``date=`` folders it covers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from carbonpipe.errors import InvalidRecord
+from carbonpipe.record import RECORDS_PREFIX, Record, partition_value
+from carbonpipe.store import Store
+
+log = logging.getLogger("carbonpipe")
+
+
+def record_keys(
+    store: Store,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    pipeline: str | None = None,
+) -> Iterator[str]:
+    """Yield the keys of records ended between ``start`` and ``end`` (inclusive, UTC dates)."""
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    if start is None or end is None or (end - start).days > 366:
+        prefixes = [f"{RECORDS_PREFIX}/"]
+    else:
+        prefixes = [
+            f"{RECORDS_PREFIX}/date={(start + timedelta(days=i)).isoformat()}/"
+            for i in range((end - start).days + 1)
+        ]
+    part = f"pipeline={partition_value(pipeline)}/" if pipeline else None
+    for prefix in prefixes:
+        if part and prefix != f"{RECORDS_PREFIX}/":
+            prefix += part
+        for key in store.list(prefix):
+            if not key.endswith(".json"):
+                continue
+            if part and f"/{part}" not in key:
+                continue
+            d = key[len(RECORDS_PREFIX) + len("/date=") :][:10]
+            if start is not None and d < start.isoformat():
+                continue
+            if end is not None and d > end.isoformat():
+                continue
+            yield key
+
+
+def read_records(store: Store, keys: Iterable[str], *, workers: int = 16) -> Iterator[Record]:
+    """Fetch and validate records in parallel; invalid ones are logged and skipped."""
+
+    def fetch(key: str) -> Record | None:
+        try:
+            return Record.from_json(store.get(key).data)
+        except InvalidRecord as exc:
+            log.warning("carbonpipe: skipping invalid record %s: %s", key, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for rec in pool.map(fetch, keys):
+            if rec is not None:
+                yield rec
+
+
+@dataclass
+class Summary:
+    """Totals over a set of records, overall and per pipeline."""
+
+    records: int = 0
+    failed: int = 0
+    energy_kwh: float = 0.0
+    emissions_kg_co2e: float = 0.0
+    duration_s: float = 0.0
+    by_pipeline: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, r: Record) -> None:
+        """Fold one record into the totals."""
+        self.records += 1
+        self.failed += r.status != "succeeded"
+        self.energy_kwh += r.energy_kwh["total"]
+        self.emissions_kg_co2e += r.emissions_kg_co2e
+        self.duration_s += r.duration_s
+        p = self.by_pipeline.setdefault(
+            r.pipeline, {"records": 0, "energy_kwh": 0.0, "emissions_kg_co2e": 0.0}
+        )
+        p["records"] += 1
+        p["energy_kwh"] += r.energy_kwh["total"]
+        p["emissions_kg_co2e"] += r.emissions_kg_co2e
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the summary as JSON-ready data."""
+        return {
+            "records": self.records,
+            "failed": self.failed,
+            "energy_kwh": self.energy_kwh,
+            "emissions_kg_co2e": self.emissions_kg_co2e,
+            "duration_s": self.duration_s,
+            "by_pipeline": self.by_pipeline,
+        }
+
+
+def summarize(
+    store: Store,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    pipeline: str | None = None,
+) -> Summary:
+    """Summarise the records of ``store`` in a date range (all of them by default)."""
+    summary = Summary()
+    for rec in read_records(store, record_keys(store, start=start, end=end, pipeline=pipeline)):
+        summary.add(rec)
+    return summary

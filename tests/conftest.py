@@ -1,0 +1,48 @@
+"""Session-wide test setup: isolate every test from the user's caches, clouds and stores.
+
+Real servers (moto's S3, fake-gcs-server, metadata servers) are started once per session by
+the fixture modules listed in ``pytest_plugins``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.object_servers"]
+
+# Nothing in the suite may ever reach the real link-local metadata address: point every SDK
+# endpoint at a closed loopback port and switch probing off unless a test turns it on.
+_SAFE_ENV = {
+    "CARBONPIPE_CLOUD_DETECTION": "off",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9/",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "CARBONPIPE_AZURE_IMDS_ENDPOINT": "http://127.0.0.1:9/",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+os.environ.update(_SAFE_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_carbonpipe_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Give each test its own cache and spool folders and no stray CARBONPIPE_* settings."""
+    home = tmp_path_factory.mktemp("cphome")
+    for name in list(os.environ):
+        if name.startswith("CARBONPIPE_") and name not in _SAFE_ENV:
+            monkeypatch.delenv(name, raising=False)
+    for name, value in _SAFE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CARBONPIPE_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("CARBONPIPE_SPOOL_DIR", str(home / "spool"))
+    monkeypatch.setenv("CARBONPIPE_CONFIG", str(home / "no-carbon.yaml"))
+    yield home
