@@ -112,8 +112,7 @@ _resolve = spool_dir
 
 
 def _store_options(store: Store) -> dict[str, str]:
-    reopen = getattr(store, "reopen_options", None)
-    options = reopen() if callable(reopen) else {}
+    options = store.reopen_options()
     return {str(k): redact(str(v)) for k, v in options.items() if v is not None}
 
 

@@ -112,6 +112,10 @@ class Store(abc.ABC):
             return False
         return True
 
+    def reopen_options(self) -> dict[str, str]:
+        """Non-secret options another process needs to reopen this store from its URI."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release clients; the default holds nothing."""
 
