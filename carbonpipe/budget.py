@@ -1,0 +1,1111 @@
+"""Carbon budgets: a ledger of charges that many pods write at once, and a gate before each step.
+
+A budget caps what one scope (``pipeline:NAME``, ``team:NAME``, or ``run:ID`` for the guide's
+per-run budget) may emit in a UTC period (``month``, ``quarter``, ``year`` or ``total``). What
+it has used is every charged record of its scope in that period, whether or not a budget existed
+when the step ran: the tracker charges every record it writes, each record is charged to every
+scope it belongs to, and a budget added mid-month counts the month so far.
+
+Store layout (under the store's root)::
+
+    budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<micrograms>.json
+    budgets/<scope>/<period>=<period-id>/reservations.json
+    budgets/<scope>/<period>=<period-id>/alerts/<kind>-<limit micrograms>-<warn ratio>.json
+    baselines/<pipeline>/<step>.json
+
+``<scope>`` is ``pipeline=<name>``, ``team=<name>`` or ``run=<id>``; names outside
+``[A-Za-z0-9._-]`` (and step and baseline names) are made key-safe by :func:`safe_name`.
+
+Why this shape: a single document updated by compare-and-swap thrashes under tens of writers
+(every writer rereads and retries), so charges are append-only objects written create-only. A
+charge is idempotent by construction (same record, same key), never contends with another, and
+the amount sits in the key, so a period's use is a *listing* of the date prefixes it covers,
+deduplicated by record id. Only gates contend, on one small reservations document per budget
+period, updated by compare-and-swap; a charge never touches it, because a reservation counts as
+settled as soon as a charge with its record id is listed. A reservation never settled (a pod
+that died) stops counting at its ``expires_at``; the next gate write prunes it.
+
+Warnings at the warn ratio (and overruns) are logged once per crossing: each ledger remembers
+what it logged, and a create-only marker under ``alerts/`` keeps other processes and pods from
+logging the same crossing again. A new period, limit or ratio is a new crossing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import InitVar, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from carbonpipe.errors import (
+    BudgetError,
+    BudgetExceeded,
+    ConfigError,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreError,
+)
+from carbonpipe.record import parse_utc, utc_iso
+from carbonpipe.store import Store
+
+logger = logging.getLogger(__name__)
+
+PERIODS = ("month", "quarter", "year", "total")
+ON_EXCEED = ("fail", "skip")
+SCOPE_KINDS = ("pipeline", "team", "run")
+BUDGETS_PREFIX = "budgets"
+BASELINES_PREFIX = "baselines"
+DEFAULT_WARN_RATIO = 0.8
+# Long enough for a typical training step; the tracker passes a longer TTL for longer steps.
+DEFAULT_RESERVATION_TTL_S = 6 * 3600.0
+# How far back the gate looks for a step's last run before falling back to the default.
+LAST_RUN_LOOKBACK_MONTHS = 12
+UG_PER_KG = 1_000_000_000
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]*$")
+_RECORD_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._\-]")
+_CHARGE_FILE = re.compile(r"^(?P<rid>.+)__(?P<ug>\d+)\.json$")
+_DOC_SCHEMA = "carbonpipe.reservations/1"
+_CHARGE_SCHEMA = "carbonpipe.charge/1"
+# Full-jitter exponential backoff for reservation compare-and-swap conflicts.
+_BACKOFF_BASE_S = 0.005
+_BACKOFF_CAP_S = 0.5
+_CAS_DEADLINE_S = 60.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Names, periods and amounts
+
+
+def safe_name(name: str) -> str:
+    """Return ``name`` usable as one key part; unsafe names get a hash suffix so they stay unique."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name {name!r} must be a non-empty string")
+    if _SAFE_NAME.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{_UNSAFE_CHARS.sub('_', name).lstrip('.')}-{digest}"
+
+
+def parse_scope(scope: str) -> tuple[str, str]:
+    """Split ``pipeline:NAME``, ``team:NAME`` or ``run:ID`` into (kind, name), or raise ValueError."""
+    kind, sep, name = scope.partition(":") if isinstance(scope, str) else ("", "", "")
+    if not sep or kind not in SCOPE_KINDS or not name.strip():
+        raise ValueError(
+            f"scope {scope!r} is invalid: use 'pipeline:NAME', 'team:NAME' or 'run:ID' "
+            f"(kind one of {', '.join(SCOPE_KINDS)})"
+        )
+    return kind, name
+
+
+def scope_key(scope: str) -> str:
+    """Return the key part of a scope: ``pipeline:train`` becomes ``pipeline=train``."""
+    kind, name = parse_scope(scope)
+    return f"{kind}={safe_name(name)}"
+
+
+def baseline_key(pipeline: str, step: str) -> str:
+    """Return ``baselines/<pipeline>/<step>.json``, where the ESG work writes a step's baseline."""
+    return f"{BASELINES_PREFIX}/{safe_name(pipeline)}/{safe_name(step)}.json"
+
+
+def kg_to_ug(kg: float) -> int:
+    """Convert kg CO2e to integer micrograms, the ledger's exact unit."""
+    return round(kg * UG_PER_KG)
+
+
+def _ug_to_kg(ug: int) -> float:
+    return ug / UG_PER_KG
+
+
+def _utc(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    return ts.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class PeriodWindow:
+    """One UTC budget period: its id and ``[start, end)``; ``total`` has no bounds."""
+
+    period: str
+    period_id: str
+    start: datetime | None
+    end: datetime | None
+
+    @property
+    def date_prefixes(self) -> tuple[str, ...]:
+        """The ``date=`` key prefixes whose listing covers exactly this period."""
+        if self.start is None:
+            return ("",)
+        if self.period == "year":
+            return (f"date={self.start:%Y}-",)
+        months = 3 if self.period == "quarter" else 1
+        return tuple(
+            f"date={self.start.year:04d}-{self.start.month + i:02d}-" for i in range(months)
+        )
+
+    @property
+    def key_part(self) -> str:
+        """The key part naming the period, e.g. ``month=2026-11``."""
+        return f"{self.period}={self.period_id}"
+
+
+def period_window(period: str, at: datetime) -> PeriodWindow:
+    """Return the UTC period of kind ``period`` that contains ``at``."""
+    if period not in PERIODS:
+        raise ValueError(f"period {period!r} is not one of {', '.join(PERIODS)}")
+    at = _utc(at)
+    if period == "total":
+        return PeriodWindow("total", "all", None, None)
+    if period == "year":
+        start = datetime(at.year, 1, 1, tzinfo=timezone.utc)
+        return PeriodWindow("year", f"{at.year:04d}", start, start.replace(year=at.year + 1))
+    first_month = at.month if period == "month" else 3 * ((at.month - 1) // 3) + 1
+    start = datetime(at.year, first_month, 1, tzinfo=timezone.utc)
+    end = _add_months(start, 1 if period == "month" else 3)
+    period_id = f"{at:%Y-%m}" if period == "month" else f"{at.year:04d}-Q{(first_month + 2) // 3}"
+    return PeriodWindow(period, period_id, start, end)
+
+
+def _add_months(start: datetime, months: int) -> datetime:
+    index = start.year * 12 + start.month - 1 + months
+    return start.replace(year=index // 12, month=index % 12 + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgets and carbon.yaml
+
+
+class _FieldError(ValueError):
+    """A bad Budget argument; ``load_budgets`` re-labels it with its carbon.yaml path."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"Budget {field_name}: {problem}")
+        self.field_name = field_name
+        self.problem = problem
+
+
+def _check_number(
+    name: str, value: object, *, positive: bool = False, at_most: float | None = None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _FieldError(name, f"must be a number, got {type(value).__name__} {value!r}")
+    low_ok = value > 0 if positive else value >= 0
+    if not math.isfinite(value) or not low_ok or (at_most is not None and value > at_most):
+        bound = "> 0" if positive else ">= 0"
+        upper = f" and <= {at_most:g}" if at_most is not None else ""
+        raise _FieldError(name, f"must be a finite number {bound}{upper}, got {value!r}")
+    return float(value)
+
+
+def _given(value: object) -> bool:
+    # NaN marks "not given" for the kg fields, whose unit twin (grams) may be given instead.
+    return not (isinstance(value, float) and math.isnan(value))
+
+
+def _one_amount_kg(
+    kg_name: str, kg: object, g_name: str, g: object, *, positive: bool
+) -> float | None:
+    if _given(kg) and g is not None:
+        raise _FieldError(g_name, f"give {kg_name} or {g_name}, not both")
+    if g is not None:
+        return _check_number(g_name, g, positive=positive) / 1000.0
+    if _given(kg):
+        return _check_number(kg_name, kg, positive=positive)
+    return None
+
+
+_UNSET = math.nan
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """A cap on the CO2e one pipeline, team or run may emit in a UTC period.
+
+    Give the limit (and the default step estimate) in kg or in g; either way the budget keeps kg.
+    """
+
+    scope: str
+    period: str
+    limit_kg_co2e: float = _UNSET
+    warn_ratio: float = DEFAULT_WARN_RATIO
+    on_exceed: str = "fail"
+    default_step_estimate_kg: float = _UNSET
+    limit_g_co2e: InitVar[float | None] = None
+    default_step_estimate_g: InitVar[float | None] = None
+
+    def __post_init__(
+        self, limit_g_co2e: float | None, default_step_estimate_g: float | None
+    ) -> None:
+        try:
+            parse_scope(self.scope)
+        except ValueError as exc:
+            raise _FieldError("scope", str(exc).removeprefix("scope ")) from None
+        if self.period not in PERIODS:
+            raise _FieldError("period", f"{self.period!r} is not one of {', '.join(PERIODS)}")
+        limit = _one_amount_kg(
+            "limit_kg_co2e", self.limit_kg_co2e, "limit_g_co2e", limit_g_co2e, positive=True
+        )
+        if limit is None:
+            raise _FieldError("limit_kg_co2e", "required (or limit_g_co2e)")
+        if kg_to_ug(limit) < 1:
+            raise _FieldError("limit_kg_co2e", f"{limit!r} kg is below one microgram")
+        estimate = _one_amount_kg(
+            "default_step_estimate_kg",
+            self.default_step_estimate_kg,
+            "default_step_estimate_g",
+            default_step_estimate_g,
+            positive=False,
+        )
+        _check_number("warn_ratio", self.warn_ratio, positive=True, at_most=1.0)
+        if self.on_exceed not in ON_EXCEED:
+            raise _FieldError(
+                "on_exceed", f"{self.on_exceed!r} is not one of {', '.join(ON_EXCEED)}"
+            )
+        # Frozen: the unit conversion is the one write __post_init__ is allowed.
+        object.__setattr__(self, "limit_kg_co2e", limit)
+        object.__setattr__(self, "default_step_estimate_kg", estimate or 0.0)
+        object.__setattr__(self, "warn_ratio", float(self.warn_ratio))
+
+    @property
+    def scope_kind(self) -> str:
+        """``pipeline``, ``team`` or ``run``."""
+        return parse_scope(self.scope)[0]
+
+    @property
+    def scope_name(self) -> str:
+        """The pipeline's, team's or run's name."""
+        return parse_scope(self.scope)[1]
+
+
+_YAML_FIELDS = (
+    "scope",
+    "period",
+    "limit_kg_co2e",
+    "limit_g_co2e",
+    "warn_ratio",
+    "on_exceed",
+    "default_step_estimate_kg",
+    "default_step_estimate_g",
+)
+
+
+def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> list[Budget]:
+    """Read the ``budgets:`` list of a carbon.yaml (a path, or the parsed mapping) into Budgets.
+
+    Raises :class:`ConfigError` naming the bad field, e.g.
+    ``budgets[1].period: 'weekly' is not one of month, quarter, year, total``.
+    """
+    if isinstance(source, Mapping):
+        config: Any = source
+        where = "carbon.yaml"
+    else:
+        import yaml
+
+        path = Path(source)
+        where = str(path)
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if config is None:
+        return []
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}: must be a mapping with a 'budgets:' list")
+    entries = config.get("budgets")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"budgets: must be a list of budgets, got {type(entries).__name__}")
+    budgets: list[Budget] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, entry in enumerate(entries):
+        label = f"budgets[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{label}: must be a mapping, got {type(entry).__name__}")
+        for name in entry:
+            if name not in _YAML_FIELDS:
+                raise ConfigError(
+                    f"{label}.{name}: unknown field; accepted: {', '.join(_YAML_FIELDS)}"
+                )
+        for name in ("scope", "period"):
+            if name not in entry:
+                raise ConfigError(f"{label}.{name}: required")
+        try:
+            budget = Budget(**entry)
+        except _FieldError as exc:
+            raise ConfigError(f"{label}.{exc.field_name}: {exc.problem}") from None
+        ident = (budget.scope, budget.period)
+        if ident in seen:
+            raise ConfigError(
+                f"{label}: duplicates budgets[{seen[ident]}] "
+                f"(scope {budget.scope}, period {budget.period})"
+            )
+        seen[ident] = i
+        budgets.append(budget)
+    return budgets
+
+
+# ---------------------------------------------------------------------------------------------
+# Value objects the ledger returns
+
+
+class ChargeableRecord(Protocol):
+    """What the ledger reads from a record (``carbonpipe.record.Record`` has it all)."""
+
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def team(self) -> str: ...
+    @property
+    def ended_at(self) -> str: ...
+    @property
+    def emissions_kg_co2e(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one ``charge()`` did with each scope's entry: written, already there, or spooled."""
+
+    record_id: str
+    emissions_kg_co2e: float
+    keys: tuple[str, ...]
+    written: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    spooled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChargeEntry:
+    """One charge as listed: the amount comes from the key, ``ended_at`` only from its body."""
+
+    scope: str
+    record_id: str
+    emissions_ug: int
+    date: str
+    step: str
+    key: str
+    ended_at: str | None = None
+
+    @property
+    def emissions_kg_co2e(self) -> float:
+        """The charged amount in kg CO2e."""
+        return _ug_to_kg(self.emissions_ug)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A slice of a budget held for a running step until its record is charged or it expires."""
+
+    reservation_id: str
+    scope: str
+    period: str
+    period_id: str
+    estimate_kg: float
+    estimate_source: str
+    created_at: datetime
+    expires_at: datetime
+    document_key: str
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """Where a budget stands in its period; ``remaining_kg`` already subtracts reservations."""
+
+    scope: str
+    period: str
+    period_id: str
+    period_start: datetime | None
+    period_end: datetime | None  # exclusive
+    limit_kg: float
+    warn_ratio: float
+    used_kg: float
+    reserved_kg: float
+    remaining_kg: float
+    percent: float
+    burn_rate_kg_per_day: float
+    days_left: float | None
+    warning: bool
+    exceeded: bool
+    charges: int
+    reservations: int
+    on_exceed: str = "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the status as JSON-ready values (times as UTC ISO-8601)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = utc_iso(value) if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """What a step is expected to emit, and where the figure came from."""
+
+    kg_co2e: float
+    source: str  # given | baseline | last_run | default
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a step fits its budget, with the figures; ``action`` is run, fail or skip."""
+
+    allowed: bool
+    action: str
+    on_exceed: str
+    scope: str
+    period_id: str
+    used_kg: float
+    reserved_kg: float
+    limit_kg: float
+    estimate_kg: float
+    estimate_source: str
+    remaining_kg: float
+    message: str
+
+    def to_exception(self) -> BudgetExceeded:
+        """Return the :class:`BudgetExceeded` a refused step raises."""
+        return BudgetExceeded(
+            self.message,
+            scope=self.scope,
+            used_kg=self.used_kg,
+            reserved_kg=self.reserved_kg,
+            limit_kg=self.limit_kg,
+            estimate_kg=self.estimate_kg,
+            on_exceed=self.on_exceed,
+        )
+
+
+@dataclass(frozen=True)
+class _Usage:
+    total_ug: int
+    entries: dict[str, ChargeEntry] = field(default_factory=dict)
+    first_date: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+
+
+def record_scopes(record: ChargeableRecord, *, run: bool = False) -> list[str]:
+    """The scopes a record is charged to: its pipeline, its team if set, and its run if asked.
+
+    The run scope only serves per-run budgets (``carbon_budget_g``), so it costs a write only
+    for trackers that have one.
+    """
+    scopes = [f"pipeline:{record.pipeline}"]
+    if record.team:
+        scopes.append(f"team:{record.team}")
+    if run:
+        scopes.append(f"run:{record.run_id}")
+    return scopes
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)))
+
+
+class BudgetLedger:
+    """Charges, reservations and status of carbon budgets kept in a :class:`Store`.
+
+    Safe to share between threads, and between processes and pods on one store: no update is
+    ever lost or doubled (see the module docstring for how).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        budgets: Iterable[Budget] = (),
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.store = store
+        self.budgets = tuple(budgets)
+        self._clock = clock
+        self._alerted: set[str] = set()
+        self._alerted_lock = threading.Lock()
+
+    def _now(self) -> datetime:
+        return _utc(self._clock())
+
+    # -- charges -------------------------------------------------------------------------------
+
+    def charge(self, record: ChargeableRecord, *, run_scope: bool = False) -> Charge:
+        """Charge a record to its scopes (pipeline, team if set, run if asked); idempotent."""
+        rid = record.record_id
+        if not isinstance(rid, str) or not _RECORD_ID.match(rid):
+            raise ValueError(f"record_id {rid!r} must be letters, digits and ._- only")
+        kg = _amount("emissions_kg_co2e", record.emissions_kg_co2e)
+        ug = kg_to_ug(kg)
+        day = parse_utc(record.ended_at).date().isoformat()
+        scopes = record_scopes(record, run=run_scope)
+        outcomes: dict[str, list[str]] = {"written": [], "duplicate": [], "spooled": []}
+        keys: list[str] = []
+        for scope in scopes:
+            key = (
+                f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/date={day}/"
+                f"step={safe_name(record.step)}/{rid}__{ug}.json"
+            )
+            body = {
+                "schema": _CHARGE_SCHEMA,
+                "scope": scope,
+                "record_id": rid,
+                "emissions_kg_co2e": kg,
+                "emissions_ug": ug,
+                "pipeline": record.pipeline,
+                "step": record.step,
+                "team": record.team,
+                "run_id": record.run_id,
+                "ended_at": record.ended_at,
+            }
+            data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            keys.append(key)
+            outcomes[self._deliver(key, data)].append(key)
+        return Charge(
+            rid,
+            kg,
+            tuple(keys),
+            written=tuple(outcomes["written"]),
+            duplicates=tuple(outcomes["duplicate"]),
+            spooled=tuple(outcomes["spooled"]),
+        )
+
+    def _deliver(self, key: str, data: bytes) -> str:
+        try:
+            from carbonpipe.spool import deliver
+        except ImportError:  # a build without the spool: write directly
+            try:
+                self.store.put_if_absent(key, data)
+            except PreconditionFailed:
+                return "duplicate"  # the same record, charged before
+            return "written"
+        delivery = deliver(self.store, key, data)
+        if delivery.spooled:
+            return "spooled"
+        # Not stored and not spooled: the key, which carries the amount, is already there.
+        return "written" if delivery.stored else "duplicate"
+
+    def charges(
+        self, scope: str, period: str = "total", *, at: datetime | None = None
+    ) -> list[ChargeEntry]:
+        """List the (deduplicated) charges of ``scope`` in the period containing ``at``."""
+        window = period_window(period, at or self._now())
+        return sorted(self._usage(scope, window).entries.values(), key=lambda e: e.key)
+
+    def _usage(self, scope: str, window: PeriodWindow) -> _Usage:
+        base = f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/"
+        entries: dict[str, ChargeEntry] = {}
+        for prefix in window.date_prefixes:
+            for key in self.store.list(base + prefix):
+                entry = _parse_charge_key(scope, base, key)
+                if entry is None:
+                    continue
+                # Two keys for one record can only come from a re-measured re-delivery; any
+                # fixed choice keeps every reader agreeing on the sum.
+                current = entries.get(entry.record_id)
+                if current is None or entry.key < current.key:
+                    entries[entry.record_id] = entry
+        total = sum(e.emissions_ug for e in entries.values())
+        first = min((e.date for e in entries.values()), default=None)
+        return _Usage(total, entries, first)
+
+    def last_charge(self, pipeline: str, step: str) -> ChargeEntry | None:
+        """Return the latest charge of ``pipeline``'s ``step`` in the last year, or None."""
+        scope = f"pipeline:{pipeline}"
+        base = f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/"
+        step_part = f"/step={safe_name(step)}/"
+        now = self._now()
+        this_month = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
+        for back in range(LAST_RUN_LOOKBACK_MONTHS):
+            start = _add_months(this_month, -back)
+            latest: list[ChargeEntry] = []
+            for key in self.store.list(f"{base}date={start:%Y-%m}-"):
+                if step_part not in key:
+                    continue
+                entry = _parse_charge_key(scope, base, key)
+                if entry is None:
+                    continue
+                if latest and entry.date > latest[0].date:
+                    latest = []
+                if not latest or entry.date == latest[0].date:
+                    latest.append(entry)
+            if latest:
+                # Several runs on the last day: only their bodies know which ended last.
+                return max((self._with_ended_at(e) for e in latest), key=_ended_order)
+        return None
+
+    def _with_ended_at(self, entry: ChargeEntry) -> ChargeEntry:
+        try:
+            body = json.loads(self.store.get(entry.key).data)
+            ended: str | None = utc_iso(parse_utc(body["ended_at"]))
+        except (ObjectNotFound, ValueError, KeyError, TypeError, AttributeError):
+            ended = None  # unreadable body: the entry still counts, it just sorts first
+        return replace(entry, ended_at=ended)
+
+    # -- reservations --------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        budget: Budget,
+        estimate_kg: float,
+        *,
+        reservation_id: str,
+        ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        estimate_source: str = "given",
+        pipeline: str = "",
+        step: str = "",
+    ) -> Reservation:
+        """Hold ``estimate_kg`` of ``budget`` for the step whose record id is ``reservation_id``.
+
+        Raises :class:`BudgetExceeded` if used + active reservations + estimate would pass the
+        limit. Re-reserving an active id returns the existing reservation.
+        """
+        est_ug = kg_to_ug(_amount("estimate_kg", estimate_kg))
+        if not isinstance(reservation_id, str) or not reservation_id:
+            raise ValueError(f"reservation_id {reservation_id!r} must be a non-empty string")
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
+            raise ValueError(f"ttl_s {ttl_s!r} must be a number of seconds > 0")
+        deadline = time.monotonic() + _CAS_DEADLINE_S
+        attempt = 0
+        while True:
+            now = self._now()
+            window = period_window(budget.period, now)
+            key = _reservations_key(budget.scope, window)
+            version, active, usage = self._snapshot(budget.scope, window, key, now)
+            if reservation_id in active:
+                return _reservation_from(active[reservation_id], budget, window, key)
+            decision = self._decide(budget, window, usage, active, est_ug, estimate_source)
+            self._note_crossings(budget, window, usage.total_ug)
+            if not decision.allowed:
+                raise decision.to_exception()
+            entry = {
+                "reservation_id": reservation_id,
+                "estimate_ug": est_ug,
+                "estimate_kg": _ug_to_kg(est_ug),
+                "estimate_source": estimate_source,
+                "pipeline": pipeline,
+                "step": step,
+                "created_at": utc_iso(now),
+                "expires_at": utc_iso(now + timedelta(seconds=float(ttl_s))),
+            }
+            try:
+                self._write_reservations(key, budget, window, [*active.values(), entry], version)
+            except PreconditionFailed:
+                if time.monotonic() > deadline:
+                    raise BudgetError(
+                        f"could not reserve in {budget.scope} {window.key_part}: the "
+                        f"reservations document kept changing for {_CAS_DEADLINE_S:g} s"
+                    ) from None
+                _backoff(attempt)
+                attempt += 1
+                continue
+            logger.debug(
+                "reserved %s kg of %s for %s", entry["estimate_kg"], budget.scope, reservation_id
+            )
+            return _reservation_from(entry, budget, window, key)
+
+    def release(self, reservation: Reservation) -> bool:
+        """Drop a reservation before it expires (a step skipped, or charged under another id)."""
+        deadline = time.monotonic() + _CAS_DEADLINE_S
+        attempt = 0
+        while True:
+            doc, version = self._read_reservations(reservation.document_key)
+            if version is None or not any(
+                r.get("reservation_id") == reservation.reservation_id for r in doc
+            ):
+                return False
+            kept = [r for r in doc if r.get("reservation_id") != reservation.reservation_id]
+            try:
+                self.store.replace(
+                    reservation.document_key,
+                    _reservations_doc(
+                        reservation.scope, reservation.period, reservation.period_id, kept
+                    ),
+                    if_version=version,
+                )
+                return True
+            except PreconditionFailed:
+                if time.monotonic() > deadline:
+                    raise BudgetError(f"could not release {reservation.reservation_id}") from None
+                _backoff(attempt)
+                attempt += 1
+
+    def settle(self, reservation: Reservation, record: ChargeableRecord) -> Charge:
+        """Charge the step's record; the charge replaces the reservation."""
+        charge = self.charge(record, run_scope=reservation.scope.startswith("run:"))
+        # The charge settles the reservation only if it lands under the reservation's id and
+        # scope; otherwise drop the reservation now rather than let it hold the slice till TTL.
+        if record.record_id != reservation.reservation_id or reservation.scope not in record_scopes(
+            record, run=True
+        ):
+            self.release(reservation)
+        return charge
+
+    def _read_reservations(self, key: str) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            obj = self.store.get(key)
+        except ObjectNotFound:
+            return [], None
+        try:
+            doc = json.loads(obj.data)
+            entries = doc["reservations"]
+            if not isinstance(entries, list):
+                raise TypeError("reservations is not a list")
+            return [e for e in entries if _valid_entry(e)], obj.version
+        except (ValueError, KeyError, TypeError) as exc:
+            # Overwriting it (by version) is the repair; losing a reservation only loosens a gate.
+            logger.warning("ignoring unreadable reservations document %s: %s", key, exc)
+            return [], obj.version
+
+    def _write_reservations(
+        self,
+        key: str,
+        budget: Budget,
+        window: PeriodWindow,
+        entries: list[dict[str, Any]],
+        version: str | None,
+    ) -> None:
+        data = _reservations_doc(budget.scope, window.period, window.period_id, entries)
+        if version is None:
+            self.store.put_if_absent(key, data)
+        else:
+            self.store.replace(key, data, if_version=version)
+
+    def _snapshot(
+        self, scope: str, window: PeriodWindow, key: str, now: datetime
+    ) -> tuple[str | None, dict[str, dict[str, Any]], _Usage]:
+        # Read reservations before listing charges: a charge landing in between is then seen
+        # by the listing, so its reservation counts as settled, never twice and never zero times.
+        doc, version = self._read_reservations(key)
+        usage = self._usage(scope, window)
+        active = {
+            e["reservation_id"]: e
+            for e in doc
+            if e["reservation_id"] not in usage.entries and parse_utc(e["expires_at"]) > now
+        }
+        return version, active, usage
+
+    # -- status and decisions ------------------------------------------------------------------
+
+    def _budget_for(self, scope: str, period: str | None) -> Budget:
+        matches = [b for b in self.budgets if b.scope == scope and period in (None, b.period)]
+        if len(matches) != 1:
+            known = ", ".join(f"{b.scope} ({b.period})" for b in self.budgets) or "none"
+            problem = "has no budget" if not matches else "has budgets for several periods"
+            raise ValueError(
+                f"scope {scope!r} {problem} in this ledger (known: {known}); "
+                "pass the Budget, or period="
+            )
+        return matches[0]
+
+    def status(self, scope_or_budget: str | Budget, *, period: str | None = None) -> BudgetStatus:
+        """Report used, reserved, remaining, burn rate and days left of a budget in its period.
+
+        A scope string names one of the ledger's ``budgets`` (``period`` picks among several).
+        """
+        if isinstance(scope_or_budget, Budget):
+            budget = scope_or_budget
+        else:
+            parse_scope(scope_or_budget)
+            budget = self._budget_for(scope_or_budget, period)
+        now = self._now()
+        window = period_window(budget.period, now)
+        key = _reservations_key(budget.scope, window)
+        _, active, usage = self._snapshot(budget.scope, window, key, now)
+        used_ug = usage.total_ug
+        reserved_ug = sum(int(e["estimate_ug"]) for e in active.values())
+        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        remaining_kg = _ug_to_kg(limit_ug - used_ug - reserved_ug)
+        start = window.start
+        if start is None and usage.first_date is not None:
+            # A total budget's burn rate runs from the day of its first charge.
+            start = datetime.fromisoformat(usage.first_date).replace(tzinfo=timezone.utc)
+        burn = 0.0
+        if start is not None and used_ug:
+            # A floor of an hour keeps the first minutes of a period from showing a wild rate.
+            elapsed_days = max((now - start).total_seconds(), 3600.0) / 86400.0
+            burn = _ug_to_kg(used_ug) / elapsed_days
+        self._note_crossings(budget, window, used_ug)
+        return BudgetStatus(
+            scope=budget.scope,
+            period=window.period,
+            period_id=window.period_id,
+            period_start=start,
+            period_end=window.end,
+            limit_kg=_ug_to_kg(limit_ug),
+            warn_ratio=budget.warn_ratio,
+            used_kg=_ug_to_kg(used_ug),
+            reserved_kg=_ug_to_kg(reserved_ug),
+            remaining_kg=remaining_kg,
+            percent=100.0 * used_ug / limit_ug,
+            burn_rate_kg_per_day=burn,
+            days_left=max(remaining_kg, 0.0) / burn if burn > 0 else None,
+            warning=used_ug >= budget.warn_ratio * limit_ug,
+            exceeded=used_ug > limit_ug,
+            charges=len(usage.entries),
+            reservations=len(active),
+            on_exceed=budget.on_exceed,
+        )
+
+    def check(
+        self, budget: Budget, estimate_kg: float, *, estimate_source: str = "given"
+    ) -> GateDecision:
+        """Decide whether ``estimate_kg`` fits ``budget`` now, without reserving anything."""
+        est_ug = kg_to_ug(_amount("estimate_kg", estimate_kg))
+        now = self._now()
+        window = period_window(budget.period, now)
+        _, active, usage = self._snapshot(
+            budget.scope, window, _reservations_key(budget.scope, window), now
+        )
+        self._note_crossings(budget, window, usage.total_ug)
+        return self._decide(budget, window, usage, active, est_ug, estimate_source)
+
+    @staticmethod
+    def _decide(
+        budget: Budget,
+        window: PeriodWindow,
+        usage: _Usage,
+        active: Mapping[str, Mapping[str, Any]],
+        est_ug: int,
+        estimate_source: str,
+    ) -> GateDecision:
+        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        reserved_ug = sum(int(e["estimate_ug"]) for e in active.values())
+        remaining_ug = limit_ug - usage.total_ug - reserved_ug
+        allowed = est_ug <= remaining_ug
+        figures = (
+            f"used {_ug_to_kg(usage.total_ug):.6g} kg + reserved {_ug_to_kg(reserved_ug):.6g} kg "
+            f"+ estimate {_ug_to_kg(est_ug):.6g} kg ({estimate_source}) "
+            f"{'<=' if allowed else '>'} limit {_ug_to_kg(limit_ug):.6g} kg"
+        )
+        if allowed:
+            message = f"budget {budget.scope} {window.key_part}: fits: {figures}"
+        else:
+            message = (
+                f"budget {budget.scope} {window.key_part} would be exceeded: {figures}; "
+                f"on_exceed={budget.on_exceed}"
+            )
+        return GateDecision(
+            allowed=allowed,
+            action="run" if allowed else budget.on_exceed,
+            on_exceed=budget.on_exceed,
+            scope=budget.scope,
+            period_id=window.period_id,
+            used_kg=_ug_to_kg(usage.total_ug),
+            reserved_kg=_ug_to_kg(reserved_ug),
+            limit_kg=_ug_to_kg(limit_ug),
+            estimate_kg=_ug_to_kg(est_ug),
+            estimate_source=estimate_source,
+            remaining_kg=_ug_to_kg(remaining_ug),
+            message=message,
+        )
+
+    def _note_crossings(self, budget: Budget, window: PeriodWindow, used_ug: int) -> None:
+        # Logged once per crossing: this process remembers what it logged, and a create-only
+        # marker in the store keeps other processes and pods from logging the same crossing.
+        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        for kind, reached in (
+            ("warning", used_ug >= budget.warn_ratio * limit_ug),
+            ("exceeded", used_ug > limit_ug),
+        ):
+            if not reached:
+                continue
+            marker = (
+                f"{BUDGETS_PREFIX}/{scope_key(budget.scope)}/{window.key_part}/alerts/"
+                f"{kind}-{limit_ug}-{budget.warn_ratio:g}.json"
+            )
+            with self._alerted_lock:
+                if marker in self._alerted:
+                    continue
+                self._alerted.add(marker)
+            body = {"scope": budget.scope, "kind": kind, "used_ug": used_ug, "limit_ug": limit_ug}
+            try:
+                self.store.put_if_absent(marker, json.dumps(body, sort_keys=True).encode())
+            except PreconditionFailed:
+                continue  # someone else logged this crossing
+            except StoreError as exc:
+                logger.debug("cannot write alert marker %s (%s); logging anyway", marker, exc)
+            used_kg, limit_kg = _ug_to_kg(used_ug), _ug_to_kg(limit_ug)
+            if kind == "warning":
+                logger.warning(
+                    "carbon budget %s %s passed %g%% of its limit: %.6g of %.6g kg CO2e used",
+                    budget.scope,
+                    window.key_part,
+                    100 * budget.warn_ratio,
+                    used_kg,
+                    limit_kg,
+                )
+            else:
+                logger.warning(
+                    "carbon budget %s %s exceeded: %.6g of %.6g kg CO2e used",
+                    budget.scope,
+                    window.key_part,
+                    used_kg,
+                    limit_kg,
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# The gate
+
+
+class BudgetGate:
+    """Before a step: estimate it, and reserve the estimate in its budget or refuse the step."""
+
+    def __init__(self, ledger: BudgetLedger, budget: Budget) -> None:
+        self.ledger = ledger
+        self.budget = budget
+
+    def estimate(self, pipeline: str, step: str) -> StepEstimate:
+        """Return the step's baseline, else its last run's emissions, else the budget's default."""
+        key = baseline_key(pipeline, step)
+        try:
+            body = json.loads(self.ledger.store.get(key).data)
+            return StepEstimate(_amount("mean_kg_co2e", body["mean_kg_co2e"]), "baseline")
+        except ObjectNotFound:
+            pass
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("baseline %s is unusable (%s); not using it", key, exc)
+        last = self.ledger.last_charge(pipeline, step)
+        if last is not None:
+            return StepEstimate(last.emissions_kg_co2e, "last_run")
+        return StepEstimate(self.budget.default_step_estimate_kg, "default")
+
+    def _estimate(self, pipeline: str, step: str, estimate_kg: float | None) -> StepEstimate:
+        if estimate_kg is not None:
+            return StepEstimate(_amount("estimate_kg", estimate_kg), "given")
+        return self.estimate(pipeline, step)
+
+    def check(self, pipeline: str, step: str, *, estimate_kg: float | None = None) -> GateDecision:
+        """Decide whether the step fits, reserving nothing (for a KFP ``dsl.If`` gate)."""
+        est = self._estimate(pipeline, step, estimate_kg)
+        return self.ledger.check(self.budget, est.kg_co2e, estimate_source=est.source)
+
+    def reserve(
+        self,
+        pipeline: str,
+        step: str,
+        *,
+        reservation_id: str,
+        estimate_kg: float | None = None,
+        ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+    ) -> Reservation:
+        """Reserve the step's estimate; raise :class:`BudgetExceeded` if it does not fit."""
+        est = self._estimate(pipeline, step, estimate_kg)
+        return self.ledger.reserve(
+            self.budget,
+            est.kg_co2e,
+            reservation_id=reservation_id,
+            ttl_s=ttl_s,
+            estimate_source=est.source,
+            pipeline=pipeline,
+            step=step,
+        )
+
+    def settle(self, reservation: Reservation, record: ChargeableRecord) -> Charge:
+        """Charge the step's record in place of its reservation, and log any crossing it caused."""
+        charge = self.ledger.settle(reservation, record)
+        self.ledger.status(self.budget)
+        return charge
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _amount(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite number >= 0, else raise ValueError naming it."""
+    try:
+        return _check_number(name, value)
+    except _FieldError as exc:
+        raise ValueError(f"{name}: {exc.problem}") from None
+
+
+def _parse_charge_key(scope: str, base: str, key: str) -> ChargeEntry | None:
+    parts = key[len(base) :].split("/")
+    if len(parts) != 3 or not parts[0].startswith("date=") or not parts[1].startswith("step="):
+        return None
+    m = _CHARGE_FILE.match(parts[2])
+    if m is None:
+        return None
+    return ChargeEntry(
+        scope=scope,
+        record_id=m["rid"],
+        emissions_ug=int(m["ug"]),
+        date=parts[0][len("date=") :],
+        step=parts[1][len("step=") :],
+        key=key,
+    )
+
+
+def _ended_order(entry: ChargeEntry) -> tuple[str, str]:
+    return entry.ended_at or "", entry.record_id
+
+
+def _reservations_key(scope: str, window: PeriodWindow) -> str:
+    return f"{BUDGETS_PREFIX}/{scope_key(scope)}/{window.key_part}/reservations.json"
+
+
+def _reservations_doc(
+    scope: str, period: str, period_id: str, entries: list[dict[str, Any]]
+) -> bytes:
+    doc = {
+        "schema": _DOC_SCHEMA,
+        "scope": scope,
+        "period": period,
+        "period_id": period_id,
+        "reservations": sorted(entries, key=lambda e: str(e["reservation_id"])),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _valid_entry(entry: object) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    try:
+        parse_utc(entry["expires_at"])
+        return isinstance(entry["reservation_id"], str) and int(entry["estimate_ug"]) >= 0
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def _reservation_from(
+    entry: Mapping[str, Any], budget: Budget, window: PeriodWindow, key: str
+) -> Reservation:
+    return Reservation(
+        reservation_id=entry["reservation_id"],
+        scope=budget.scope,
+        period=window.period,
+        period_id=window.period_id,
+        estimate_kg=_ug_to_kg(int(entry["estimate_ug"])),
+        estimate_source=str(entry.get("estimate_source", "given")),
+        created_at=parse_utc(entry.get("created_at") or entry["expires_at"]),
+        expires_at=parse_utc(entry["expires_at"]),
+        document_key=key,
+    )
