@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "InvalidCarbonTrace": "carbonpipe.errors",
+    "CarbonBudgetPruner": "carbonpipe.optuna",
+    "CarbonTrialTracker": "carbonpipe.optuna",
+    "extract_carbon_metrics": "carbonpipe.trace",
+    "CodeCarbonMetrics": "carbonpipe.trace",
+    "CarbonTraceMiddleware": "carbonpipe.trace",
     "CarbonTracker": "carbonpipe.tracker",
     "CarbonMetrics": "carbonpipe.tracker",
     "carbon_tracked": "carbonpipe.tracker",
@@ -30,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "BudgetStatus": "carbonpipe.budget",
     "load_budgets": "carbonpipe.budget",
     "CarbonpipeError": "carbonpipe.errors",
+    "CarbonRegression": "carbonpipe.errors",
     "ConfigError": "carbonpipe.errors",
     "BudgetExceeded": "carbonpipe.errors",
     "InvalidRecord": "carbonpipe.errors",
@@ -46,11 +53,17 @@ __all__ = [
     "BudgetGate",
     "BudgetLedger",
     "BudgetStatus",
+    "CarbonBudgetPruner",
     "CarbonMetrics",
+    "CarbonRegression",
+    "CarbonTraceMiddleware",
     "CarbonTracker",
+    "CarbonTrialTracker",
     "CarbonpipeError",
+    "CodeCarbonMetrics",
     "ConfigError",
     "Intensity",
+    "InvalidCarbonTrace",
     "InvalidRecord",
     "InvalidStoreURI",
     "Location",
@@ -65,6 +78,7 @@ __all__ = [
     "carbon_tracked",
     "current_step",
     "detect_location",
+    "extract_carbon_metrics",
     "load_budgets",
     "lookup_intensity",
     "open_store",
@@ -90,7 +104,9 @@ if TYPE_CHECKING:
     from carbonpipe.errors import (
         BudgetExceeded,
         CarbonpipeError,
+        CarbonRegression,
         ConfigError,
+        InvalidCarbonTrace,
         InvalidRecord,
         InvalidStoreURI,
         ObjectNotFound,
@@ -100,6 +116,8 @@ if TYPE_CHECKING:
     )
     from carbonpipe.intensity import Intensity, lookup_intensity
     from carbonpipe.measure import Measurement
+    from carbonpipe.optuna import CarbonBudgetPruner, CarbonTrialTracker
     from carbonpipe.record import Record
     from carbonpipe.store import Store, open_store
+    from carbonpipe.trace import CarbonTraceMiddleware, CodeCarbonMetrics, extract_carbon_metrics
     from carbonpipe.tracker import CarbonMetrics, CarbonTracker, carbon_tracked, current_step

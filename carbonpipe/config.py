@@ -13,8 +13,10 @@ Example ``carbon.yaml``::
     tracking_mode: process                # machine | process | offline
     pue: 1.1
     location: {provider: gcp, region: europe-west1}
+    regression: warn                      # or fail: a step 1.2x above its baseline fails
     budgets:
       - {scope: "pipeline:train", period: month, limit_kg_co2e: 50, on_exceed: fail}
+    esg: {organisation: Acme, team_sizes: {ranking: 6}}
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from carbonpipe.errors import ConfigError
 
 TRACKING_MODES = ("machine", "process", "offline")
+REGRESSION_ACTIONS = ("warn", "fail")
 DEFAULT_STORE = "./carbon-artifacts"
 CONFIG_ENV = "CARBONPIPE_CONFIG"
 DEFAULT_CONFIG_FILE = "carbon.yaml"
@@ -46,6 +49,7 @@ _ENV: dict[str, str] = {
     "measure_power_secs": "CARBONPIPE_MEASURE_POWER_SECS",
     "spool_dir": "CARBONPIPE_SPOOL_DIR",
     "regression_factor": "CARBONPIPE_REGRESSION_FACTOR",
+    "regression": "CARBONPIPE_REGRESSION",
 }
 
 
@@ -64,6 +68,7 @@ class Settings:
     measure_power_secs: float = 5.0
     spool_dir: str = ""
     regression_factor: float = 1.2
+    regression: str = "warn"
     default_provider: str | None = None
     default_region: str | None = None
     default_country: str | None = None
@@ -144,6 +149,13 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         if mode not in TRACKING_MODES:
             raise ConfigError(f"{where} must be one of {', '.join(TRACKING_MODES)}, got {value!r}")
         return mode
+    if name == "regression":
+        action = str(value).lower()
+        if action not in REGRESSION_ACTIONS:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(REGRESSION_ACTIONS)}, got {value!r}"
+            )
+        return action
     if name == "store":
         if isinstance(value, os.PathLike):
             return os.fspath(value)
@@ -155,7 +167,8 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     return value
 
 
-_FILE_KEYS = set(_ENV) | {"location", "budgets"}
+# ``esg:`` (organisation, boundary, team sizes, targets) is read by carbonpipe.esg itself.
+_FILE_KEYS = set(_ENV) | {"location", "budgets", "esg"}
 
 
 def resolve_settings(

@@ -14,6 +14,7 @@ The hierarchy::
     │   └── PreconditionFailed            a conditional write lost (object exists / changed)
     ├── BudgetError
     │   └── BudgetExceeded                a step that would overrun its budget was gated
+    ├── CarbonRegression                  a step emitted well above its baseline (regression: fail)
     └── InvalidCarbonTrace (ValueError)   a malformed ``x_carbon_trace``
 
 Tracking failures (CodeCarbon, detection, the store) never reach the user's step: they are
@@ -95,6 +96,17 @@ class BudgetExceeded(BudgetError):
         self.limit_kg = limit_kg
         self.estimate_kg = estimate_kg
         self.on_exceed = on_exceed
+
+
+class CarbonRegression(CarbonpipeError):
+    """A step emitted more than its baseline allows and ``regression: fail`` is configured.
+
+    Raised by the KFP and Airflow layers after the step finished and its record was written.
+    """
+
+    def __init__(self, message: str, *, alerts: tuple[dict[str, object], ...] = ()) -> None:
+        super().__init__(message)
+        self.alerts = alerts
 
 
 class InvalidCarbonTrace(CarbonpipeError, ValueError):

@@ -1,0 +1,783 @@
+"""Tracked steps: measure a block, a function or a command, locate it, price it in CO2, record it.
+
+``CarbonTracker`` keeps the API of the Carbon Tracker guide our users know::
+
+    tracker = CarbonTracker(project_name="sustainable-ml", experiment_name="carbon-demo")
+    with tracker.start_tracking("model_training"):
+        model.fit(X, y)
+    metrics = tracker.stop_tracking("model_training")
+
+What happens around the step:
+
+1. ``start_tracking`` gates the step against its budget (if any) *before* it spends, then
+   starts the meter (a CodeCarbon sidecar process; see :mod:`carbonpipe.measure`).
+2. The step runs. Nothing carbonpipe does afterwards can change its result or exception.
+3. ``stop``: the meter's energy, the location (:func:`carbonpipe.cloud.detect_location`) and its
+   grid intensity give the emissions; one immutable record is delivered to the store (spooled
+   if the store is down) and charged to the budget ledger, settling the reservation.
+
+Every tracking failure is logged and written into the record's ``tracking_errors``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from carbonpipe.config import Settings, resolve_settings
+from carbonpipe.errors import BudgetExceeded
+from carbonpipe.record import Record, make_record_id, utc_iso
+
+if TYPE_CHECKING:
+    from carbonpipe.budget import Budget, BudgetStatus, Reservation
+    from carbonpipe.cloud import Location
+    from carbonpipe.impact import Equivalents
+    from carbonpipe.intensity import Intensity
+    from carbonpipe.measure import Measurement, Meter
+    from carbonpipe.store import Store
+
+log = logging.getLogger("carbonpipe")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current_step: contextvars.ContextVar[_Step | None] = contextvars.ContextVar(
+    "carbonpipe_current_step", default=None
+)
+
+
+def current_step() -> _Step | None:
+    """Return the tracked step running in this context, if any (for remote attribution)."""
+    return _current_step.get()
+
+
+@dataclass(frozen=True)
+class CarbonMetrics:
+    """What one tracked step cost: energy, emissions and where they were priced."""
+
+    step: str
+    status: str
+    duration_s: float
+    energy_consumed_kwh: float
+    emissions_kg_co2: float
+    carbon_intensity_g_per_kwh: float
+    cpu_energy_kwh: float
+    gpu_energy_kwh: float
+    ram_energy_kwh: float
+    remote_energy_kwh: float
+    cpu_power_w: float
+    gpu_power_w: float
+    ram_power_w: float
+    cloud_provider: str | None
+    cloud_region: str | None
+    country_iso_code: str | None
+    record_id: str
+    record: Record
+    tracking_errors: tuple[str, ...] = ()
+    budget_status: BudgetStatus | None = None
+    alerts: tuple[Mapping[str, Any], ...] = field(default=())
+
+    @property
+    def emissions_kg_co2e(self) -> float:
+        """Alias of ``emissions_kg_co2`` with the unit the records use."""
+        return self.emissions_kg_co2
+
+    @property
+    def emissions_g_co2e(self) -> float:
+        """Emissions in grams of CO2e."""
+        return self.emissions_kg_co2 * 1000.0
+
+    @property
+    def budget_percent(self) -> float | None:
+        """Share of the step's budget used after this step, if a budget was attached."""
+        return None if self.budget_status is None else self.budget_status.percent
+
+    @property
+    def regression_failed(self) -> bool:
+        """Whether a baseline regression alert asks for the step to fail (``regression: fail``)."""
+        return any(a.get("action") == "fail" for a in self.alerts)
+
+    def raise_for_regression(self) -> None:
+        """Raise :class:`CarbonRegression` if an alert asks for a failure; for KFP and Airflow."""
+        if self.regression_failed:
+            from carbonpipe.errors import CarbonRegression
+
+            messages = "; ".join(str(a.get("message", a)) for a in self.alerts)
+            raise CarbonRegression(messages, alerts=tuple(dict(a) for a in self.alerts))
+
+    def equivalents(self) -> Equivalents:
+        """Numeric everyday equivalents (phone charges, car km, tree minutes, LED hours)."""
+        from carbonpipe.impact import equivalents
+
+        return equivalents(self.energy_consumed_kwh, self.emissions_kg_co2)
+
+    def emissions_comparison(self) -> dict[str, str]:
+        """Everyday comparisons as sentences, keyed ``smartphone_charges``, ``car_distance``, ..."""
+        from carbonpipe.impact import emissions_comparison
+
+        return emissions_comparison(self.energy_consumed_kwh, self.emissions_kg_co2)
+
+    def summary_line(self) -> str:
+        """One line for logs: energy, CO2, intensity, location and a comparison."""
+        from carbonpipe.impact import summary_line
+
+        where = "/".join(p for p in (self.cloud_provider, self.cloud_region) if p) or (
+            self.country_iso_code or "world average"
+        )
+        return summary_line(
+            self.energy_consumed_kwh,
+            self.emissions_kg_co2,
+            self.carbon_intensity_g_per_kwh,
+            location=where,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the figures as a JSON-ready mapping (what KFP and Airflow publish)."""
+        return {
+            "step": self.step,
+            "status": self.status,
+            "record_id": self.record_id,
+            "duration_s": self.duration_s,
+            "energy_kwh": self.energy_consumed_kwh,
+            "emissions_kg_co2e": self.emissions_kg_co2,
+            "emissions_g_co2e": self.emissions_g_co2e,
+            "intensity_g_per_kwh": self.carbon_intensity_g_per_kwh,
+            "cpu_energy_kwh": self.cpu_energy_kwh,
+            "gpu_energy_kwh": self.gpu_energy_kwh,
+            "ram_energy_kwh": self.ram_energy_kwh,
+            "remote_energy_kwh": self.remote_energy_kwh,
+            "cloud_provider": self.cloud_provider,
+            "cloud_region": self.cloud_region,
+            "country_iso_code": self.country_iso_code,
+            "budget_percent": self.budget_percent,
+            "tracking_errors": list(self.tracking_errors),
+        }
+
+
+class _Step:
+    """One running step: its meter, its reservation and the remote energy attributed to it."""
+
+    def __init__(self, tracker: CarbonTracker, name: str, attempt: int, labels: dict[str, str]):
+        self.tracker = tracker
+        self.name = name
+        self.attempt = attempt
+        self.labels = labels
+        self.started_at = datetime.now(timezone.utc)
+        self.meter: Meter | None = None
+        self.reservation: Reservation | None = None
+        self.errors: list[str] = []
+        self.remote: dict[str, dict[str, Any]] = {}
+        self.metrics: CarbonMetrics | None = None
+        self._token: contextvars.Token[_Step | None] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def record_id(self) -> str:
+        s = self.tracker.settings
+        return make_record_id(s.project, s.pipeline, self.tracker.run_id, self.name, self.attempt)
+
+    def add_remote(self, server: str, *, energy_kwh: float, emissions_kg_co2e: float) -> None:
+        """Attribute a model server's reported energy (``x_carbon_trace``) to this step."""
+        with self._lock:
+            entry = self.remote.setdefault(
+                server, {"server": server, "count": 0, "energy_kwh": 0.0, "emissions_kg_co2e": 0.0}
+            )
+            entry["count"] += 1
+            entry["energy_kwh"] += energy_kwh
+            entry["emissions_kg_co2e"] += emissions_kg_co2e
+
+    # The handle returned by start_tracking is this object: it is a context manager too.
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.tracker._finish(self, _status_for(exc))
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return "succeeded"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "killed"
+    return "failed"
+
+
+class CarbonTracker:
+    """Measure ML steps with CodeCarbon and record their energy and CO2 where the org sees it.
+
+    :param project_name: project the records belong to (``CARBONPIPE_PROJECT``).
+    :param experiment_name: free-form experiment label (``CARBONPIPE_EXPERIMENT``).
+    :param output_dir: the store: a folder, ``s3://bucket/prefix`` or ``gs://bucket/prefix``
+        (``CARBONPIPE_STORE``; default ``./carbon-artifacts``).
+    :param cloud_provider: ``gcp``, ``aws`` or ``azure``; ``None`` detects it.
+    :param cloud_region: the provider's region name; ``None`` detects it.
+    :param country_iso_code: ISO 3166 country (alpha-2 or alpha-3) when off-cloud.
+    :param tracking_mode: ``machine`` (whole machine), ``process`` (this process tree's share)
+        or ``offline`` (machine, and no network probe at all: name the location).
+    :param pipeline: pipeline the steps belong to (default: the project); budgets of scope
+        ``pipeline:<name>`` count it.
+    :param team: team the steps belong to; budgets of scope ``team:<name>`` count it.
+    :param budget: a :class:`carbonpipe.Budget` gating every step before it starts.
+    :param carbon_budget_g: shorthand for a per-run budget of this many grams.
+    """
+
+    def __init__(
+        self,
+        project_name: str | None = None,
+        experiment_name: str | None = None,
+        output_dir: str | Store | None = None,
+        cloud_provider: str | None = None,
+        cloud_region: str | None = None,
+        country_iso_code: str | None = None,
+        tracking_mode: str | None = None,
+        *,
+        pipeline: str | None = None,
+        team: str | None = None,
+        run_id: str | None = None,
+        budget: Budget | None = None,
+        carbon_budget_g: float | None = None,
+        labels: Mapping[str, str] | None = None,
+        pue: float | None = None,
+        measure_power_secs: float | None = None,
+        config_file: str | None = None,
+        store_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from carbonpipe.store import Store, parse_store_uri
+
+        store_arg = None if isinstance(output_dir, Store) else output_dir
+        self.settings: Settings = resolve_settings(
+            config_file=config_file,
+            project=project_name,
+            experiment=experiment_name,
+            store=store_arg,
+            pipeline=pipeline,
+            team=team,
+            run_id=run_id,
+            tracking_mode=tracking_mode,
+            pue=pue,
+            measure_power_secs=measure_power_secs,
+        )
+        if labels is not None and not (
+            isinstance(labels, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+        ):
+            raise TypeError("labels must map strings to strings, e.g. {'model': 'bert'}")
+        parse_store_uri(self.settings.store)  # a bad URI is refused before any step runs
+        self.labels: dict[str, str] = dict(labels or {})
+        self.run_id: str = self.settings.run_id or uuid.uuid4().hex
+        self._store: Store | None = output_dir if isinstance(output_dir, Store) else None
+        self._store_options = dict(store_options or {})
+        self._arg_location = (cloud_provider, cloud_region, country_iso_code)
+        if cloud_provider is not None:
+            from carbonpipe.cloud import normalize_provider
+
+            normalize_provider(cloud_provider)  # fail fast on a typo, naming the argument
+        self._location: Location | None = None
+        self._intensity: Intensity | None = None
+        self.budget: Budget | None = self._resolve_budget(budget, carbon_budget_g)
+        self._open: dict[str, _Step] = {}
+        self._finished: list[CarbonMetrics] = []
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- configuration --------------------------------------------------------------------
+    def _resolve_budget(
+        self, budget: Budget | None, carbon_budget_g: float | None
+    ) -> Budget | None:
+        from carbonpipe.budget import Budget
+
+        if budget is not None and carbon_budget_g is not None:
+            raise ValueError("give either budget= or carbon_budget_g=, not both")
+        if budget is not None:
+            if not isinstance(budget, Budget):
+                raise TypeError(f"budget must be a carbonpipe.Budget, got {type(budget).__name__}")
+            return budget
+        if carbon_budget_g is not None:
+            # The guide's per-run budget: it covers this tracker's run, gated before each step.
+            return Budget(
+                scope=f"run:{self.run_id}",
+                period="total",
+                limit_g_co2e=float(carbon_budget_g),
+                on_exceed="fail",
+            )
+        for b in self.settings.budgets:
+            if b.scope in (f"pipeline:{self.settings.pipeline}", f"team:{self.settings.team}"):
+                return cast("Budget", b)
+        return None
+
+    @property
+    def store(self) -> Store:
+        """The store records go to (opened on first use)."""
+        if self._store is None:
+            from carbonpipe.store import open_store
+
+            self._store = open_store(self.settings.store, **self._store_options)
+        return self._store
+
+    @property
+    def location(self) -> Location:
+        """Where the steps run: given, from env, from cloud metadata, configured, or world."""
+        if self._location is None:
+            from carbonpipe.cloud import detect_location
+
+            provider, region, country = self._arg_location
+            s = self.settings
+            self._location = detect_location(
+                provider=provider,
+                region=region,
+                country_iso=country,
+                default_provider=s.default_provider,
+                default_region=s.default_region,
+                default_country=s.default_country,
+                probe=s.tracking_mode != "offline",
+            )
+        return self._location
+
+    @property
+    def intensity(self) -> Intensity:
+        """The grid carbon intensity of :attr:`location`, with its source and vintage."""
+        if self._intensity is None:
+            from carbonpipe.intensity import lookup_intensity
+
+            loc = self.location
+            self._intensity = lookup_intensity(loc.provider, loc.region, loc.country_iso)
+        return self._intensity
+
+    @property
+    def cloud_provider(self) -> str | None:
+        """The provider the steps run on (detected or given), or ``None`` off-cloud."""
+        return self.location.provider
+
+    @property
+    def cloud_region(self) -> str | None:
+        """The provider's region (detected or given)."""
+        return self.location.region
+
+    @property
+    def country_iso_code(self) -> str | None:
+        """ISO alpha-3 country of the location, when known."""
+        return self.location.country_iso
+
+    # -- tracking ---------------------------------------------------------------------------
+    def start_tracking(
+        self,
+        step: str = "step",
+        *,
+        attempt: int | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> _Step:
+        """Gate and start measuring ``step``; use the result as a context manager or call
+        :meth:`stop_tracking`.
+
+        Raises :class:`BudgetExceeded` (before any energy is spent) when the step would
+        overrun its budget. Nothing else raised here comes from tracking.
+        """
+        if not isinstance(step, str) or not step:
+            raise ValueError(f"step must be a non-empty string, got {step!r}")
+        if attempt is not None and (
+            isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1
+        ):
+            raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
+        with self._lock:
+            if step in self._open:
+                raise ValueError(f"step {step!r} is already being tracked; stop it first")
+            n = attempt if attempt is not None else self._attempts.get(step, 0) + 1
+            self._attempts[step] = max(n, self._attempts.get(step, 0))
+            handle = _Step(self, step, n, {**self.labels, **dict(labels or {})})
+            self._open[step] = handle
+        _replay_spool_in_background()
+        try:
+            if self.budget is not None:
+                self._gate(handle)
+        except BaseException:
+            with self._lock:
+                self._open.pop(step, None)
+            raise
+        handle.meter = self._start_meter(handle)
+        handle._token = _current_step.set(handle)
+        return handle
+
+    def _gate(self, handle: _Step) -> None:
+        from carbonpipe.budget import BudgetGate, BudgetLedger
+
+        assert self.budget is not None
+        try:
+            gate = BudgetGate(BudgetLedger(self.store), self.budget)
+            handle.reservation = gate.reserve(
+                pipeline=self.settings.pipeline,
+                step=handle.name,
+                reservation_id=handle.record_id,
+            )
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # the ledger is down: run the step, say so in the record
+            msg = f"budget gate unavailable, step ran ungated: {exc}"
+            log.warning("carbonpipe: %s", msg)
+            handle.errors.append(msg)
+
+    def _start_meter(self, handle: _Step) -> Meter | None:
+        try:
+            from carbonpipe.measure import Meter
+
+            mode = (
+                "machine"
+                if self.settings.tracking_mode == "offline"
+                else self.settings.tracking_mode
+            )
+            meter = Meter(tracking_mode=mode, measure_power_secs=self.settings.measure_power_secs)
+            meter.start()
+            return meter
+        except Exception as exc:
+            msg = f"energy meter failed to start: {exc!r}"
+            log.warning("carbonpipe: %s", msg)
+            handle.errors.append(msg)
+            return None
+
+    def stop_tracking(self, step: str | None = None) -> CarbonMetrics:
+        """Stop ``step`` (or return its metrics if already stopped); with no name, the last.
+
+        Idempotent: after the ``with`` block, or on a second call, it returns the same metrics.
+        """
+        with self._lock:
+            if step is None:
+                if self._open:
+                    handle: _Step | None = list(self._open.values())[-1]
+                elif self._finished:
+                    return self._finished[-1]
+                else:
+                    raise ValueError(
+                        "no step has been tracked yet; call start_tracking(step) first"
+                    )
+            else:
+                handle = self._open.get(step)
+                if handle is None:
+                    for m in reversed(self._finished):
+                        if m.step == step:
+                            return m
+                    raise ValueError(
+                        f"step {step!r} was never started; started steps: {sorted(self._attempts)}"
+                    )
+        assert handle is not None
+        return self._finish(handle, "succeeded")
+
+    def _finish(self, handle: _Step, status: str) -> CarbonMetrics:
+        with self._lock:
+            if handle.metrics is not None:
+                return handle.metrics
+            self._open.pop(handle.name, None)
+        if handle._token is not None:
+            # Stopped from another context (a thread): there is nothing to restore there.
+            with contextlib.suppress(ValueError):
+                _current_step.reset(handle._token)
+        measurement = self._stop_meter(handle)
+        metrics = self._record(handle, status, measurement)
+        with self._lock:
+            handle.metrics = metrics
+            self._finished.append(metrics)
+        return metrics
+
+    def _stop_meter(self, handle: _Step) -> Measurement:
+        from carbonpipe.measure import estimate_without_meter
+
+        if handle.meter is not None:
+            try:
+                return handle.meter.stop()
+            except Exception as exc:
+                handle.errors.append(f"energy meter failed to stop: {exc!r}")
+        return estimate_without_meter(handle.started_at, datetime.now(timezone.utc))
+
+    def _record(self, handle: _Step, status: str, m: Measurement) -> CarbonMetrics:
+        errors = list(handle.errors) + list(m.errors)
+        provider = region = country = None
+        detected_by = "world"
+        try:
+            loc = self.location
+            intensity = self.intensity
+            provider, region, country = loc.provider, loc.region, loc.country_iso
+            detected_by = loc.detected_by
+            errors.extend(f"location: {n}" for n in loc.notes)
+        except Exception as exc:  # never let detection break the step: world average
+            from carbonpipe.intensity import lookup_intensity
+
+            errors.append(f"location detection failed: {exc!r}")
+            intensity = lookup_intensity(None, None, None)
+        location: dict[str, Any] = {
+            "provider": provider,
+            "region": region,
+            "country_iso": country,
+            "detected_by": detected_by,
+        }
+        s = self.settings
+        local_kwh = m.cpu_energy_kwh + m.gpu_energy_kwh + m.ram_energy_kwh
+        remote = [dict(v) for v in handle.remote.values()]
+        remote_kwh = sum(r["energy_kwh"] for r in remote)
+        remote_kg = sum(r["emissions_kg_co2e"] for r in remote)
+        emissions_kg = local_kwh * s.pue * intensity.intensity_g_per_kwh / 1000.0 + remote_kg
+        record = Record(
+            record_id=handle.record_id,
+            project=s.project,
+            experiment=s.experiment,
+            pipeline=s.pipeline,
+            run_id=self.run_id,
+            step=handle.name,
+            team=s.team,
+            attempt=handle.attempt,
+            labels=handle.labels,
+            started_at=utc_iso(m.started_at),
+            ended_at=utc_iso(m.ended_at),
+            duration_s=m.duration_s,
+            status=status,
+            energy_kwh={
+                "cpu": m.cpu_energy_kwh,
+                "gpu": m.gpu_energy_kwh,
+                "ram": m.ram_energy_kwh,
+                "remote": remote_kwh,
+                "total": local_kwh + remote_kwh,
+            },
+            power_w={"cpu": m.cpu_power_w, "gpu": m.gpu_power_w, "ram": m.ram_power_w},
+            pue=s.pue,
+            intensity_g_per_kwh=intensity.intensity_g_per_kwh,
+            emissions_kg_co2e=emissions_kg,
+            location=location,
+            intensity_source=intensity.to_source_dict(),
+            measurement={
+                "method": m.method,
+                "tracking_mode": s.tracking_mode,
+                "share": m.share,
+                "codecarbon_version": m.codecarbon_version,
+                "cpu_model": m.cpu_model,
+                "gpu_model": m.gpu_model,
+            },
+            remote=remote,
+            tracking_errors=errors,
+            alerts=self._alerts(handle, emissions_kg),
+        )
+        budget_status = self._deliver(record)
+        for e in record.tracking_errors:
+            log.warning("carbonpipe: %s", e)
+        metrics = CarbonMetrics(
+            step=handle.name,
+            status=status,
+            duration_s=m.duration_s,
+            energy_consumed_kwh=local_kwh + remote_kwh,
+            emissions_kg_co2=emissions_kg,
+            carbon_intensity_g_per_kwh=intensity.intensity_g_per_kwh,
+            cpu_energy_kwh=m.cpu_energy_kwh,
+            gpu_energy_kwh=m.gpu_energy_kwh,
+            ram_energy_kwh=m.ram_energy_kwh,
+            remote_energy_kwh=remote_kwh,
+            cpu_power_w=m.cpu_power_w,
+            gpu_power_w=m.gpu_power_w,
+            ram_power_w=m.ram_power_w,
+            cloud_provider=provider,
+            cloud_region=region,
+            country_iso_code=country,
+            record_id=record.record_id,
+            record=record,
+            tracking_errors=tuple(record.tracking_errors),
+            budget_status=budget_status,
+            alerts=tuple(record.alerts),
+        )
+        log.info("%s", metrics.summary_line())
+        return metrics
+
+    def _alerts(self, handle: _Step, emissions_kg: float) -> list[dict[str, Any]]:
+        """Compare the step with its baseline, if one is stored; never fails the step."""
+        try:
+            from carbonpipe import baseline
+        except ImportError:
+            return []
+        try:
+            alert = baseline.check_regression(
+                self.store,
+                self.settings.pipeline,
+                handle.name,
+                emissions_kg,
+                factor=self.settings.regression_factor,
+                action=self.settings.regression,
+            )
+        except Exception as exc:
+            handle.errors.append(f"baseline check failed: {exc!r}")
+            return []
+        return [alert] if alert else []
+
+    def _deliver(self, record: Record) -> BudgetStatus | None:
+        """Write the record (spooling if the store is down) and charge the ledger."""
+        from carbonpipe.spool import deliver
+
+        try:
+            delivery = deliver(self.store, record.key, record.to_json())
+            if delivery.spooled:
+                log.warning(
+                    "carbonpipe: store %s unavailable, record %s spooled for replay: %s",
+                    self.store.uri,
+                    record.record_id,
+                    delivery.error,
+                )
+        except Exception as exc:
+            log.error(
+                "carbonpipe: record %s could not be written or spooled: %s", record.record_id, exc
+            )
+            return None
+        try:
+            from carbonpipe.budget import BudgetLedger
+
+            ledger = BudgetLedger(self.store)
+            per_run = self.budget is not None and self.budget.scope.startswith("run:")
+            ledger.charge(record, run_scope=per_run)
+            if self.budget is not None:
+                return ledger.status(self.budget)
+        except Exception as exc:
+            log.warning(
+                "carbonpipe: budget ledger charge deferred for %s: %s", record.record_id, exc
+            )
+        return None
+
+    # -- decorator --------------------------------------------------------------------------
+    def track(self, step: str | None = None) -> Callable[[F], F]:
+        """Decorate a function (sync or async) so every call is a tracked step."""
+
+        def decorate(fn: F) -> F:
+            name = step or fn.__name__
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    with self.start_tracking(name):
+                        return await fn(*args, **kwargs)
+
+                return cast(F, async_wrapper)
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self.start_tracking(name):
+                    return fn(*args, **kwargs)
+
+            return cast(F, wrapper)
+
+        return decorate
+
+    # -- insight ----------------------------------------------------------------------------
+    def get_regional_recommendations(self, limit: int = 3) -> list[str]:
+        """Lower-carbon regions of the same provider, nearest first, with % savings."""
+        from carbonpipe.intensity import regional_recommendations
+
+        loc = self.location
+        return [
+            str(r)
+            for r in regional_recommendations(
+                loc.provider, loc.region, country_iso=loc.country_iso, limit=limit
+            )
+        ]
+
+    def get_total_emissions(self) -> float:
+        """Total kg CO2e of every step this tracker finished."""
+        with self._lock:
+            return sum(m.emissions_kg_co2 for m in self._finished)
+
+    def get_summary_report(self) -> dict[str, Any]:
+        """Summary of every finished step: totals, per-step figures and comparisons."""
+        from carbonpipe.impact import emissions_comparison
+
+        with self._lock:
+            finished = list(self._finished)
+        energy = sum(m.energy_consumed_kwh for m in finished)
+        emissions = sum(m.emissions_kg_co2 for m in finished)
+        loc = self.location
+        return {
+            "summary": {
+                "project": self.settings.project,
+                "experiment": self.settings.experiment,
+                "pipeline": self.settings.pipeline,
+                "run_id": self.run_id,
+                "steps": len(finished),
+                "failed_steps": sum(1 for m in finished if m.status != "succeeded"),
+                "total_energy_kwh": energy,
+                "total_emissions_kg_co2": emissions,
+                "total_duration_s": sum(m.duration_s for m in finished),
+                "carbon_intensity_g_per_kwh": self.intensity.intensity_g_per_kwh,
+                "cloud_provider": loc.provider,
+                "cloud_region": loc.region,
+                "country_iso_code": loc.country_iso,
+                "comparisons": emissions_comparison(energy, emissions),
+            },
+            "steps": [m.to_dict() for m in finished],
+            "recommendations": self.get_regional_recommendations(),
+        }
+
+
+def carbon_tracked(step: str | Callable[..., Any] | None = None, **tracker_kwargs: Any) -> Any:
+    """Decorate a function so each call is a tracked step of its own tracker.
+
+    ``@carbon_tracked``, ``@carbon_tracked("train")`` and
+    ``@carbon_tracked(step="train", project_name="p", output_dir="s3://...")`` all work.
+    """
+    if callable(step):
+        return CarbonTracker().track()(step)
+
+    def decorate(fn: F) -> F:
+        tracker = CarbonTracker(**tracker_kwargs)
+        wrapped = tracker.track(step)(fn)
+        wrapped.carbon_tracker = tracker  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate
+
+
+_replay_lock = threading.Lock()
+_replay_started = False
+
+
+def _replay_spool_in_background() -> None:
+    """Replay records a previous run spooled, without slowing the step (once per process)."""
+    global _replay_started
+    with _replay_lock:
+        if _replay_started:
+            return
+        _replay_started = True
+    try:
+        from carbonpipe import spool
+
+        if not spool.pending():
+            return
+    except Exception as exc:
+        log.debug("carbonpipe: spool check failed: %s", exc)
+        return
+    threading.Thread(target=_replay_quietly, name="carbonpipe-replay", daemon=True).start()
+
+
+def _replay_quietly() -> None:
+    try:
+        from carbonpipe import spool
+
+        report = spool.replay()
+        if report.delivered:
+            log.info("carbonpipe: replayed %d spooled object(s)", report.delivered)
+    except Exception as exc:
+        log.warning("carbonpipe: spool replay failed, will retry later: %s", exc)
+
+
+@atexit.register
+def _replay_at_exit() -> None:
+    try:
+        from carbonpipe import spool
+
+        if spool.pending():
+            spool.replay()
+    except Exception:  # interpreter shutdown: nothing useful left to do
+        pass

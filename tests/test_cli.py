@@ -1,0 +1,254 @@
+"""The ``carbonpipe`` command as users run it: a real subprocess, real signals, real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from carbonpipe import open_store
+from carbonpipe.report import read_records, record_keys
+
+CLI = [sys.executable, "-m", "carbonpipe"]
+WHERE = ["--provider", "gcp", "--region", "europe-west1"]
+
+
+def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + args, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+
+def _records(store_dir: Path) -> list:
+    store = open_store(str(store_dir))
+    return list(read_records(store, record_keys(store)))
+
+
+def test_run_tracks_a_command_and_keeps_its_output(tmp_path: Path) -> None:
+    out = _run(
+        [
+            "run",
+            "--project",
+            "P",
+            "--step",
+            "train",
+            "--store",
+            str(tmp_path),
+            *WHERE,
+            "--",
+            sys.executable,
+            "-c",
+            "print('hello from the step')",
+        ]
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hello from the step"
+    assert "g CO2e" in out.stderr and "g/kWh" in out.stderr
+    [rec] = _records(tmp_path)
+    assert (rec.project, rec.step, rec.status) == ("P", "train", "succeeded")
+    assert rec.energy_kwh["total"] > 0
+
+
+@pytest.mark.parametrize("code", [pytest.param(1, id="one"), pytest.param(7, id="seven")])
+def test_run_exits_with_the_command_exit_code(tmp_path: Path, code: int) -> None:
+    out = _run(
+        [
+            "run",
+            "--store",
+            str(tmp_path),
+            *WHERE,
+            "--",
+            sys.executable,
+            "-c",
+            f"import sys; sys.exit({code})",
+        ]
+    )
+    assert out.returncode == code
+    [rec] = _records(tmp_path)
+    assert rec.status == "failed"
+
+
+def test_run_reports_a_missing_command_like_a_shell(tmp_path: Path) -> None:
+    out = _run(["run", "--store", str(tmp_path), *WHERE, "--", "definitely-not-a-command-xyz"])
+    assert out.returncode == 127
+    assert "command not found" in out.stderr
+
+
+def test_run_forwards_signals_to_the_command(tmp_path: Path) -> None:
+    child = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        CLI + ["run", "--store", str(tmp_path), *WHERE, "--", sys.executable, "-c", child],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 42
+    [rec] = _records(tmp_path)
+    assert rec.status == "failed"
+
+
+def test_run_reports_a_command_killed_by_a_signal(tmp_path: Path) -> None:
+    child = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    out = _run(["run", "--store", str(tmp_path), *WHERE, "--", sys.executable, "-c", child])
+    assert out.returncode == 128 + signal.SIGKILL
+    [rec] = _records(tmp_path)
+    assert rec.status == "killed"
+
+
+def test_run_keeps_the_exit_code_when_the_store_is_down(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = _run(
+        [
+            "run",
+            "--store",
+            str(blocker / "store"),
+            *WHERE,
+            "--",
+            sys.executable,
+            "-c",
+            "import sys; sys.exit(5)",
+        ]
+    )
+    assert out.returncode == 5
+    assert "spooled" in out.stderr
+    blocker.unlink()
+    flushed = _run(["flush", "--json"])
+    assert flushed.returncode == 0, flushed.stderr
+    # the record and its ledger charges (pipeline and run scopes) were all spooled
+    assert json.loads(flushed.stdout)["delivered"] >= 1
+    assert json.loads(flushed.stdout)["remaining"] == 0
+    assert len(_records(blocker / "store")) == 1
+
+
+def test_run_budget_gate_stops_the_command_before_it_starts(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    spend = ["run", "--store", str(tmp_path / "s"), *WHERE, "--pipeline", "g"]
+    assert _run([*spend, "--", sys.executable, "-c", "pass"]).returncode == 0  # > 1 microgram
+    args = [*spend, "--budget-scope", "pipeline:g", "--budget-kg", "1e-9"]
+    cmd = ["--", sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x')"]
+    out = _run(args + cmd)
+    assert out.returncode == 3, out.stderr
+    assert "not started" in out.stderr
+    assert not marker.exists()
+    skipped = _run(args + ["--on-exceed", "skip"] + cmd)
+    assert skipped.returncode == 0 and "skipped" in skipped.stderr
+    assert not marker.exists()
+
+
+def test_detect_json_has_the_documented_keys() -> None:
+    out = _run(["detect", "--json", *WHERE])
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) >= {
+        "provider",
+        "region",
+        "country_iso",
+        "intensity_g_per_kwh",
+        "detected_by",
+        "intensity_source",
+        "elapsed_ms",
+    }
+    assert (data["provider"], data["region"], data["detected_by"]) == (
+        "gcp",
+        "europe-west1",
+        "argument",
+    )
+    assert set(data["intensity_source"]) == {"name", "vintage", "kind"}
+
+
+def test_detect_off_cloud_falls_back_to_the_world_average() -> None:
+    out = _run(["detect", "--json"])
+    data = json.loads(out.stdout)
+    assert data["provider"] is None and data["detected_by"] in ("world", "default")
+
+
+def test_report_summarises_the_store(tmp_path: Path) -> None:
+    for step in ("a", "b"):
+        assert (
+            _run(
+                [
+                    "run",
+                    "--store",
+                    str(tmp_path),
+                    "--pipeline",
+                    "p1",
+                    "--step",
+                    step,
+                    *WHERE,
+                    "--",
+                    sys.executable,
+                    "-c",
+                    "pass",
+                ]
+            ).returncode
+            == 0
+        )
+    out = _run(["report", "--store", str(tmp_path), "--json"])
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    recs = _records(tmp_path)
+    assert data["records"] == 2
+    assert data["emissions_kg_co2e"] == pytest.approx(sum(r.emissions_kg_co2e for r in recs))
+    assert data["by_pipeline"]["p1"]["records"] == 2
+    text = _run(["report", "--store", str(tmp_path)])
+    assert "records:    2" in text.stdout
+
+
+def test_budget_status_and_config_commands(tmp_path: Path) -> None:
+    cfg = tmp_path / "carbon.yaml"
+    cfg.write_text(
+        f"store: {tmp_path / 'store'}\nbudgets:\n  - {{scope: 'pipeline:p1', period: month, limit_g_co2e: 100}}\n"
+    )
+    env = {**os.environ, "CARBONPIPE_CONFIG": str(cfg)}
+    assert (
+        subprocess.run(
+            CLI + ["run", "--pipeline", "p1", *WHERE, "--", sys.executable, "-c", "pass"],
+            env=env,
+            timeout=120,
+        ).returncode
+        == 0
+    )
+    out = _run(["budget", "status", "pipeline:p1", "--json"], env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    [rec] = _records(tmp_path / "store")
+    assert data["used_kg"] == pytest.approx(
+        rec.emissions_kg_co2e, abs=1e-9
+    )  # the ledger counts whole micrograms
+    assert data["limit_kg"] == pytest.approx(0.1)
+    shown = json.loads(_run(["config", "--json"], env=env).stdout)
+    assert shown["store"]["source"] == "file"
+
+
+def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    out = _run(
+        [
+            "run",
+            "--store",
+            "ftp://nope",
+            *WHERE,
+            "--",
+            sys.executable,
+            "-c",
+            f"open({str(marker)!r}, 'w')",
+        ]
+    )
+    # an unusable store URI is the user's configuration error: refused before the step starts
+    assert out.returncode == 2 and "s3://bucket" in out.stderr
+    assert not marker.exists()
+    bad = _run(["detect", "--provider", "ibm"])
+    assert bad.returncode == 2 and "gcp" in bad.stderr
+    assert _run(["run"]).returncode == 2
