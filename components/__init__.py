@@ -1,0 +1,58 @@
+"""Kubeflow Pipelines components that measure, gate and report the carbon of ML steps.
+
+* :func:`carbon_component`  decorator: a lightweight component whose body is a tracked step.
+* ``tracked_command``        container component: any command under ``carbonpipe run``.
+* ``budget_gate``            does the next step fit its carbon budget? (for ``dsl.If``)
+* ``esg_aggregate``          the nightly ESG report of a store.
+
+Names resolve lazily: importing this package does not import kfp; the first use of a
+component does. Each component is also shipped compiled (``<name>.yaml`` beside this file,
+see :func:`load_component`), built by ``python -m carbonpipe.components --compile``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "carbon_component": ("carbonpipe.components.step", "carbon_component"),
+    "tracked_command": ("carbonpipe.components.command", "tracked_command"),
+    "budget_gate": ("carbonpipe.components.gate", "budget_gate"),
+    "esg_aggregate": ("carbonpipe.components.esg", "esg_aggregate"),
+    "load_component": ("carbonpipe.components._compile", "load_component"),
+    "compile_components": ("carbonpipe.components._compile", "compile_components"),
+    "run_local": ("carbonpipe.components._local", "run_local"),
+    "compile_pipeline": ("carbonpipe.components._local", "compile_pipeline"),
+    "component_image": ("carbonpipe.components._image", "component_image"),
+    "RELEASE_IMAGE": ("carbonpipe.components._image", "RELEASE_IMAGE"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'carbonpipe.components' has no attribute {name!r}")
+    module, attr = target
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from ._compile import compile_components as compile_components
+    from ._compile import load_component as load_component
+    from ._image import RELEASE_IMAGE as RELEASE_IMAGE
+    from ._image import component_image as component_image
+    from ._local import compile_pipeline as compile_pipeline
+    from ._local import run_local as run_local
+    from .command import tracked_command as tracked_command
+    from .esg import esg_aggregate as esg_aggregate
+    from .gate import budget_gate as budget_gate
+    from .step import carbon_component as carbon_component

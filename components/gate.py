@@ -1,0 +1,90 @@
+"""``budget_gate``: does the next step fit its carbon budget? An answer ``dsl.If`` can branch on.
+
+Interface only (signature and docstring, which KFP reads into the spec); the implementation is
+:func:`carbonpipe.step_runtime.run_budget_gate`. The gate reserves nothing: the gated step's
+own tracker reserves its estimate when it starts and charges its record when it ends.
+"""
+
+from typing import Any, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Metrics, Output
+
+from ._identity import PIPELINE_NAME, RUN_ID, with_identity
+from ._image import component_image
+
+
+def budget_gate(
+    scope: str,
+    limit_kg_co2e: float,
+    status: Output[Metrics],
+    report: Output[Artifact],
+    period: str = "month",
+    step: str = "",
+    estimate_kg_co2e: float = -1.0,
+    default_step_estimate_kg: float = 0.0,
+    warn_ratio: float = 0.8,
+    strict: bool = False,
+    store: str = "",
+    pipeline: str = "",
+    run_id: str = "",
+) -> NamedTuple("GateOutputs", [("fits", bool), ("decision", str)]):  # type: ignore[valid-type]
+    """Decide whether the next step fits its carbon budget, and report where the budget stands.
+
+    Branch on it with ``dsl.If(gate.outputs["decision"] == "run")`` and ``dsl.Else()``.
+
+    Args:
+        scope: Budget scope, pipeline:NAME or team:NAME.
+        limit_kg_co2e: Budget limit for the period, in kg CO2e.
+        period: Budget period, month, quarter, year or total (UTC).
+        step: Name of the step the gate guards, whose baseline or last run is its estimate.
+        estimate_kg_co2e: The step's expected emissions in kg CO2e; negative: its baseline, else its last run, else default_step_estimate_kg.
+        default_step_estimate_kg: Estimate for a step with neither baseline nor previous run.
+        warn_ratio: Share of the limit (0-1] past which the budget warns.
+        strict: Fail the run when the step does not fit, instead of answering skip.
+        store: Store holding the budget ledger: a folder, s3://bucket/prefix or gs://bucket/prefix. Empty: CARBONPIPE_STORE.
+        pipeline: Pipeline the guarded step belongs to. Filled with the enclosing pipeline's name.
+        run_id: Run the decision belongs to, for the report. Filled with KFP's job id.
+
+    Returns:
+        status: Budget status for the KFP UI: fits (1 or 0), budget_percent, used_kg_co2e, reserved_kg_co2e, remaining_kg_co2e, limit_kg_co2e, estimate_kg_co2e, burn_rate_kg_per_day, days_left.
+        report: JSON report: the decision, its message, the gate's figures and the budget status.
+        fits: Whether the step's estimate fits in what remains of the budget.
+        decision: run when the step fits, skip when it does not (strict mode fails instead).
+    """
+    from collections import namedtuple
+
+    from carbonpipe.step_runtime import run_budget_gate
+
+    outcome = run_budget_gate(
+        scope=scope,
+        limit_kg_co2e=limit_kg_co2e,
+        period=period,
+        step=step,
+        estimate_kg_co2e=estimate_kg_co2e,
+        default_step_estimate_kg=default_step_estimate_kg,
+        warn_ratio=warn_ratio,
+        strict=strict,
+        store=store,
+        pipeline=pipeline,
+        run_id=run_id,
+        metrics=status,
+        report_path=report.path,
+    )
+    report.metadata["decision"] = outcome.decision
+    GateOutputs = namedtuple("GateOutputs", ["fits", "decision"])
+    return GateOutputs(outcome.fits, outcome.decision)
+
+
+_interface = budget_gate
+
+
+def build(image: str | None = None) -> Any:
+    """Return the ``budget_gate`` component running in ``image`` (default: ours)."""
+    component = dsl.component(
+        _interface, base_image=image or component_image(), install_kfp_package=False
+    )
+    return with_identity(component, {"pipeline": PIPELINE_NAME, "run_id": RUN_ID})
+
+
+budget_gate = build()  # noqa: F811 - the component replaces its interface function

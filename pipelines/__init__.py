@@ -1,0 +1,34 @@
+"""Ready-made pipelines: the budget-gated training and the nightly ESG report.
+
+* ``gated_training_pipeline``  KFP: preprocess → budget gate → train → evaluate.
+* ``nightly_esg_pipeline``     KFP: the nightly ESG aggregation.
+* ``nightly_esg_dag``          Airflow: the same aggregation as a DAG.
+
+Names resolve lazily: importing this package imports neither kfp nor airflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "gated_training_pipeline": "carbonpipe.pipelines.gated_training",
+    "nightly_esg_pipeline": "carbonpipe.pipelines.nightly_esg",
+    "nightly_esg_dag": "carbonpipe.pipelines.nightly_esg",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'carbonpipe.pipelines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

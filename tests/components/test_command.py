@@ -1,0 +1,96 @@
+"""``tracked_command``, started the way KFP starts its container (no Docker needed).
+
+kfp.local's subprocess runner refuses container components, so the test does what KFP's
+launcher does: build the executor input from the component spec, resolve the placeholders of
+its command and arguments (with kfp.local's own resolver), and run the result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carbonpipe.record import Record
+from carbonpipe.store import open_store
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def container_command(tmp_path: Path, **arguments: Any) -> list[str]:
+    from google.protobuf import json_format
+    from kfp import dsl
+    from kfp.local import executor_input_utils, placeholder_utils
+
+    from carbonpipe.components import tracked_command
+
+    spec = tracked_command.pipeline_spec
+    component = spec.components["comp-tracked-command"]
+    container = json_format.MessageToDict(spec.deployment_spec)["executors"][
+        "exec-tracked-command"
+    ]["container"]
+    # what calling the component inside a pipeline fills in
+    arguments = {
+        "pipeline": "cmd-pipe",
+        "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        "step": dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+        **arguments,
+    }
+    executor_input = executor_input_utils.construct_executor_input(
+        component, arguments, str(tmp_path / "task"), block_input_artifact=True
+    )
+    command = placeholder_utils.replace_placeholders(
+        [*container["command"], *container["args"]],
+        json_format.MessageToDict(executor_input),
+        "cmd-pipe-run",
+        "tracked-command",
+        str(tmp_path),
+        "4242",
+    )
+    assert command[:3] == ["python", "-m", "carbonpipe.step_runtime"]
+    return [sys.executable, *command[1:]]
+
+
+def test_tracked_command_runs_the_command_and_reports_metrics_to_kfp(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    (tmp_path / "task").mkdir()
+    cmd = container_command(
+        tmp_path,
+        command=[sys.executable, "-c", "print('trained')"],
+        store=store,
+        project="cmd-proj",
+        cloud_provider="gcp",
+        cloud_region="europe-west1",
+    )
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "trained" in done.stdout
+    [key] = list(open_store(store).list("records/v1/"))
+    rec = Record.from_json(open_store(store).get(key).data)
+    assert (rec.project, rec.pipeline, rec.run_id, rec.step) == (
+        "cmd-proj",
+        "cmd-pipe",
+        "4242",
+        "tracked-command",
+    )
+    out = json.loads((tmp_path / "task" / "executor_output.json").read_text())
+    [artifact] = out["artifacts"]["metrics"]["artifacts"]
+    assert artifact["metadata"]["emissions_g_co2e"] == pytest.approx(rec.emissions_kg_co2e * 1000)
+    assert artifact["metadata"]["intensity_g_per_kwh"] == rec.intensity_g_per_kwh
+    assert json.loads((tmp_path / "task" / "metrics").read_text())["record_id"] == rec.record_id
+
+
+def test_tracked_command_fails_with_the_commands_exit_code(tmp_path: Path) -> None:
+    (tmp_path / "task").mkdir()
+    cmd = container_command(
+        tmp_path,
+        command=[sys.executable, "-c", "raise SystemExit(7)"],
+        store=str(tmp_path / "store"),
+        cloud_provider="gcp",
+        cloud_region="europe-west1",
+    )
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 7
