@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import tests.airflow_env  # noqa: F401  (sets AIRFLOW_HOME before any test imports airflow)
+
 pytest_plugins = ["tests.object_servers"]
 
 # Nothing in the suite may ever reach the real link-local metadata address: point every SDK

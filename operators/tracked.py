@@ -1,0 +1,285 @@
+"""``CarbonTrackedOperator``: run a callable, or any existing operator, as a carbon-tracked step.
+
+The step's record carries the task's Airflow identity (pipeline = dag_id, run_id, step =
+task_id or ``task_id[map_index]``, attempt = try_number), so each retry is its own attempt and a
+re-run of the same try is the same record. The metrics go to XCom under ``carbon_metrics``; the
+task's own return value stays under ``return_value``, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import BaseOperator
+
+from carbonpipe.operators.hooks import CarbonStoreHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from carbonpipe.budget import Budget
+    from carbonpipe.errors import BudgetExceeded
+    from carbonpipe.tracker import CarbonMetrics, CarbonTracker
+
+ON_EXCEED = ("fail", "skip")
+XCOM_KEY = "carbon_metrics"
+
+
+def check_on_exceed(on_exceed: str | None) -> str | None:
+    """Return ``on_exceed`` if it is ``None``, ``fail`` or ``skip``; raise ``ValueError`` otherwise."""
+    if on_exceed is not None and on_exceed not in ON_EXCEED:
+        raise ValueError(
+            f"on_exceed must be one of {', '.join(ON_EXCEED)} (or None), got {on_exceed!r}"
+        )
+    return on_exceed
+
+
+def budget_exception(exc: BudgetExceeded, on_exceed: str | None) -> Exception:
+    """Translate a refused step into Airflow's outcome: fail without retrying, or skip."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    action = on_exceed or exc.on_exceed
+    if action == "skip":
+        return AirflowSkipException(f"carbon budget: step skipped: {exc}")
+    return AirflowFailException(f"carbon budget: step refused: {exc}")
+
+
+def _detach(operator: BaseOperator) -> None:
+    """Take an operator out of the DAG it registered itself in, so that only its wrapper runs."""
+    if operator.upstream_task_ids or operator.downstream_task_ids:
+        raise ValueError(
+            f"operator {operator.task_id!r} already has dependencies; set them on the "
+            "CarbonTrackedOperator that wraps it instead"
+        )
+    dag = operator.get_dag()
+    if dag is not None and dag.task_dict.get(operator.task_id) is operator:
+        dag._remove_task(operator.task_id)
+
+
+def _own_task_id(operator: BaseOperator) -> str:
+    """The operator's task_id without its task group's prefix (the wrapper adds it back)."""
+    group = operator.task_group
+    prefix = (
+        f"{group.node_id}." if group is not None and group.node_id and group.prefix_group_id else ""
+    )
+    task_id = operator.task_id
+    return task_id[len(prefix) :] if prefix and task_id.startswith(prefix) else task_id
+
+
+class CarbonTrackedOperator(PythonOperator):
+    """Run a Python callable, or wrap another operator, as a carbon-tracked step.
+
+    Give either ``python_callable`` (with ``op_args``/``op_kwargs``, templated, as for
+    ``PythonOperator``) or ``operator``, an operator instance to run as it is, e.g.
+    ``CarbonTrackedOperator(task_id="train", operator=BashOperator(task_id="train", ...))``.
+    An operator built inside a ``with DAG(...)`` block is taken out of the DAG so it runs once,
+    inside this task; its templated fields still render. Deferrable operators cannot be wrapped.
+
+    Before the step runs, its budget (if any) is checked and the step's estimate reserved; a
+    step that would overrun fails without retrying (``AirflowFailException``) or is skipped with
+    its downstream tasks (``AirflowSkipException``), before it spends anything.
+
+    :param python_callable: the callable to run (as for ``PythonOperator``).
+    :param op_args: positional arguments of the callable (templated).
+    :param op_kwargs: keyword arguments of the callable (templated).
+    :param operator: an operator to run inside this task instead of a callable.
+    :param project: project of the records (default: ``CARBONPIPE_PROJECT`` / carbon.yaml).
+    :param experiment: experiment label of the records.
+    :param pipeline: pipeline of the records and of ``pipeline:`` budgets (default: the dag_id).
+    :param team: team of the records and of ``team:`` budgets.
+    :param budget: a :class:`carbonpipe.Budget` gating the step.
+    :param carbon_budget_g: shorthand for a per-run budget of this many grams.
+    :param on_exceed: ``fail`` or ``skip`` when the budget refuses the step (default: the
+        budget's own setting).
+    :param store: the store URI, a folder, ``s3://`` or ``gs://`` (templated; default: the
+        carbonpipe configuration).
+    :param aws_conn_id: Airflow connection holding the credentials of an ``s3://`` store.
+    :param gcp_conn_id: Airflow connection holding the credentials of a ``gs://`` store.
+    :param cloud_provider: where the task runs (``aws``, ``gcp``, ``azure``); None detects it.
+    :param cloud_region: the provider's region; None detects it.
+    :param country_iso_code: the country, when off-cloud.
+    :param tracking_mode: ``machine``, ``process`` or ``offline``.
+    :param labels: extra labels for the record (templated); Airflow's identity is added.
+    """
+
+    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs", "store", "labels")
+    template_fields_renderers = {
+        "templates_dict": "json",
+        "op_args": "py",
+        "op_kwargs": "py",
+        "labels": "json",
+    }
+    # The wrapped operator still points at its DAG; copying it deeply would copy the DAG too.
+    shallow_copy_attrs: Sequence[str] = ("python_callable", "op_kwargs", "operator")
+    ui_color = "#d5f5e3"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any] | None = None,
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        operator: BaseOperator | None = None,
+        project: str | None = None,
+        experiment: str | None = None,
+        pipeline: str | None = None,
+        team: str | None = None,
+        budget: Budget | None = None,
+        carbon_budget_g: float | None = None,
+        on_exceed: str | None = None,
+        store: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        gcp_conn_id: str | None = "google_cloud_default",
+        cloud_provider: str | None = None,
+        cloud_region: str | None = None,
+        country_iso_code: str | None = None,
+        tracking_mode: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if (python_callable is None) == (operator is None):
+            raise TypeError(
+                "CarbonTrackedOperator needs python_callable= or operator=, exactly one"
+            )
+        if operator is not None:
+            if not isinstance(operator, BaseOperator):
+                raise TypeError(
+                    f"operator must be an operator instance (not mapped), got {type(operator).__name__}"
+                )
+            _detach(operator)
+            kwargs.setdefault("task_id", _own_task_id(operator))
+            kwargs.setdefault("do_xcom_push", operator.do_xcom_push)
+            # PythonOperator wants a callable; it is what runs, but execute() calls it itself.
+            python_callable = operator.execute
+        if budget is not None and carbon_budget_g is not None:
+            raise ValueError("give either budget= or carbon_budget_g=, not both")
+        assert python_callable is not None
+        super().__init__(
+            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs
+        )
+        self.operator = operator
+        self.project = project
+        self.experiment = experiment
+        self.pipeline = pipeline
+        self.team = team
+        self.budget = budget
+        self.carbon_budget_g = carbon_budget_g
+        self.on_exceed = check_on_exceed(on_exceed)
+        self.store = store
+        self.aws_conn_id = aws_conn_id
+        self.gcp_conn_id = gcp_conn_id
+        self.cloud_provider = cloud_provider
+        self.cloud_region = cloud_region
+        self.country_iso_code = country_iso_code
+        self.tracking_mode = tracking_mode
+        self.labels = dict(labels or {})
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        from carbonpipe.errors import BudgetExceeded
+
+        tracker, step, attempt = self._tracker(context)
+        try:
+            handle = tracker.start_tracking(step, attempt=attempt)
+        except BudgetExceeded as exc:
+            raise budget_exception(exc, self.on_exceed) from exc
+        try:
+            with handle:
+                if self.operator is not None:
+                    result = self._execute_operator(context)
+                else:
+                    result = super().execute(context)
+        finally:
+            if handle.metrics is not None:
+                self._publish(context, handle.metrics)
+        if handle.metrics is not None and handle.metrics.regression_failed:
+            # `regression: fail` asked for it; the record is written, a retry would not help.
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"carbon regression: {handle.metrics.alerts[0].get('message')}"
+            )
+        return result
+
+    def _tracker(self, context: Context) -> tuple[CarbonTracker, str, int]:
+        from carbonpipe.step_identity import step_identity
+        from carbonpipe.tracker import CarbonTracker
+
+        ti = context["ti"]
+        map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+        identity = step_identity(
+            orchestrator="airflow",
+            pipeline=self.pipeline or ti.dag_id,
+            run_id=ti.run_id,
+            task=ti.task_id,
+            attempt=ti.try_number,
+            map_index=map_index,
+            native={
+                "dag_id": ti.dag_id,
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "map_index": map_index,
+                "try_number": ti.try_number,
+            },
+            labels=self.labels,
+        )
+        hook = CarbonStoreHook(
+            self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
+        )
+        tracker = CarbonTracker(
+            project_name=self.project,
+            experiment_name=self.experiment,
+            output_dir=hook.get_store(),
+            cloud_provider=self.cloud_provider,
+            cloud_region=self.cloud_region,
+            country_iso_code=self.country_iso_code,
+            tracking_mode=self.tracking_mode,
+            pipeline=identity.pipeline,
+            team=self.team,
+            run_id=identity.run_id,
+            budget=self.budget,
+            carbon_budget_g=self.carbon_budget_g,
+            labels=identity.labels,
+        )
+        return tracker, identity.step, identity.attempt
+
+    def _execute_operator(self, context: Context) -> Any:
+        """Run the wrapped operator as the task runner would: render, pre-execute, execute."""
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+        from airflow.sdk.exceptions import AirflowException, TaskDeferred
+
+        assert self.operator is not None
+        inner = copy.copy(self.operator)  # rendering mutates; a retry must see the templates
+        inner.render_template_fields(context)
+        inner.pre_execute(context)
+        run_ctx = contextvars.copy_context()
+        run_ctx.run(ExecutorSafeguard.tracker.set, inner)  # we are its task runner
+        try:
+            result = run_ctx.run(inner.execute, context)
+        except TaskDeferred as exc:
+            raise AirflowException(
+                f"{type(inner).__name__} {inner.task_id!r} deferred itself; a wrapped operator "
+                "must run in the worker: pass deferrable=False to it"
+            ) from exc
+        inner.post_execute(context, result)
+        return result
+
+    def _publish(self, context: Context, metrics: CarbonMetrics) -> None:
+        """Push the metrics to XCom and log the everyday comparisons.
+
+        The tracker itself logs the one-line summary (energy, CO2, intensity, location).
+        """
+        try:
+            context["ti"].xcom_push(key=XCOM_KEY, value=metrics.to_dict())
+        except Exception as exc:  # never let publishing change the step's outcome
+            self.log.warning("carbonpipe: could not push %s to XCom: %s", XCOM_KEY, exc)
+        try:
+            comparisons = "; ".join(metrics.emissions_comparison().values())
+            self.log.info("carbonpipe: step %s emitted as much as %s", metrics.step, comparisons)
+        except Exception as exc:
+            self.log.warning("carbonpipe: could not compare the step's emissions: %s", exc)

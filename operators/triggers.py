@@ -1,0 +1,91 @@
+"""``CarbonBudgetTrigger``: wait in the triggerer until a step fits its carbon budget.
+
+It asks the ledger every ``poke_interval`` seconds (the store calls run in a thread, off the
+event loop) and fires once the step fits, for instance when a new budget period starts or a
+reservation expires. Every failure is reported as an ``error`` event, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from carbonpipe.operators.hooks import CarbonStoreHook
+
+
+class CarbonBudgetTrigger(BaseTrigger):
+    """Fire when ``step`` of ``pipeline`` fits ``budget``.
+
+    :param budget: the budget's fields (``dataclasses.asdict(Budget(...))``), so the trigger
+        serialises.
+    :param pipeline: pipeline whose step is estimated.
+    :param step: the step whose estimate must fit.
+    :param estimate_kg: the step's estimate in kg CO2e, instead of its history.
+    :param store: the store URI (default: the carbonpipe configuration).
+    :param aws_conn_id: Airflow connection holding the credentials of an ``s3://`` store.
+    :param gcp_conn_id: Airflow connection holding the credentials of a ``gs://`` store.
+    :param poke_interval: seconds between two checks.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: dict[str, Any],
+        pipeline: str,
+        step: str,
+        estimate_kg: float | None = None,
+        store: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        gcp_conn_id: str | None = "google_cloud_default",
+        poke_interval: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.budget = dict(budget)
+        self.pipeline = pipeline
+        self.step = step
+        self.estimate_kg = estimate_kg
+        self.store = store
+        self.aws_conn_id = aws_conn_id
+        self.gcp_conn_id = gcp_conn_id
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "budget": self.budget,
+                "pipeline": self.pipeline,
+                "step": self.step,
+                "estimate_kg": self.estimate_kg,
+                "store": self.store,
+                "aws_conn_id": self.aws_conn_id,
+                "gcp_conn_id": self.gcp_conn_id,
+                "poke_interval": self.poke_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from carbonpipe.budget import Budget
+        from carbonpipe.operators.gate import check_budget
+
+        try:
+            budget = Budget(**self.budget)
+            hook = CarbonStoreHook(
+                self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
+            )
+            store = await hook.aget_store()
+            while True:
+                decision = await asyncio.to_thread(
+                    check_budget, store, budget, self.pipeline, self.step, self.estimate_kg
+                )
+                if decision.allowed:
+                    yield TriggerEvent({"status": "success", "decision": asdict(decision)})
+                    return
+                self.log.info("carbonpipe: waiting %ss: %s", self.poke_interval, decision.message)
+                await asyncio.sleep(self.poke_interval)
+        except Exception as exc:
+            yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})

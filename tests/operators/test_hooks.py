@@ -1,0 +1,114 @@
+"""Store credentials from Airflow connections, and storage through one pointing at moto's S3."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from carbonpipe.operators.hooks import CarbonStoreHook, gcs_options, s3_options, store_scheme
+from tests.operators.conftest import task_states, xcom_value
+
+
+def _conn(conn_type: str, **fields: Any) -> Any:
+    from airflow.sdk import Connection
+
+    extra = fields.pop("extra", None)
+    return Connection(
+        conn_id="c", conn_type=conn_type, extra=json.dumps(extra) if extra else None, **fields
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "scheme"),
+    [
+        pytest.param("s3://b/p", "s3", id="s3"),
+        pytest.param("gs://b", "gs", id="gs"),
+        pytest.param("gcs://b", "gs", id="gcs"),
+        pytest.param("/data/carbon", "", id="folder"),
+    ],
+)
+def test_store_scheme(uri: str, scheme: str) -> None:
+    assert store_scheme(uri) == scheme
+
+
+def test_s3_options_read_keys_region_and_endpoint_like_the_amazon_provider() -> None:
+    conn = _conn(
+        "aws",
+        login="AKIA",
+        password="secret",
+        extra={
+            "region_name": "eu-west-1",
+            "aws_session_token": "tok",
+            "endpoint_url": "http://minio:9000",
+        },
+    )
+    assert s3_options(conn) == {
+        "endpoint_url": "http://minio:9000",
+        "aws_access_key_id": "AKIA",
+        "aws_secret_access_key": "secret",
+        "region_name": "eu-west-1",
+        "aws_session_token": "tok",
+    }
+    nested = _conn("aws", extra={"service_config": {"s3": {"endpoint_url": "http://ceph"}}})
+    assert s3_options(nested) == {"endpoint_url": "http://ceph"}
+
+
+def test_gcs_options_read_project_and_emulator_endpoint() -> None:
+    conn = _conn(
+        "google_cloud_platform", extra={"project": "acme", "endpoint_url": "http://127.0.0.1:4443"}
+    )
+    assert gcs_options(conn) == {"project": "acme", "endpoint_url": "http://127.0.0.1:4443"}
+
+
+def test_local_store_needs_no_connection(tmp_path: Any) -> None:
+    hook = CarbonStoreHook(str(tmp_path), aws_conn_id="missing", gcp_conn_id="missing")
+    assert hook.store_options() == {}
+    assert hook.get_store().uri == str(tmp_path)
+
+
+def test_records_reach_s3_through_an_airflow_connection(
+    run_dag: Callable[..., Any], s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from tests.object_servers import reset_moto
+
+    reset_moto(s3_endpoint)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CARBON_S3", json.dumps(connection))
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="airflow-carbon")
+
+    dr = run_dag(
+        """
+        from datetime import datetime, timezone
+        from airflow.sdk import DAG, task
+
+        with DAG("cp_s3", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), schedule=None) as dag:
+            @task.carbon_tracked(store="s3://airflow-carbon/prod", aws_conn_id="carbon_s3", country_iso_code="FRA")
+            def train():
+                return "ok"
+
+            train()
+        """,
+        "cp_s3",
+    )
+    assert task_states(dr) == {"train": "success"}
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="airflow-carbon", Prefix="prod/records/")["Contents"]
+    ]
+    record_id = xcom_value(dr, "train", key="carbon_metrics")["record_id"]
+    assert keys == [
+        f"prod/records/v1/date={keys[0].split('date=')[1][:10]}/pipeline=cp_s3/{record_id}.json"
+    ]
