@@ -31,7 +31,7 @@ test: install lint
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) -m carbonpipe.demo
+	$(PY) -m carbonpipe.pipelines.demo
 
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
