@@ -400,6 +400,9 @@ class CarbonTracker:
             self._attempts[step] = max(n, self._attempts.get(step, 0))
             handle = _Step(self, step, n, {**self.labels, **dict(labels or {})})
             self._open[step] = handle
+        # The meter's sidecar starts first, so CodeCarbon's start-up overlaps the gate and the
+        # spool check instead of the step; the measured window still opens at meter.start().
+        meter = self._prepare_meter(handle)
         _replay_spool_in_background()
         try:
             if self.budget is not None:
@@ -407,8 +410,17 @@ class CarbonTracker:
         except BaseException:
             with self._lock:
                 self._open.pop(step, None)
+            if meter is not None:
+                with contextlib.suppress(Exception):
+                    meter.stop()  # never started: this only ends the sidecar
             raise
-        handle.meter = self._start_meter(handle)
+        if meter is not None:
+            try:
+                meter.start()
+            except Exception as exc:
+                handle.errors.append(f"energy meter failed to start: {exc!r}")
+                meter = None
+        handle.meter = meter
         handle._token = _current_step.set(handle)
         return handle
 
@@ -430,7 +442,7 @@ class CarbonTracker:
             log.warning("carbonpipe: %s", msg)
             handle.errors.append(msg)
 
-    def _start_meter(self, handle: _Step) -> Meter | None:
+    def _prepare_meter(self, handle: _Step) -> Meter | None:
         try:
             from carbonpipe.measure import Meter
 
@@ -440,7 +452,7 @@ class CarbonTracker:
                 else self.settings.tracking_mode
             )
             meter = Meter(tracking_mode=mode, measure_power_secs=self.settings.measure_power_secs)
-            meter.start()
+            meter.prepare()
             return meter
         except Exception as exc:
             msg = f"energy meter failed to start: {exc!r}"

@@ -7,6 +7,8 @@ the fixture modules listed in ``pytest_plugins``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,21 @@ _SAFE_ENV = {
 os.environ.update(_SAFE_ENV)
 
 
+# One cache folder for the session, warmed once: CodeCarbon's hardware detection costs ~2 s per
+# empty cache. Tests of the cache itself point CARBONPIPE_CACHE_DIR at a folder of their own.
+_hardware_cache = Path(tempfile.mkdtemp(prefix="carbonpipe-cache-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_hardware_profile() -> Iterator[Path]:
+    """Run CodeCarbon's slow hardware detection once for the whole session."""
+    from carbonpipe.measure import warm_hardware_profile
+
+    warm_hardware_profile(cache_dir=_hardware_cache)
+    yield _hardware_cache
+    shutil.rmtree(_hardware_cache, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_carbonpipe_env(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -44,7 +61,7 @@ def _isolated_carbonpipe_env(
             monkeypatch.delenv(name, raising=False)
     for name, value in _SAFE_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CARBONPIPE_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("CARBONPIPE_CACHE_DIR", str(_hardware_cache))
     monkeypatch.setenv("CARBONPIPE_SPOOL_DIR", str(home / "spool"))
     monkeypatch.setenv("CARBONPIPE_CONFIG", str(home / "no-carbon.yaml"))
     yield home
