@@ -62,6 +62,17 @@ def check_key(key: str) -> str:
     return key
 
 
+def bucket_location(scheme: str, bucket: str, prefix: str) -> tuple[str, str]:
+    """Validate an object store's bucket and prefix; return (prefix, URI) as the backends keep them."""
+    if not isinstance(bucket, str) or not bucket or "/" in bucket:
+        raise ValueError(f"{scheme} bucket {bucket!r} is invalid: give a bucket name without '/'")
+    prefix = (prefix or "").strip("/")
+    if prefix:
+        check_key(prefix)
+    uri = f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}"
+    return prefix, uri
+
+
 class Store(abc.ABC):
     """The operations every backend implements; see the module docstring."""
 

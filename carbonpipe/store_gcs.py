@@ -22,7 +22,7 @@ from carbonpipe.errors import (
     StorePermissionDenied,
     StoreUnavailable,
 )
-from carbonpipe.store import Store, StoredObject, check_key
+from carbonpipe.store import Store, StoredObject, bucket_location, check_key
 
 T = TypeVar("T")
 
@@ -68,16 +68,12 @@ class GCSStore(Store):
         read_timeout_s: float = 10.0,
         retry_timeout_s: float = 8.0,
     ) -> None:
-        if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise ValueError(f"GCS bucket {bucket!r} is invalid: give a bucket name without '/'")
-        prefix = (prefix or "").strip("/")
-        if prefix:
-            check_key(prefix)
+        prefix, uri = bucket_location("gs", bucket, prefix)
         if retry_timeout_s < 0:
             raise ValueError(f"retry_timeout_s must be >= 0, got {retry_timeout_s}")
         self.bucket = bucket
         self.prefix = prefix
-        self.uri = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+        self.uri = uri
         self.project = project
         self.endpoint_url = endpoint_url
         self._timeout = (connect_timeout_s, read_timeout_s)

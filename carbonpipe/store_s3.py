@@ -23,7 +23,7 @@ from carbonpipe.errors import (
     StoreUnavailable,
 )
 from carbonpipe.spool import redact
-from carbonpipe.store import Store, StoredObject, check_key
+from carbonpipe.store import Store, StoredObject, bucket_location, check_key
 
 T = TypeVar("T")
 
@@ -93,16 +93,12 @@ class S3Store(Store):
         max_attempts: int = 3,
         **client_kwargs: Any,
     ) -> None:
-        if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise ValueError(f"S3 bucket {bucket!r} is invalid: give a bucket name without '/'")
-        prefix = (prefix or "").strip("/")
-        if prefix:
-            check_key(prefix)
+        prefix, uri = bucket_location("s3", bucket, prefix)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.bucket = bucket
         self.prefix = prefix
-        self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.uri = uri
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self._connect_timeout_s = connect_timeout_s
