@@ -22,6 +22,7 @@ Everything CodeCarbon-private that we touch is named in one place per concern (`
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import logging
@@ -553,6 +554,10 @@ def main() -> int:
     # Whatever CodeCarbon or its dependencies warn about is not the step's business, and an
     # inherited PYTHONWARNINGS=error must not turn a deprecation notice into a failed measurement.
     warnings.simplefilter("ignore")
+    # The step comes first: under CPU contention the measurement waits, not the workload. Its
+    # energy figures do not suffer, since intervals are integrated from cumulative counters.
+    with contextlib.suppress(OSError):
+        os.nice(10)
     protocol = _take_stdout()
     tail = _Tail()
     sys.stdout = sys.stderr = tail

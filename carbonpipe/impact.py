@@ -31,8 +31,15 @@ _TIME_UNITS = (
     ("year", DAYS_PER_YEAR * _SECONDS_PER_DAY),
 )
 _DISTANCE_UNITS = (("meter", 1.0), ("km", 1000.0))
-_ENERGY_UNITS = (("Wh", 1.0), ("kWh", 1e3), ("MWh", 1e6), ("GWh", 1e9))
-_MASS_UNITS = (("g", 1.0), ("kg", 1e3), ("t", 1e6))
+_ENERGY_UNITS = (
+    ("µWh", 1e-6),
+    ("mWh", 1e-3),
+    ("Wh", 1.0),
+    ("kWh", 1e3),
+    ("MWh", 1e6),
+    ("GWh", 1e9),
+)
+_MASS_UNITS = (("µg", 1e-6), ("mg", 1e-3), ("g", 1.0), ("kg", 1e3), ("t", 1e6))
 _SMALLEST_SHOWN = 0.001
 _WORD_UNITS = frozenset({"second", "minute", "hour", "day", "year", "meter"})
 
@@ -187,9 +194,10 @@ def _format_count(value: float, noun: str) -> str:
 
 def _format_scaled(base: float, units: tuple[tuple[str, float], ...]) -> str:
     """Express ``base`` (in the first unit) in the largest unit it reaches after rounding."""
-    index = 0
+    # Nothing at all reads best in the base unit (0 Wh, 0 g); tiny amounts go down to µ.
+    index = next(i for i, (_, size) in enumerate(units) if size == 1.0) if base == 0 else 0
     for i, (_, size) in enumerate(units):
-        if base >= size:
+        if base and base >= size:
             index = i
     text = _sig3(base / units[index][1])
     if index + 1 < len(units) and _shown_value(text) * units[index][1] >= units[index + 1][1]:

@@ -249,3 +249,9 @@ def test_importing_the_module_loads_no_yaml() -> None:
         "assert m._default_factors.cache_info().currsize == 0"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_summary_line_shows_tiny_steps_in_micro_units() -> None:
+    line = summary_line(3e-9, 3.8e-10, 126.0, location="gcp/europe-west1")
+    assert line.startswith("carbonpipe: 3 µWh, 0.38 µg CO2e at 126 g/kWh (gcp/europe-west1)")
+    assert summary_line(2.5e-6, 3e-7, 126.0).startswith("carbonpipe: 2.5 mWh, 300 µg CO2e")

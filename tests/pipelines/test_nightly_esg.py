@@ -27,7 +27,7 @@ def seed_records(store_uri: str, steps: tuple[str, ...] = ("prep", "train")) -> 
     """Two tracked steps of one run, recorded the way a component records them."""
     for step in steps:
         step_runtime.run_tracked_step(
-            lambda: sum(range(10_000)),
+            lambda: sum(i * i for i in range(300_000)),  # enough work to emit whole micrograms
             {},
             config={"project": "esg-test", "cloud_provider": "gcp", "cloud_region": "europe-west1"},
             identity={
