@@ -292,6 +292,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the summary of the records in a store."""
     from carbonpipe.config import resolve_settings
+    from carbonpipe.impact import format_energy, format_mass
     from carbonpipe.report import summarize
     from carbonpipe.store import open_store
 
@@ -301,13 +302,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     lines = [
         f"store:      {store.uri}",
         f"records:    {summary.records} ({summary.failed} not succeeded)",
-        f"energy:     {summary.energy_kwh * 1000:.3f} Wh",
-        f"emissions:  {summary.emissions_kg_co2e * 1000:.3f} g CO2e",
+        f"energy:     {format_energy(summary.energy_kwh)}",
+        f"emissions:  {format_mass(summary.emissions_kg_co2e)} CO2e",
     ]
     for name, p in sorted(summary.by_pipeline.items()):
         lines.append(
-            f"  {name}: {int(p['records'])} records, {p['energy_kwh'] * 1000:.3f} Wh, "
-            f"{p['emissions_kg_co2e'] * 1000:.3f} g CO2e"
+            f"  {name}: {int(p['records'])} records, {format_energy(p['energy_kwh'])}, "
+            f"{format_mass(p['emissions_kg_co2e'])} CO2e"
         )
     _emit(args, data, "\n".join(lines))
     return 0

@@ -148,10 +148,19 @@ def summary_line(
     where = f" ({location})" if location else ""
     phones = emissions_comparison(energy, emissions)["smartphone_charges"]
     return (
-        f"carbonpipe: {_format_scaled(energy * 1000, _ENERGY_UNITS)}, "
-        f"{_format_scaled(emissions * 1000, _MASS_UNITS)} CO2e "
+        f"carbonpipe: {format_energy(energy)}, {format_mass(emissions)} CO2e "
         f"at {format_g_per_kwh(intensity)} g/kWh{where} · {phones}"
     )
+
+
+def format_energy(energy_kwh: float) -> str:
+    """Energy with a readable unit, µWh to GWh, three significant figures."""
+    return _format_scaled(_check_amount("energy_kwh", energy_kwh) * 1000, _ENERGY_UNITS)
+
+
+def format_mass(mass_kg: float) -> str:
+    """A mass of CO2e with a readable unit, µg to t, three significant figures."""
+    return _format_scaled(_check_amount("mass_kg", mass_kg) * 1000, _MASS_UNITS)
 
 
 def _check_amount(name: str, value: object) -> float:

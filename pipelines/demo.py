@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(run_airflow(work))
     esg = run_esg(store, work)
 
+    from carbonpipe.impact import format_energy, format_mass
     from carbonpipe.report import summarize
     from carbonpipe.store import open_store
 
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     print(
         f"records:   {summary.records} in {store}/records/v1 "
-        f"({summary.energy_kwh * 1000:.3f} Wh, {summary.emissions_kg_co2e * 1000:.4f} g CO2e)"
+        f"({format_energy(summary.energy_kwh)}, {format_mass(summary.emissions_kg_co2e)} CO2e)"
     )
     for name, p in sorted(summary.by_pipeline.items()):
         print(f"  pipeline {name}: {int(p['records'])} records")

@@ -1,0 +1,33 @@
+"""The README's main-job command, run as a user runs it (in a subprocess, on a fresh store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from carbonpipe.report import summarize
+from carbonpipe.store import open_store
+
+
+def test_demo_runs_kfp_airflow_and_esg_end_to_end(tmp_path: Path) -> None:
+    store = tmp_path / "carbon-artifacts"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CARBONPIPE_CLOUD"))}
+    out = subprocess.run(
+        [sys.executable, "-m", "carbonpipe.pipelines.demo", "--store", str(store)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "gate decided 'run'" in out.stdout and "gate decided 'skip'" in out.stdout
+    assert "'train': 'success'" in out.stdout
+    summary = summarize(open_store(str(store)))
+    assert set(summary.by_pipeline) == {"gated-training", "carbonpipe_demo_training"}
+    assert summary.records >= 4 and summary.emissions_kg_co2e > 0
+    for name in ("report.json", "report.csv", "report.html"):
+        assert any(store.glob(f"esg/*/{name}")), name
+    assert f"records:   {summary.records} in {store}" in out.stdout
