@@ -198,19 +198,7 @@ class S3Store(Store):
     def put_if_absent(
         self, key: str, data: bytes, *, content_type: str = "application/json"
     ) -> str:
-        full = self._full_key(key)
-        response = self._conditional_put(
-            "create",
-            key,
-            lambda: self.client.put_object(
-                Bucket=self.bucket,
-                Key=full,
-                Body=data,
-                ContentType=content_type,
-                IfNoneMatch="*",
-            ),
-        )
-        return str(response["ETag"])
+        return self._conditional_put("create", key, data, content_type, IfNoneMatch="*")
 
     def replace(
         self,
@@ -220,32 +208,32 @@ class S3Store(Store):
         if_version: str,
         content_type: str = "application/json",
     ) -> str:
-        full = self._full_key(key)
         if not if_version:
             raise ValueError("if_version must be the ETag returned by get() or a write")
         try:
-            response = self._conditional_put(
-                "replace",
-                key,
-                lambda: self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=full,
-                    Body=data,
-                    ContentType=content_type,
-                    IfMatch=if_version,
-                ),
-            )
+            etag = self._conditional_put("replace", key, data, content_type, IfMatch=if_version)
         except ObjectNotFound as exc:
             # S3 answers If-Match on a missing key with 404; to the caller the swap just lost.
             raise PreconditionFailed(
                 f"{self.url_for(key)} does not exist (expected version {if_version})"
             ) from exc
-        return str(response["ETag"])
+        return etag
 
-    def _conditional_put(self, what: str, key: str, fn: Callable[[], T]) -> T:
+    def _conditional_put(
+        self, what: str, key: str, data: bytes, content_type: str, **condition: str
+    ) -> str:
+        """PutObject under ``condition`` (IfNoneMatch / IfMatch); return the new ETag."""
+        full = self._full_key(key)
+
+        def put() -> str:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **condition
+            )
+            return str(response["ETag"])
+
         for attempt in range(_CONFLICT_ATTEMPTS):
             try:
-                return self._call(what, key, fn, conditional=True)
+                return self._call(what, key, put, conditional=True)
             except _ConditionalConflict:
                 if attempt + 1 < _CONFLICT_ATTEMPTS:
                     time.sleep(random.uniform(0.5, 1.0) * _CONFLICT_BACKOFF_S * 2**attempt)
