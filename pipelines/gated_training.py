@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from carbonpipe.pipelines._cli import DEFAULT_STORE, compile_or_run, lazy_pipeline, pipeline_parser
+
 PIPELINE_NAME = "gated-training"
-DEFAULT_STORE = "./carbon-artifacts"
 # Name the location: the demo never probes a cloud metadata server.
 LOCATION = {"cloud_provider": "gcp", "cloud_region": "europe-west1"}
 PROJECT = "carbonpipe-demo"
@@ -184,47 +185,34 @@ def build_pipeline() -> Any:
     return gated_training_pipeline
 
 
-def __getattr__(name: str) -> Any:
-    if name == "gated_training_pipeline":
-        value = build_pipeline()
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_pipeline(__name__, "gated_training_pipeline", build_pipeline)
+
+
+def _run(pipeline: Any, args: argparse.Namespace) -> str:
+    from carbonpipe.components import run_local
+
+    task = run_local(
+        pipeline,
+        pipeline_root=args.pipeline_root,
+        store=args.store,
+        budget_limit_kg=args.budget_limit_kg,
+        train_estimate_kg=args.train_estimate_kg,
+        strict=args.strict,
+    )
+    return f"gated-training: decision={task.output} store={args.store}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``--compile OUT.yaml`` and/or ``--run-local``; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog="python -m carbonpipe.pipelines.gated_training", description=__doc__.split("\n")[0]
+    parser = pipeline_parser(
+        "python -m carbonpipe.pipelines.gated_training",
+        __doc__.split("\n")[0],
+        store_help="records and budget ledger",
     )
-    parser.add_argument("--compile", metavar="OUT.yaml", help="write the compiled pipeline here")
-    parser.add_argument("--run-local", action="store_true", help="run it here with kfp.local")
-    parser.add_argument(
-        "--pipeline-root", default="./local_outputs", help="kfp.local's output folder"
-    )
-    parser.add_argument("--store", default=DEFAULT_STORE, help="records and budget ledger")
     parser.add_argument("--budget-limit-kg", type=float, default=1.0)
     parser.add_argument("--train-estimate-kg", type=float, default=-1.0)
     parser.add_argument("--strict", action="store_true", help="fail instead of skipping training")
-    args = parser.parse_args(argv)
-    if not (args.compile or args.run_local):
-        parser.error("give --compile OUT.yaml and/or --run-local")
-    from carbonpipe.components import compile_pipeline, run_local
-
-    pipeline = build_pipeline()
-    if args.compile:
-        print(compile_pipeline(pipeline, args.compile))
-    if args.run_local:
-        task = run_local(
-            pipeline,
-            pipeline_root=args.pipeline_root,
-            store=args.store,
-            budget_limit_kg=args.budget_limit_kg,
-            train_estimate_kg=args.train_estimate_kg,
-            strict=args.strict,
-        )
-        print(f"gated-training: decision={task.output} store={args.store}")
-    return 0
+    return compile_or_run(parser, argv, build_pipeline, _run)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from carbonpipe.pipelines._cli import DEFAULT_STORE, compile_or_run, lazy_pipeline, pipeline_parser
+
 PIPELINE_NAME = "nightly-esg"
-DEFAULT_STORE = "./carbon-artifacts"
 
 __all__ = ["PIPELINE_NAME", "build_pipeline", "main", "nightly_esg_dag", "nightly_esg_pipeline"]
 
@@ -51,39 +52,25 @@ def nightly_esg_dag(*args: Any, **kwargs: Any) -> Any:
     return factory(*args, **kwargs)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "nightly_esg_pipeline":
-        value = build_pipeline()
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_pipeline(__name__, "nightly_esg_pipeline", build_pipeline)
+
+
+def _run(pipeline: Any, args: argparse.Namespace) -> str:
+    from carbonpipe.components import run_local
+
+    run_local(pipeline, pipeline_root=args.pipeline_root, store=args.store, period=args.period)
+    return f"nightly-esg: report written under {args.store}/esg/"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``--compile OUT.yaml`` and/or ``--run-local``; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog="python -m carbonpipe.pipelines.nightly_esg",
-        description="The nightly ESG aggregation.",
+    parser = pipeline_parser(
+        "python -m carbonpipe.pipelines.nightly_esg",
+        "The nightly ESG aggregation.",
+        store_help="store holding the records",
     )
-    parser.add_argument("--compile", metavar="OUT.yaml", help="write the compiled pipeline here")
-    parser.add_argument("--run-local", action="store_true", help="run it here with kfp.local")
-    parser.add_argument(
-        "--pipeline-root", default="./local_outputs", help="kfp.local's output folder"
-    )
-    parser.add_argument("--store", default=DEFAULT_STORE, help="store holding the records")
     parser.add_argument("--period", default="", help="e.g. 2026-11 (default: yesterday's month)")
-    args = parser.parse_args(argv)
-    if not (args.compile or args.run_local):
-        parser.error("give --compile OUT.yaml and/or --run-local")
-    from carbonpipe.components import compile_pipeline, run_local
-
-    pipeline = build_pipeline()
-    if args.compile:
-        print(compile_pipeline(pipeline, args.compile))
-    if args.run_local:
-        run_local(pipeline, pipeline_root=args.pipeline_root, store=args.store, period=args.period)
-        print(f"nightly-esg: report written under {args.store}/esg/")
-    return 0
+    return compile_or_run(parser, argv, build_pipeline, _run)
 
 
 if __name__ == "__main__":
