@@ -12,37 +12,27 @@ see :func:`load_component`), built by ``python -m carbonpipe.components --compil
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_EXPORTS: dict[str, tuple[str, str]] = {
-    "carbon_component": ("carbonpipe.components.step", "carbon_component"),
-    "tracked_command": ("carbonpipe.components.command", "tracked_command"),
-    "budget_gate": ("carbonpipe.components.gate", "budget_gate"),
-    "esg_aggregate": ("carbonpipe.components.esg", "esg_aggregate"),
-    "load_component": ("carbonpipe.components._compile", "load_component"),
-    "compile_components": ("carbonpipe.components._compile", "compile_components"),
-    "run_local": ("carbonpipe.components._local", "run_local"),
-    "compile_pipeline": ("carbonpipe.components._local", "compile_pipeline"),
-    "component_image": ("carbonpipe.components._image", "component_image"),
-    "RELEASE_IMAGE": ("carbonpipe.components._image", "RELEASE_IMAGE"),
+from carbonpipe._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "carbon_component": "carbonpipe.components.step",
+    "tracked_command": "carbonpipe.components.command",
+    "budget_gate": "carbonpipe.components.gate",
+    "esg_aggregate": "carbonpipe.components.esg",
+    "load_component": "carbonpipe.components._compile",
+    "compile_components": "carbonpipe.components._compile",
+    "run_local": "carbonpipe.components._local",
+    "compile_pipeline": "carbonpipe.components._local",
+    "component_image": "carbonpipe.components._image",
+    "RELEASE_IMAGE": "carbonpipe.components._image",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'carbonpipe.components' has no attribute {name!r}")
-    module, attr = target
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 if TYPE_CHECKING:

@@ -8,8 +8,9 @@ still initialising itself, so this module must never import ``airflow`` at top l
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from carbonpipe._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CarbonTrackedOperator": "carbonpipe.operators.tracked",
@@ -44,17 +45,7 @@ def get_provider_info() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'carbonpipe.operators' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports them

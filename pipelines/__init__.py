@@ -9,8 +9,7 @@ Names resolve lazily: importing this package imports neither kfp nor airflow.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from carbonpipe._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "gated_training_pipeline": "carbonpipe.pipelines.gated_training",
@@ -21,14 +20,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'carbonpipe.pipelines' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
