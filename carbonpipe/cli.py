@@ -247,19 +247,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """Print the detected location and its intensity."""
     import time
 
-    from carbonpipe.cloud import detect_location
     from carbonpipe.config import resolve_settings
     from carbonpipe.intensity import lookup_intensity
 
     t0 = time.perf_counter()
-    s = resolve_settings()
-    loc = detect_location(
-        provider=args.provider,
-        region=args.region,
-        country_iso=args.country,
-        default_provider=s.default_provider,
-        default_region=s.default_region,
-        default_country=s.default_country,
+    loc = resolve_settings().locate(
+        provider=args.provider, region=args.region, country_iso=args.country
     )
     intensity = lookup_intensity(loc.provider, loc.region, loc.country_iso)
     data: dict[str, Any] = {

@@ -26,9 +26,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbonpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from carbonpipe.cloud import Location
 
 TRACKING_MODES = ("machine", "process", "offline")
 REGRESSION_ACTIONS = ("warn", "fail")
@@ -75,6 +78,29 @@ class Settings:
     budgets: tuple[Any, ...] = ()
     config_file: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+
+    def locate(
+        self,
+        *,
+        provider: str | None = None,
+        region: str | None = None,
+        country_iso: str | None = None,
+    ) -> Location:
+        """Detect the location with these settings' default location and tracking mode.
+
+        Arguments win; ``offline`` tracking never probes a metadata server.
+        """
+        from carbonpipe.cloud import detect_location
+
+        return detect_location(
+            provider=provider,
+            region=region,
+            country_iso=country_iso,
+            default_provider=self.default_provider,
+            default_region=self.default_region,
+            default_country=self.default_country,
+            probe=self.tracking_mode != "offline",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings with their sources, as ``carbonpipe config`` prints them."""

@@ -333,18 +333,9 @@ class CarbonTracker:
     def location(self) -> Location:
         """Where the steps run: given, from env, from cloud metadata, configured, or world."""
         if self._location is None:
-            from carbonpipe.cloud import detect_location
-
             provider, region, country = self._arg_location
-            s = self.settings
-            self._location = detect_location(
-                provider=provider,
-                region=region,
-                country_iso=country,
-                default_provider=s.default_provider,
-                default_region=s.default_region,
-                default_country=s.default_country,
-                probe=s.tracking_mode != "offline",
+            self._location = self.settings.locate(
+                provider=provider, region=region, country_iso=country
             )
         return self._location
 

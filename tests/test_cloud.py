@@ -843,3 +843,18 @@ def test_default_deadline_is_60_ms() -> None:
     import inspect
 
     assert inspect.signature(detect_location).parameters["deadline_s"].default == 0.06
+
+
+def test_offline_tracking_mode_never_probes_a_metadata_server(
+    cloud_metadata: CloudMetadata, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carbonpipe.config import resolve_settings
+
+    monkeypatch.setenv("CARBONPIPE_TRACKING_MODE", "offline")
+    loc = resolve_settings().locate()
+    assert cloud_metadata.counts() == {"gcp": 0, "aws": 0, "azure": 0}
+    assert loc.detected_by == "world" and loc.provider is None
+    monkeypatch.setenv("CARBONPIPE_TRACKING_MODE", "machine")
+    cloud.clear_cache()
+    assert resolve_settings().locate().detected_by == "metadata"
+    assert sum(cloud_metadata.counts().values()) > 0
