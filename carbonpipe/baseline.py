@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import random
-import statistics
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -49,7 +48,7 @@ _CAS_DEADLINE_S = 30.0
 
 def baseline_key(pipeline: str, step: str) -> str:
     """Return ``baselines/<pipeline>/<step>.json`` (the key the budget gate reads)."""
-    from carbonpipe.budget import baseline_key as key
+    from carbonpipe.charges import baseline_key as key
 
     return key(pipeline, step)
 
@@ -117,6 +116,8 @@ class Baseline:
 
 def compute_baseline(pipeline: str, step: str, records: Iterable[Record]) -> Baseline:
     """Summarise ``records`` (oldest to newest order is kept in the samples)."""
+    import statistics  # only here: a step's regression check must not pay for it
+
     recs = sorted(records, key=lambda r: (parse_utc(r.ended_at), r.record_id))
     if not recs:
         raise ValueError(f"no records to build a baseline of {pipeline}/{step} from")

@@ -32,7 +32,6 @@ logging the same crossing again. A new period, limit or ratio is a new crossing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -45,8 +44,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import InitVar, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from carbonpipe.charges import (
+    BASELINES_PREFIX,
+    BUDGETS_PREFIX,
+    SCOPE_KINDS,
+    UG_PER_KG,
+    Charge,
+    baseline_key,
+    charge_record,
+    kg_to_ug,
+    parse_scope,
+    record_scopes,
+    safe_name,
+    scope_key,
+)
 from carbonpipe.errors import (
     BudgetError,
     BudgetExceeded,
@@ -58,26 +71,51 @@ from carbonpipe.errors import (
 from carbonpipe.record import parse_utc, utc_iso
 from carbonpipe.store import Store
 
+if TYPE_CHECKING:
+    from carbonpipe.charges import ChargeableRecord
+
+__all__ = [
+    "BASELINES_PREFIX",
+    "BUDGETS_PREFIX",
+    "DEFAULT_RESERVATION_TTL_S",
+    "DEFAULT_WARN_RATIO",
+    "LAST_RUN_LOOKBACK_MONTHS",
+    "ON_EXCEED",
+    "PERIODS",
+    "SCOPE_KINDS",
+    "UG_PER_KG",
+    "Budget",
+    "BudgetGate",
+    "BudgetLedger",
+    "BudgetStatus",
+    "Charge",
+    "ChargeEntry",
+    "GateDecision",
+    "PeriodWindow",
+    "Reservation",
+    "StepEstimate",
+    "baseline_key",
+    "kg_to_ug",
+    "load_budgets",
+    "parse_scope",
+    "period_window",
+    "record_scopes",
+    "safe_name",
+    "scope_key",
+]
+
 logger = logging.getLogger(__name__)
 
 PERIODS = ("month", "quarter", "year", "total")
 ON_EXCEED = ("fail", "skip")
-SCOPE_KINDS = ("pipeline", "team", "run")
-BUDGETS_PREFIX = "budgets"
-BASELINES_PREFIX = "baselines"
 DEFAULT_WARN_RATIO = 0.8
 # Long enough for a typical training step; the tracker passes a longer TTL for longer steps.
 DEFAULT_RESERVATION_TTL_S = 6 * 3600.0
 # How far back the gate looks for a step's last run before falling back to the default.
 LAST_RUN_LOOKBACK_MONTHS = 12
-UG_PER_KG = 1_000_000_000
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]*$")
-_RECORD_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._\-]")
 _CHARGE_FILE = re.compile(r"^(?P<rid>.+)__(?P<ug>\d+)\.json$")
 _DOC_SCHEMA = "carbonpipe.reservations/1"
-_CHARGE_SCHEMA = "carbonpipe.charge/1"
 # Full-jitter exponential backoff for reservation compare-and-swap conflicts.
 _BACKOFF_BASE_S = 0.005
 _BACKOFF_CAP_S = 0.5
@@ -86,43 +124,6 @@ _CAS_DEADLINE_S = 60.0
 
 # ---------------------------------------------------------------------------------------------
 # Names, periods and amounts
-
-
-def safe_name(name: str) -> str:
-    """Return ``name`` usable as one key part; unsafe names get a hash suffix so they stay unique."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name {name!r} must be a non-empty string")
-    if _SAFE_NAME.match(name):
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{_UNSAFE_CHARS.sub('_', name).lstrip('.')}-{digest}"
-
-
-def parse_scope(scope: str) -> tuple[str, str]:
-    """Split ``pipeline:NAME``, ``team:NAME`` or ``run:ID`` into (kind, name), or raise ValueError."""
-    kind, sep, name = scope.partition(":") if isinstance(scope, str) else ("", "", "")
-    if not sep or kind not in SCOPE_KINDS or not name.strip():
-        raise ValueError(
-            f"scope {scope!r} is invalid: use 'pipeline:NAME', 'team:NAME' or 'run:ID' "
-            f"(kind one of {', '.join(SCOPE_KINDS)})"
-        )
-    return kind, name
-
-
-def scope_key(scope: str) -> str:
-    """Return the key part of a scope: ``pipeline:train`` becomes ``pipeline=train``."""
-    kind, name = parse_scope(scope)
-    return f"{kind}={safe_name(name)}"
-
-
-def baseline_key(pipeline: str, step: str) -> str:
-    """Return ``baselines/<pipeline>/<step>.json``, where the ESG work writes a step's baseline."""
-    return f"{BASELINES_PREFIX}/{safe_name(pipeline)}/{safe_name(step)}.json"
-
-
-def kg_to_ug(kg: float) -> int:
-    """Convert kg CO2e to integer micrograms, the ledger's exact unit."""
-    return round(kg * UG_PER_KG)
 
 
 def _ug_to_kg(ug: int) -> float:
@@ -364,37 +365,6 @@ def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> list[Bud
 # Value objects the ledger returns
 
 
-class ChargeableRecord(Protocol):
-    """What the ledger reads from a record (``carbonpipe.record.Record`` has it all)."""
-
-    @property
-    def record_id(self) -> str: ...
-    @property
-    def pipeline(self) -> str: ...
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def team(self) -> str: ...
-    @property
-    def ended_at(self) -> str: ...
-    @property
-    def emissions_kg_co2e(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class Charge:
-    """What one ``charge()`` did with each scope's entry: written, already there, or spooled."""
-
-    record_id: str
-    emissions_kg_co2e: float
-    keys: tuple[str, ...]
-    written: tuple[str, ...] = ()
-    duplicates: tuple[str, ...] = ()
-    spooled: tuple[str, ...] = ()
-
-
 @dataclass(frozen=True)
 class ChargeEntry:
     """One charge as listed: the amount comes from the key, ``ended_at`` only from its body."""
@@ -509,20 +479,6 @@ class _Usage:
 # The ledger
 
 
-def record_scopes(record: ChargeableRecord, *, run: bool = False) -> list[str]:
-    """The scopes a record is charged to: its pipeline, its team if set, and its run if asked.
-
-    The run scope only serves per-run budgets (``carbon_budget_g``), so it costs a write only
-    for trackers that have one.
-    """
-    scopes = [f"pipeline:{record.pipeline}"]
-    if record.team:
-        scopes.append(f"team:{record.team}")
-    if run:
-        scopes.append(f"run:{record.run_id}")
-    return scopes
-
-
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -558,58 +514,7 @@ class BudgetLedger:
 
     def charge(self, record: ChargeableRecord, *, run_scope: bool = False) -> Charge:
         """Charge a record to its scopes (pipeline, team if set, run if asked); idempotent."""
-        rid = record.record_id
-        if not isinstance(rid, str) or not _RECORD_ID.match(rid):
-            raise ValueError(f"record_id {rid!r} must be letters, digits and ._- only")
-        kg = _amount("emissions_kg_co2e", record.emissions_kg_co2e)
-        ug = kg_to_ug(kg)
-        day = parse_utc(record.ended_at).date().isoformat()
-        scopes = record_scopes(record, run=run_scope)
-        outcomes: dict[str, list[str]] = {"written": [], "duplicate": [], "spooled": []}
-        keys: list[str] = []
-        for scope in scopes:
-            key = (
-                f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/date={day}/"
-                f"step={safe_name(record.step)}/{rid}__{ug}.json"
-            )
-            body = {
-                "schema": _CHARGE_SCHEMA,
-                "scope": scope,
-                "record_id": rid,
-                "emissions_kg_co2e": kg,
-                "emissions_ug": ug,
-                "pipeline": record.pipeline,
-                "step": record.step,
-                "team": record.team,
-                "run_id": record.run_id,
-                "ended_at": record.ended_at,
-            }
-            data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-            keys.append(key)
-            outcomes[self._deliver(key, data)].append(key)
-        return Charge(
-            rid,
-            kg,
-            tuple(keys),
-            written=tuple(outcomes["written"]),
-            duplicates=tuple(outcomes["duplicate"]),
-            spooled=tuple(outcomes["spooled"]),
-        )
-
-    def _deliver(self, key: str, data: bytes) -> str:
-        try:
-            from carbonpipe.spool import deliver
-        except ImportError:  # a build without the spool: write directly
-            try:
-                self.store.put_if_absent(key, data)
-            except PreconditionFailed:
-                return "duplicate"  # the same record, charged before
-            return "written"
-        delivery = deliver(self.store, key, data)
-        if delivery.spooled:
-            return "spooled"
-        # Not stored and not spooled: the key, which carries the amount, is already there.
-        return "written" if delivery.stored else "duplicate"
+        return charge_record(self.store, record, run_scope=run_scope)
 
     def charges(
         self, scope: str, period: str = "total", *, at: datetime | None = None

@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
@@ -192,7 +192,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"carbonpipe: {step} not started: {exc}", file=sys.stderr)
         return EXIT_BUDGET_EXCEEDED
 
-    code, status = _run_child(cmd)
+    # While the command runs, this process only waits: it resolves what the record needs then.
+    code, status = _run_child(cmd, while_running=lambda: tracker._warm_stop_path(summary=True))
     try:
         metrics = tracker._finish(handle, status)
         print(metrics.summary_line(), file=sys.stderr)
@@ -208,7 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_child(cmd: list[str]) -> tuple[int, str]:
+def _run_child(
+    cmd: list[str], *, while_running: Callable[[], None] | None = None
+) -> tuple[int, str]:
     try:
         child = subprocess.Popen(cmd)
     except FileNotFoundError:
@@ -228,6 +231,9 @@ def _run_child(cmd: list[str]) -> tuple[int, str]:
         if sig is not None:
             previous[sig] = signal.signal(sig, forward)
     try:
+        if while_running is not None:
+            with contextlib.suppress(Exception):  # never in the way of the command
+                while_running()
         while True:
             try:
                 rc = child.wait()

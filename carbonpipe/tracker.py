@@ -299,6 +299,8 @@ class CarbonTracker:
     def _resolve_budget(
         self, budget: Budget | None, carbon_budget_g: float | None
     ) -> Budget | None:
+        if budget is None and carbon_budget_g is None and not self.settings.budgets:
+            return None  # the common case: no budget module to import on the step's path
         from carbonpipe.budget import Budget
 
         if budget is not None and carbon_budget_g is not None:
@@ -494,6 +496,24 @@ class CarbonTracker:
             self._finished.append(metrics)
         return metrics
 
+    def _warm_stop_path(self, *, summary: bool = False) -> None:
+        """Do now what stopping a step will need and that does not depend on the step.
+
+        For callers that sit idle while the step runs elsewhere (``carbonpipe run`` waits on a
+        child process): the location is resolved (and any metadata probe made), the record,
+        charge and baseline modules are loaded, and with ``summary`` the comparison factors too.
+        Never raises: whatever fails here is retried, and reported, at stop.
+        """
+        with contextlib.suppress(Exception):
+            _ = self.intensity
+        with contextlib.suppress(Exception):
+            from carbonpipe import baseline, charges, spool  # noqa: F401
+        if summary:
+            with contextlib.suppress(Exception):
+                from carbonpipe.impact import load_factors
+
+                load_factors()
+
     def _stop_meter(self, handle: _Step) -> Measurement:
         from carbonpipe.measure import estimate_without_meter
 
@@ -596,7 +616,8 @@ class CarbonTracker:
             budget_status=budget_status,
             alerts=tuple(record.alerts),
         )
-        log.info("%s", metrics.summary_line())
+        if log.isEnabledFor(logging.INFO):  # the comparisons load the factors file: only if shown
+            log.info("%s", metrics.summary_line())
         return metrics
 
     def _alerts(self, handle: _Step, emissions_kg: float) -> list[dict[str, Any]]:
@@ -638,13 +659,14 @@ class CarbonTracker:
             )
             return None
         try:
-            from carbonpipe.budget import BudgetLedger
+            from carbonpipe.charges import charge_record
 
-            ledger = BudgetLedger(self.store)
             per_run = self.budget is not None and self.budget.scope.startswith("run:")
-            ledger.charge(record, run_scope=per_run)
+            charge_record(self.store, record, run_scope=per_run)
             if self.budget is not None:
-                return ledger.status(self.budget)
+                from carbonpipe.budget import BudgetLedger
+
+                return BudgetLedger(self.store).status(self.budget)
         except Exception as exc:
             log.warning(
                 "carbonpipe: budget ledger charge deferred for %s: %s", record.record_id, exc

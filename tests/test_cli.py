@@ -252,3 +252,27 @@ def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
     bad = _run(["detect", "--provider", "ibm"])
     assert bad.returncode == 2 and "gcp" in bad.stderr
     assert _run(["run"]).returncode == 2
+
+
+def test_run_keeps_the_exit_code_when_the_warm_up_fails(tmp_path: Path) -> None:
+    # While the command runs, the wrapper resolves the location; a bad region fails there (and
+    # again at stop, where it is recorded), never the command.
+    out = _run(
+        [
+            "run",
+            "--store",
+            str(tmp_path),
+            "--provider",
+            "gcp",
+            "--region",
+            "not-a-region!",
+            "--",
+            sys.executable,
+            "-c",
+            "import sys; sys.exit(3)",
+        ]
+    )
+    assert out.returncode == 3, out.stderr
+    [rec] = _records(tmp_path)
+    assert rec.status == "failed"
+    assert any("location" in e for e in rec.tracking_errors)

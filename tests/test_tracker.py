@@ -318,3 +318,47 @@ def test_regression_above_the_baseline_is_alerted_and_can_fail_the_step(
         failed.raise_for_regression()
     recs = [r for r in _records(tmp_path) if r.step == "train"]
     assert len(recs) == 2 and all(r.alerts for r in recs)
+
+
+def test_a_step_without_a_budget_loads_only_the_ledger_write_side(tmp_path: Path) -> None:
+    # The step's own time is what tracking must not eat: a fresh process (as a KFP step is)
+    # charges its record through carbonpipe.charges and never imports the gate and status
+    # machinery of carbonpipe.budget, nor the comparison factors no log line asks for.
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from carbonpipe import CarbonTracker
+        tracker = CarbonTracker(project_name="p", output_dir={str(tmp_path / "store")!r},
+                                cloud_provider="gcp", cloud_region="europe-west1")
+        with tracker.start_tracking("train"):
+            sum(range(1000))
+        m = tracker.stop_tracking("train")
+        print(json.dumps({{"modules": sorted(n for n in sys.modules if n.startswith(("carbonpipe", "yaml"))),
+                          "errors": list(m.tracking_errors)}}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["errors"] == []
+    assert "carbonpipe.charges" in seen["modules"]
+    assert "carbonpipe.budget" not in seen["modules"]
+    assert "carbonpipe.impact" not in seen["modules"] and "yaml" not in seen["modules"]
+    charges = list((tmp_path / "store" / "budgets" / "pipeline=p" / "charges").rglob("*.json"))
+    assert len(charges) == 1  # the record was still charged, for budgets set later
+
+
+def test_warming_the_stop_path_resolves_the_location_before_the_step_ends(
+    tmp_path: Path,
+) -> None:
+    tracker = _tracker(tmp_path)
+    handle = tracker.start_tracking("train")
+    tracker._warm_stop_path(summary=True)  # what `carbonpipe run` does while its command runs
+    assert tracker._location is not None and tracker._intensity is not None
+    assert tracker._location.region == "europe-west1"
+    m = tracker.stop_tracking("train")
+    assert (
+        handle.metrics is m
+        and m.carbon_intensity_g_per_kwh == tracker.intensity.intensity_g_per_kwh
+    )
