@@ -454,8 +454,10 @@ def _parse(path: Path) -> IntensityTable:
     world: CountryInfo | None = None
     seen: dict[tuple[str, str], int] = {}
     seen_iso2: dict[str, int] = {}
-    for number, line in lines[1:]:
-        values = next(csv.reader([line]))
+    # One reader for every row (a row is one line: no field spans lines in this file).
+    for (number, _), values in zip(
+        lines[1:], csv.reader(line for _, line in lines[1:]), strict=True
+    ):
         if len(values) != len(header):
             raise ValueError(
                 f"{path} line {number}: expected {len(header)} fields, found {len(values)}"

@@ -793,15 +793,17 @@ def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
 
 # Sidecars that answered and are exiting. Waiting for their exit would only lengthen the step,
 # and a thread to wait would take the GIL from it: they are reaped by the next start() (before
-# its t0, so their CPU time cannot land in that step's count) or at exit.
+# its t0, so their CPU time cannot land in that step's count), stop(), or at exit, where a
+# sidecar has long exited (it does so right after answering) and the wait is bounded anyway.
 _EXITING: list[subprocess.Popen[bytes]] = []
+_EXIT_REAP_TIMEOUT_S = 0.2
 
 
 def _reap_later(proc: subprocess.Popen[bytes]) -> None:
     if not _EXITING:
         import atexit
 
-        atexit.register(_reap_exited, wait_s=_REAP_TIMEOUT_S)
+        atexit.register(_reap_exited, wait_s=_EXIT_REAP_TIMEOUT_S)
     _EXITING.append(proc)
 
 

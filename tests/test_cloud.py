@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from carbonpipe import cloud
+from carbonpipe import _imds, cloud
 from carbonpipe.cloud import (
     CACHE_TTL_S,
     DEFAULT_DEADLINE_S,
@@ -446,14 +446,14 @@ def test_default_endpoints_are_the_link_local_address(monkeypatch: pytest.Monkey
     ):
         monkeypatch.delenv(name, raising=False)
 
-    endpoints, notes = cloud._endpoints(("gcp", "aws", "azure"))
+    endpoints, notes = _imds._endpoints(("gcp", "aws", "azure"))
     assert {p: e.url for p, e in endpoints.items()} == {
         "gcp": "http://169.254.169.254:80",
         "aws": "http://169.254.169.254:80",
         "azure": "http://169.254.169.254:80",
     }
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6")
-    endpoints, notes = cloud._endpoints(("aws",))
+    endpoints, notes = _imds._endpoints(("aws",))
     assert endpoints["aws"].url == "http://[fd00:ec2::254]:80"
     assert notes == []
 
