@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from carbonpipe.charges import baseline_key
 from carbonpipe.errors import ConfigError, ObjectNotFound, PreconditionFailed, StoreError
 from carbonpipe.record import Record, parse_utc, utc_iso
 from carbonpipe.store import Store
@@ -44,13 +45,6 @@ DEFAULT_LOOKBACK_DAYS = 90
 # long-lived workers (an Airflow worker, a notebook) without a restart.
 CACHE_TTL_S = 300.0
 _CAS_DEADLINE_S = 30.0
-
-
-def baseline_key(pipeline: str, step: str) -> str:
-    """Return ``baselines/<pipeline>/<step>.json`` (the key the budget gate reads)."""
-    from carbonpipe.charges import baseline_key as key
-
-    return key(pipeline, step)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from carbonpipe.charges import (
     Charge,
     baseline_key,
     charge_record,
+    check_amount,
     kg_to_ug,
     parse_scope,
     record_scopes,
@@ -591,7 +592,7 @@ class BudgetLedger:
         Raises :class:`BudgetExceeded` if used + active reservations + estimate would pass the
         limit. Re-reserving an active id returns the existing reservation.
         """
-        est_ug = kg_to_ug(_amount("estimate_kg", estimate_kg))
+        est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
         if not isinstance(reservation_id, str) or not reservation_id:
             raise ValueError(f"reservation_id {reservation_id!r} must be a non-empty string")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
@@ -782,7 +783,7 @@ class BudgetLedger:
         self, budget: Budget, estimate_kg: float, *, estimate_source: str = "given"
     ) -> GateDecision:
         """Decide whether ``estimate_kg`` fits ``budget`` now, without reserving anything."""
-        est_ug = kg_to_ug(_amount("estimate_kg", estimate_kg))
+        est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
         now = self._now()
         window = period_window(budget.period, now)
         _, active, usage = self._snapshot(
@@ -892,7 +893,7 @@ class BudgetGate:
         key = baseline_key(pipeline, step)
         try:
             body = json.loads(self.ledger.store.get(key).data)
-            return StepEstimate(_amount("mean_kg_co2e", body["mean_kg_co2e"]), "baseline")
+            return StepEstimate(check_amount("mean_kg_co2e", body["mean_kg_co2e"]), "baseline")
         except ObjectNotFound:
             pass
         except (ValueError, KeyError, TypeError) as exc:
@@ -904,7 +905,7 @@ class BudgetGate:
 
     def _estimate(self, pipeline: str, step: str, estimate_kg: float | None) -> StepEstimate:
         if estimate_kg is not None:
-            return StepEstimate(_amount("estimate_kg", estimate_kg), "given")
+            return StepEstimate(check_amount("estimate_kg", estimate_kg), "given")
         return self.estimate(pipeline, step)
 
     def check(self, pipeline: str, step: str, *, estimate_kg: float | None = None) -> GateDecision:
@@ -942,14 +943,6 @@ class BudgetGate:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _amount(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite number >= 0, else raise ValueError naming it."""
-    try:
-        return _check_number(name, value)
-    except _FieldError as exc:
-        raise ValueError(f"{name}: {exc.problem}") from None
 
 
 def _parse_charge_key(scope: str, base: str, key: str) -> ChargeEntry | None:

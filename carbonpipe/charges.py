@@ -53,6 +53,7 @@ __all__ = [
     "Charge",
     "baseline_key",
     "charge_record",
+    "check_amount",
     "kg_to_ug",
     "parse_scope",
     "record_scopes",
@@ -108,6 +109,15 @@ def kg_to_ug(kg: float) -> int:
     return round(kg * UG_PER_KG)
 
 
+def check_amount(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite number >= 0, else raise ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def record_scopes(record: ChargeableRecord, *, run: bool = False) -> list[str]:
     """The scopes a record is charged to: its pipeline, its team if set, and its run if asked.
 
@@ -142,10 +152,7 @@ def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = F
     rid = record.record_id
     if not isinstance(rid, str) or not _RECORD_ID.match(rid):
         raise ValueError(f"record_id {rid!r} must be letters, digits and ._- only")
-    kg = record.emissions_kg_co2e
-    if isinstance(kg, bool) or not isinstance(kg, (int, float)) or not math.isfinite(kg) or kg < 0:
-        raise ValueError(f"emissions_kg_co2e: must be a finite number >= 0, got {kg!r}")
-    kg = float(kg)
+    kg = check_amount("emissions_kg_co2e", record.emissions_kg_co2e)
     ug = kg_to_ug(kg)
     day = parse_utc(record.ended_at).date().isoformat()
     outcomes: dict[str, list[str]] = {"written": [], "duplicate": [], "spooled": []}
