@@ -35,7 +35,7 @@ import traceback
 import warnings
 from typing import IO, TYPE_CHECKING, Any
 
-from carbonpipe.measure import _read_cgroup_cpu_s
+from carbonpipe._counters import read_cgroup_cpu_s
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -297,7 +297,7 @@ class _Step:
         """Return the step's cumulative CPU seconds, on the same scale as the t0 baseline."""
         total: float | None = None
         if self.share == "cgroup" and self.cgroup_file:
-            usage = _read_cgroup_cpu_s(self.cgroup_file)
+            usage = read_cgroup_cpu_s(self.cgroup_file)
             if usage is not None:
                 # This sidecar lives in the same cgroup: its own cost is not the step's.
                 total = usage - _own_cpu_s()

@@ -31,6 +31,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from carbonpipe._checks import normalize_provider
 from carbonpipe.errors import ConfigError
 
 __all__ = [
@@ -60,16 +61,6 @@ ENV_CACHE_DIR = "CARBONPIPE_CACHE_DIR"
 ENV_AZURE_ENDPOINT = "CARBONPIPE_AZURE_IMDS_ENDPOINT"
 
 
-_ALIASES = {
-    "gcp": "gcp",
-    "google": "gcp",
-    "gce": "gcp",
-    "aws": "aws",
-    "amazon": "aws",
-    "ec2": "aws",
-    "azure": "azure",
-    "microsoft": "azure",
-}
 # The three providers' region names have disjoint shapes, so a region alone names its provider.
 _REGION_RE = {
     "gcp": re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}"),  # europe-west1
@@ -132,19 +123,6 @@ class Location:
             "zone": self.zone,
             "notes": list(self.notes),
         }
-
-
-def normalize_provider(value: str, *, name: str = "provider") -> str:
-    """Return ``"gcp"``, ``"aws"`` or ``"azure"`` for a provider name or alias, else ValueError."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    provider = _ALIASES.get(value.strip().lower())
-    if provider is None:
-        raise ValueError(
-            f"{name}={value!r} is not a cloud provider; use 'gcp', 'aws' or 'azure' "
-            "(aliases 'google', 'amazon', 'microsoft')"
-        )
-    return provider
 
 
 def normalize_country(value: str, *, name: str = "country_iso") -> str:

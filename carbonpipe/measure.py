@@ -46,8 +46,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
+from carbonpipe import _counters
+
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Mapping
     from pathlib import Path
 
 __all__ = [
@@ -75,12 +78,6 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 _SIDECAR_MODULE = "carbonpipe._meter"
 _REAP_TIMEOUT_S = 1.0
 _KWH_PER_J = 1 / 3.6e6
-_CGROUP_CPU_FILES = (
-    "/sys/fs/cgroup/cpu.stat",  # v2, as mounted in a container with its own cgroup namespace
-    "/sys/fs/cgroup/cpuacct/cpuacct.usage",  # v1, the container's own cgroup mounted there
-    "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage",
-    "/sys/fs/cgroup/cpuacct,cpu/cpuacct.usage",
-)
 
 # The estimate reuses CodeCarbon 3.3's models and defaults (codecarbon/external/hardware.py and
 # codecarbon/external/ram.py), so a failed sidecar does not change the order of magnitude:
@@ -298,7 +295,9 @@ class Meter:
             return
         self._prepared = True
         try:
-            self._share, self._cgroup_file = _resolve_share(self._tracking_mode, self._share_wanted)
+            self._share, self._cgroup_file = _counters.resolve_share(
+                self._tracking_mode, self._share_wanted
+            )
             if self._share_wanted == "cgroup" and self._share != "cgroup":
                 self._errors.append(
                     "cgroup CPU accounting is not readable; the process tree was charged"
@@ -308,8 +307,13 @@ class Meter:
             self._errors.append(f"could not start the measuring sidecar: {_describe(exc)}")
             self._proc = None
 
-    def start(self) -> None:
-        """Snapshot the step's counters and hand them to the sidecar; milliseconds, never raises."""
+    def start(self, *, at: Mapping[str, Any] | None = None) -> None:
+        """Snapshot the step's counters and hand them to the sidecar; milliseconds, never raises.
+
+        ``at`` opens the window earlier, at counters read then with
+        ``carbonpipe._counters.read_counters(cgroup_file, rapl=True)`` (``carbonpipe run`` reads
+        them before it starts the command, and sets tracking up while the command runs).
+        """
         if self._t0 is not None or self._measurement is not None:
             return
         # Before t0: a sidecar reaped later would move its CPU time into this step's count.
@@ -317,7 +321,7 @@ class Meter:
             _reap_exited()
         self.prepare()
         try:
-            self._t0 = _read_edge(self._cgroup_file, rapl=True)
+            self._t0 = _Edge(**at) if at is not None else _read_edge(self._cgroup_file, rapl=True)
         except Exception as exc:
             self._errors.append(f"could not read the step's counters at start: {_describe(exc)}")
             self._t0 = _bare_edge()
@@ -641,91 +645,8 @@ def _empty_measurement(meter: Meter, errors: tuple[str, ...]) -> Measurement:
     )
 
 
-def _in_container() -> bool:
-    return (
-        os.path.exists("/.dockerenv")
-        or os.path.exists("/run/.containerenv")
-        or "KUBERNETES_SERVICE_HOST" in os.environ
-        # systemd-nspawn and podman announce themselves in a lower-case variable.
-        or bool(os.environ.get("container"))  # noqa: SIM112
-    )
-
-
-def _resolve_share(tracking_mode: str, wanted: str) -> tuple[str, str | None]:
-    """Return the CPU share to charge and the cgroup file to read it from, if any."""
-    if tracking_mode == "machine":
-        return "machine", None
-    # Outside a container the cgroup files are the host's root or a login session: not the step.
-    if wanted == "process" or (wanted == "auto" and not _in_container()):
-        return "process", None
-    for path in _CGROUP_CPU_FILES:
-        if _read_cgroup_cpu_s(path) is not None:
-            return "cgroup", path
-    return "process", None
-
-
-def _read_cgroup_cpu_s(path: str) -> float | None:
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    try:
-        if path.endswith("cpu.stat"):
-            for line in text.splitlines():
-                name, _, value = line.partition(b" ")
-                if name == b"usage_usec":
-                    return int(value) / 1e6
-            return None
-        return int(text.strip()) / 1e9
-    except ValueError:
-        return None
-
-
-def _read_proc_stat() -> tuple[int, ...] | None:
-    try:
-        with open("/proc/stat", "rb") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    if not fields or fields[0] != b"cpu":
-        return None
-    try:
-        return tuple(int(x) for x in fields[1:])
-    except ValueError:
-        return None
-
-
-def _read_rapl() -> dict[str, int]:
-    base = "/sys/class/powercap"
-    try:
-        zones = [z for z in os.listdir(base) if z.startswith("intel-rapl")]
-    except OSError:
-        return {}
-    values = {}
-    for zone in zones:
-        path = f"{base}/{zone}/energy_uj"
-        try:
-            with open(path, "rb") as f:
-                values[path] = int(f.read())
-        except (OSError, ValueError):
-            continue  # unreadable without privileges on most kernels since 2020
-    return values
-
-
 def _read_edge(cgroup_file: str | None, *, rapl: bool) -> _Edge:
-    perf, wall = time.perf_counter(), time.time()
-    times = os.times()
-    return _Edge(
-        perf_s=perf,
-        wall_s=wall,
-        boot_s=_boot_clock(),
-        # Reaped children count too: a subprocess the step ran and waited for is the step's work.
-        proc_cpu_s=times.user + times.system + times.children_user + times.children_system,
-        cgroup_cpu_s=_read_cgroup_cpu_s(cgroup_file) if cgroup_file else None,
-        stat=_read_proc_stat(),
-        rapl_uj=_read_rapl() if rapl else {},
-    )
+    return _Edge(**_counters.read_counters(cgroup_file, rapl=rapl))
 
 
 def _bare_edge() -> _Edge:
@@ -737,12 +658,6 @@ def _bare_edge() -> _Edge:
         cgroup_cpu_s=None,
         stat=None,
     )
-
-
-def _boot_clock() -> float | None:
-    """Return seconds since boot (Linux), the clock /proc stamps process start times with."""
-    clock = getattr(time, "CLOCK_BOOTTIME", None)
-    return None if clock is None else time.clock_gettime(clock)
 
 
 def _children_cpu_s() -> float:

@@ -28,17 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Checked before anything else loads (``carbonpipe run``): it lives in a module of no imports.
+from carbonpipe._checks import parse_store_uri
 from carbonpipe.errors import (
-    InvalidStoreURI,
     ObjectNotFound,
     PreconditionFailed,
     StorePermissionDenied,
     StoreUnavailable,
-)
-
-DEFAULT_STORE = "./carbon-artifacts"
-ACCEPTED_FORMS = (
-    "a local folder path, file:///abs/path, s3://bucket[/prefix] or gs://bucket[/prefix]"
 )
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._=\-]+(/[A-Za-z0-9._=:@+\-]+)*$")
@@ -291,47 +287,6 @@ class LocalStore(Store):
 
     def url_for(self, key: str) -> str:
         return str(self.root / key)
-
-
-_S3_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
-_GS_RE = re.compile(r"^gs://(?P<bucket>[a-z0-9][a-z0-9._\-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$")
-
-
-def parse_store_uri(uri: str | os.PathLike[str] | None) -> tuple[str, str, str]:
-    """Split a store URI into (scheme, bucket or folder, prefix); raise naming the accepted forms.
-
-    Cheap and offline: it imports no backend, so callers can validate configuration early.
-    """
-    if uri is None:
-        uri = DEFAULT_STORE
-    if isinstance(uri, os.PathLike):
-        uri = os.fspath(uri)
-    if not isinstance(uri, str) or not uri.strip():
-        raise InvalidStoreURI(f"store URI {uri!r} is empty or not a string; use {ACCEPTED_FORMS}")
-    uri = uri.strip()
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    if scheme == "s3":
-        m = _S3_RE.match(uri)
-        if not m:
-            raise InvalidStoreURI(
-                f"store URI {uri!r} is not a valid S3 URI; expected s3://bucket[/prefix] "
-                "with a lower-case bucket name of 3-63 characters"
-            )
-        return "s3", m["bucket"], (m["prefix"] or "").strip("/")
-    if scheme in ("gs", "gcs"):
-        m = _GS_RE.match("gs://" + uri.split("://", 1)[1])
-        if not m:
-            raise InvalidStoreURI(
-                f"store URI {uri!r} is not a valid GCS URI; expected gs://bucket[/prefix]"
-            )
-        return "gs", m["bucket"], (m["prefix"] or "").strip("/")
-    if scheme == "file":
-        return "file", uri[len("file://") :], ""
-    if scheme:
-        raise InvalidStoreURI(
-            f"store URI {uri!r} has unsupported scheme {scheme!r}; use {ACCEPTED_FORMS}"
-        )
-    return "file", uri, ""
 
 
 def open_store(uri: str | os.PathLike[str] | Store | None = None, **options: Any) -> Store:
