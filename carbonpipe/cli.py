@@ -8,57 +8,88 @@ that exit code; only a budget gate does, on purpose:
 * exit 3  (``EXIT_BUDGET_EXCEEDED``): the budget's ``on_exceed`` is ``fail`` and the step would
   overrun it; the command was not started.
 * exit 0 with "skipped" on stderr: ``on_exceed`` is ``skip``; the command was not started.
+* exit 2: bad options or settings (store URI, provider, labels, env, carbon.yaml); the command
+  was not started.
+
+As the container entrypoint, the wrapper must not make a step slower: without a budget to gate
+on, it checks the input, reads the step's energy counters and starts the command before it
+imports anything else (argparse, logging, CodeCarbon's sidecar, the store); the measured window
+opens at those counters, and everything else is set up while the command runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import logging
 import os
-import signal
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from datetime import date
-from typing import Any
 
-from carbonpipe.errors import BudgetExceeded, CarbonpipeError
+from carbonpipe.errors import BudgetExceeded, CarbonpipeError, ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    from carbonpipe.config import Settings
+    from carbonpipe.tracker import CarbonTracker, _Step
 
 EXIT_BUDGET_EXCEEDED = 3
 _FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
-log = logging.getLogger("carbonpipe")
+# The options of ``carbonpipe run``, as argparse keyword arguments. The parser is built from these
+# tables, and so is the scan that reads a plain ``run`` command line before argparse is imported.
+_IDENTITY_OPTIONS: dict[str, dict[str, Any]] = {
+    "--project": {"help": "project name (CARBONPIPE_PROJECT)"},
+    "--experiment": {"help": "experiment name (CARBONPIPE_EXPERIMENT)"},
+    "--pipeline": {"help": "pipeline name; default: the project (CARBONPIPE_PIPELINE)"},
+    "--team": {"help": "team name for team budgets (CARBONPIPE_TEAM)"},
+    "--run-id": {"help": "run id grouping the steps (CARBONPIPE_RUN_ID)"},
+    "--store": {"help": "folder, s3://bucket/prefix or gs://bucket/prefix (CARBONPIPE_STORE)"},
+    "--config": {"help": "carbon.yaml to read (CARBONPIPE_CONFIG)"},
+}
+_LOCATION_OPTIONS: dict[str, dict[str, Any]] = {
+    "--provider": {"help": "cloud provider: gcp, aws or azure (skip detection)"},
+    "--region": {"help": "the provider's region, e.g. europe-west1"},
+    "--country": {"help": "ISO country code when off-cloud, e.g. FR or FRA"},
+}
+_BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
+    "--budget-scope": {"help": "budget scope, e.g. pipeline:train or team:ranking"},
+    "--budget-kg": {"type": float, "help": "budget limit in kg CO2e for --budget-scope"},
+    "--budget-period": {"default": "month", "choices": ["month", "quarter", "year", "total"]},
+    "--on-exceed": {"default": "fail", "choices": ["fail", "skip"]},
+}
+_RUN_OPTIONS: dict[str, dict[str, Any]] = {
+    **_IDENTITY_OPTIONS,
+    **_LOCATION_OPTIONS,
+    "--step": {"default": None, "help": "step name (default: the command's name)"},
+    "--attempt": {"type": int, "default": None, "help": "attempt number (retries)"},
+    "--tracking-mode": {"choices": ["machine", "process", "offline"], "default": None},
+    **_BUDGET_OPTIONS,
+    "--label": {"action": "append", "default": [], "metavar": "KEY=VALUE"},
+    "--metrics-json": {"help": "also write the step's metrics as JSON to this file"},
+    "--json": {"action": "store_true", "help": "print the metrics as JSON to stderr"},
+}
+
+
+def _add_options(p: argparse.ArgumentParser, options: Mapping[str, Mapping[str, Any]]) -> None:
+    for flag, kwargs in options.items():
+        p.add_argument(flag, **kwargs)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    import json
+
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         print(text)
 
 
-def _add_identity(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", help="project name (CARBONPIPE_PROJECT)")
-    p.add_argument("--experiment", help="experiment name (CARBONPIPE_EXPERIMENT)")
-    p.add_argument("--pipeline", help="pipeline name; default: the project (CARBONPIPE_PIPELINE)")
-    p.add_argument("--team", help="team name for team budgets (CARBONPIPE_TEAM)")
-    p.add_argument("--run-id", help="run id grouping the steps (CARBONPIPE_RUN_ID)")
-    p.add_argument(
-        "--store", help="folder, s3://bucket/prefix or gs://bucket/prefix (CARBONPIPE_STORE)"
-    )
-    p.add_argument("--config", help="carbon.yaml to read (CARBONPIPE_CONFIG)")
-
-
-def _add_location(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--provider", help="cloud provider: gcp, aws or azure (skip detection)")
-    p.add_argument("--region", help="the provider's region, e.g. europe-west1")
-    p.add_argument("--country", help="ISO country code when off-cloud, e.g. FR or FRA")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``carbonpipe`` command."""
+    import argparse
+    from datetime import date
+
     parser = argparse.ArgumentParser(
         prog="carbonpipe",
         description="Carbon accounting for ML pipeline steps (CodeCarbon inside).",
@@ -69,24 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="run a command as a tracked step: carbonpipe run [opts] -- CMD"
     )
-    _add_identity(run)
-    _add_location(run)
-    run.add_argument("--step", default=None, help="step name (default: the command's name)")
-    run.add_argument("--attempt", type=int, default=None, help="attempt number (retries)")
-    run.add_argument("--tracking-mode", choices=["machine", "process", "offline"], default=None)
-    run.add_argument("--budget-scope", help="budget scope, e.g. pipeline:train or team:ranking")
-    run.add_argument("--budget-kg", type=float, help="budget limit in kg CO2e for --budget-scope")
-    run.add_argument(
-        "--budget-period", default="month", choices=["month", "quarter", "year", "total"]
-    )
-    run.add_argument("--on-exceed", default="fail", choices=["fail", "skip"])
-    run.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("--metrics-json", help="also write the step's metrics as JSON to this file")
-    run.add_argument("--json", action="store_true", help="print the metrics as JSON to stderr")
+    _add_options(run, _RUN_OPTIONS)
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
 
     det = sub.add_parser("detect", help="print where this machine is and its grid intensity")
-    _add_location(det)
+    _add_options(det, _LOCATION_OPTIONS)
     det.add_argument("--json", action="store_true")
 
     rep = sub.add_parser("report", help="summarise the records in a store")
@@ -131,6 +149,72 @@ def _register_extensions(sub: Any) -> None:
 
 
 # -- run ------------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from argparse import Namespace as _RunArgs  # what it stands in for
+else:
+
+    class _RunArgs:
+        """What argparse returns for a plain ``carbonpipe run`` line (see :func:`_scan_run`)."""
+
+        def __init__(self, **values: Any) -> None:
+            self.__dict__.update(values)
+
+
+def _scan_run(argv: Sequence[str]) -> _RunArgs | None:
+    """Read ``[-v] run [options] -- CMD...`` without argparse, or return None to use it.
+
+    Only a line argparse reads the same way comes back: exact option names of the table, each
+    value given (``--opt VALUE`` or ``--opt=VALUE``), choices and numbers valid, and the ``--``
+    that starts the command. Anything else (help, abbreviations, errors) goes to argparse.
+    """
+    values: dict[str, Any] = {"verbose": False, "command": "run"}
+    i = 0
+    while i < len(argv) and argv[i] in ("-v", "--verbose"):
+        values["verbose"] = True
+        i += 1
+    if i >= len(argv) or argv[i] != "run":
+        return None
+    i += 1
+    for flag, kwargs in _RUN_OPTIONS.items():
+        default = kwargs.get("default", False if kwargs.get("action") == "store_true" else None)
+        values[flag[2:].replace("-", "_")] = list(default) if isinstance(default, list) else default
+    while i < len(argv) and argv[i] != "--":
+        flag, eq, value = argv[i].partition("=")
+        spec = _RUN_OPTIONS.get(flag)
+        if spec is None:
+            return None
+        dest = flag[2:].replace("-", "_")
+        if spec.get("action") == "store_true":
+            if eq:
+                return None
+            values[dest] = True
+            i += 1
+            continue
+        if not eq:
+            i += 1
+            if i >= len(argv):
+                return None
+            value = argv[i]
+        if value.startswith("-") or ("choices" in spec and value not in spec["choices"]):
+            return None
+        if "type" in spec:
+            try:
+                parsed: Any = spec["type"](value)
+            except ValueError:
+                return None
+        else:
+            parsed = value
+        if spec.get("action") == "append":
+            values[dest].append(parsed)
+        else:
+            values[dest] = parsed
+        i += 1
+    if i >= len(argv):
+        return None  # no "--": argparse finds the command, or says what is missing
+    values["cmd"] = list(argv[i:])
+    return _RunArgs(**values)
+
+
 def _labels(pairs: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
@@ -141,34 +225,44 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run ``args.cmd`` as a tracked step and return its exit code."""
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        print(
-            "carbonpipe run: give the command after --, e.g. carbonpipe run -- python train.py",
-            file=sys.stderr,
-        )
-        return 2
-    step = args.step or os.path.basename(cmd[0])
+def _checked_settings(args: argparse.Namespace) -> Settings:
+    """Resolve and check what the tracker will be built from, so bad input stops the run early."""
+    from carbonpipe._checks import normalize_provider, parse_store_uri
+    from carbonpipe.config import resolve_settings
+
+    settings = resolve_settings(
+        config_file=args.config,
+        project=args.project,
+        experiment=args.experiment,
+        store=args.store,
+        pipeline=args.pipeline,
+        team=args.team,
+        run_id=args.run_id,
+        tracking_mode=args.tracking_mode,
+    )
+    parse_store_uri(settings.store)
+    if args.provider is not None:
+        normalize_provider(args.provider, name="--provider")
+    if args.attempt is not None and args.attempt < 1:
+        raise ConfigError(f"--attempt must be 1 or more, got {args.attempt}")
+    _labels(args.label)
+    return settings
+
+
+def _tracker(args: argparse.Namespace) -> CarbonTracker:
     from carbonpipe.tracker import CarbonTracker
 
     budget = None
-    if args.budget_kg is not None or args.budget_scope is not None:
+    if args.budget_scope is not None:
         from carbonpipe.budget import Budget
 
-        if args.budget_kg is None or args.budget_scope is None:
-            print("carbonpipe run: --budget-scope and --budget-kg go together", file=sys.stderr)
-            return 2
         budget = Budget(
             scope=args.budget_scope,
             period=args.budget_period,
             limit_kg_co2e=args.budget_kg,
             on_exceed=args.on_exceed,
         )
-    tracker = CarbonTracker(
+    return CarbonTracker(
         project_name=args.project,
         experiment_name=args.experiment,
         output_dir=args.store,
@@ -183,6 +277,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         labels=_labels(args.label),
         config_file=args.config,
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run ``args.cmd`` as a tracked step and return its exit code."""
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print(
+            "carbonpipe run: give the command after --, e.g. carbonpipe run -- python train.py",
+            file=sys.stderr,
+        )
+        return 2
+    if (args.budget_kg is None) != (args.budget_scope is None):
+        print("carbonpipe run: --budget-scope and --budget-kg go together", file=sys.stderr)
+        return 2
+    step = args.step or os.path.basename(cmd[0])
+    settings = _checked_settings(args)
+    if args.budget_scope is not None or settings.budgets:
+        return _run_gated(args, cmd, step)  # the gate decides before the command may start
+
+    # Nothing can stop this step: start it now, set tracking up while it runs.
+    from carbonpipe import _counters
+
+    mode = "machine" if settings.tracking_mode == "offline" else settings.tracking_mode
+    counters = _counters.read_counters(_counters.resolve_share(mode, "auto")[1], rapl=True)
+    child = _Child.spawn(cmd)
+    if child.exit_code is not None:
+        return child.exit_code
+    child.forward_signals()
+    _configure_logging(args.verbose)
+    tracker = handle = None
+    try:
+        tracker = _tracker(args)
+        handle = tracker._start_tracking_at(step, counters, attempt=args.attempt)
+    except Exception as exc:  # the command is running: it goes on, untracked
+        print(
+            f"carbonpipe: tracking could not start ({exc}); {step} runs untracked", file=sys.stderr
+        )
+    code, status = child.wait(
+        while_running=None if tracker is None else lambda: tracker._warm_stop_path(summary=True)
+    )
+    if tracker is not None and handle is not None:
+        _report(args, tracker, handle, status)
+    return code
+
+
+def _run_gated(args: argparse.Namespace, cmd: list[str], step: str) -> int:
+    tracker = _tracker(args)
     try:
         handle = tracker.start_tracking(step, attempt=args.attempt)
     except BudgetExceeded as exc:
@@ -191,61 +334,108 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         print(f"carbonpipe: {step} not started: {exc}", file=sys.stderr)
         return EXIT_BUDGET_EXCEEDED
+    child = _Child.spawn(cmd)
+    if child.exit_code is not None:
+        code, status = child.exit_code, "failed"
+    else:
+        child.forward_signals()
+        code, status = child.wait(while_running=lambda: tracker._warm_stop_path(summary=True))
+    _report(args, tracker, handle, status)
+    return code
 
-    # While the command runs, this process only waits: it resolves what the record needs then.
-    code, status = _run_child(cmd, while_running=lambda: tracker._warm_stop_path(summary=True))
+
+def _report(args: argparse.Namespace, tracker: CarbonTracker, handle: _Step, status: str) -> None:
     try:
         metrics = tracker._finish(handle, status)
         print(metrics.summary_line(), file=sys.stderr)
-        if args.json:
-            print(json.dumps(metrics.to_dict(), sort_keys=True), file=sys.stderr)
-        if args.metrics_json:
-            with open(args.metrics_json, "w") as fh:
-                json.dump(metrics.to_dict(), fh, indent=2, sort_keys=True)
+        if args.json or args.metrics_json:
+            import json
+
+            if args.json:
+                print(json.dumps(metrics.to_dict(), sort_keys=True), file=sys.stderr)
+            if args.metrics_json:
+                with open(args.metrics_json, "w") as fh:
+                    json.dump(metrics.to_dict(), fh, indent=2, sort_keys=True)
     except Exception as exc:  # the command's exit code stands, whatever tracking did
         print(
             f"carbonpipe: tracking failed after the step ({exc!r}); exit code kept", file=sys.stderr
         )
-    return code
 
 
-def _run_child(
-    cmd: list[str], *, while_running: Callable[[], None] | None = None
-) -> tuple[int, str]:
-    try:
-        child = subprocess.Popen(cmd)
-    except FileNotFoundError:
-        print(f"carbonpipe run: command not found: {cmd[0]}", file=sys.stderr)
-        return 127, "failed"
-    except PermissionError:
-        print(f"carbonpipe run: permission denied: {cmd[0]}", file=sys.stderr)
-        return 126, "failed"
+class _Child:
+    """The command, started with ``posix_spawn`` before anything heavy is imported.
 
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
+    The forwarded signals are blocked from just before the spawn until :meth:`forward_signals`
+    has its handlers in place, so one sent meanwhile reaches the command instead of killing the
+    wrapper. The command gets the wrapper's signal mask and default SIGPIPE/SIGXFSZ, as
+    ``subprocess`` gives it.
+    """
 
-    previous = {}
-    for name in _FORWARDED_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            previous[sig] = signal.signal(sig, forward)
-    try:
-        if while_running is not None:
-            with contextlib.suppress(Exception):  # never in the way of the command
-                while_running()
-        while True:
-            try:
-                rc = child.wait()
-                break
-            except KeyboardInterrupt:  # SIGINT already forwarded; keep waiting for the child
-                continue
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if rc < 0:
-        return 128 - rc, "killed"
-    return rc, "succeeded" if rc == 0 else "failed"
+    def __init__(self, pid: int, mask: Any, exit_code: int | None = None) -> None:
+        self.pid = pid
+        self.exit_code = exit_code
+        self._mask = mask
+        self._previous: dict[int, Any] = {}
+
+    @classmethod
+    def spawn(cls, cmd: list[str]) -> _Child:
+        # ``signal`` imports enum (~5 ms in a fresh process); its C core is already loaded.
+        core: Any = __import__("_signal")
+        forwarded = [getattr(core, n) for n in _FORWARDED_SIGNALS if hasattr(core, n)]
+        mask = core.pthread_sigmask(core.SIG_BLOCK, forwarded)
+        default = [getattr(core, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(core, n)]
+        try:
+            pid = os.posix_spawnp(cmd[0], cmd, os.environ, setsigmask=mask, setsigdef=default)
+        except OSError as exc:
+            core.pthread_sigmask(core.SIG_SETMASK, mask)
+            if isinstance(exc, FileNotFoundError):
+                print(f"carbonpipe run: command not found: {cmd[0]}", file=sys.stderr)
+                return cls(0, mask, exit_code=127)
+            print(f"carbonpipe run: cannot execute {cmd[0]}: {exc.strerror}", file=sys.stderr)
+            return cls(0, mask, exit_code=126)
+        return cls(pid, mask)
+
+    def forward_signals(self) -> None:
+        """Send the wrapper's SIGINT, SIGTERM, ... on to the command from now on."""
+        import contextlib
+        import signal
+
+        def forward(signum: int, _frame: Any) -> None:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
+                os.kill(self.pid, signum)
+
+        for name in _FORWARDED_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._previous[sig] = signal.signal(sig, forward)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)  # what came meanwhile goes on now
+
+    def wait(self, *, while_running: Callable[[], None] | None = None) -> tuple[int, str]:
+        """Wait for the command; return its exit code (128+N for signal N) and the step status."""
+        import contextlib
+        import signal
+
+        try:
+            if while_running is not None:
+                with contextlib.suppress(Exception):  # never in the way of the command
+                    while_running()
+            _, status = os.waitpid(self.pid, 0)  # retried after each forwarded signal (PEP 475)
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+        rc = os.waitstatus_to_exitcode(status)
+        if rc < 0:
+            return 128 - rc, "killed"
+        return rc, "succeeded" if rc == 0 else "failed"
+
+
+def _configure_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 # -- detect / report / budget / flush / config ----------------------------------------------
@@ -406,15 +596,20 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbonpipe`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fast = _scan_run(argv)  # a plain ``run``: the command starts before argparse is even loaded
+    if fast is not None:
+        return _dispatch(cmd_run, fast)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args.verbose)
     handler = _COMMANDS.get(args.command) or getattr(args, "handler", None)
     if handler is None:
         parser.error(f"unknown command {args.command}")
+    return _dispatch(handler, args)
+
+
+def _dispatch(handler: Callable[[Any], int], args: argparse.Namespace) -> int:
     try:
         return int(handler(args))
     except (CarbonpipeError, ValueError, TypeError) as exc:

@@ -380,6 +380,29 @@ class CarbonTracker:
         Raises :class:`BudgetExceeded` (before any energy is spent) when the step would
         overrun its budget. Nothing else raised here comes from tracking.
         """
+        return self._start(step, attempt, labels, at=None)
+
+    def _start_tracking_at(
+        self, step: str, counters: Mapping[str, Any], *, attempt: int | None = None
+    ) -> _Step:
+        """Start tracking ``step`` as of ``counters``, read when it began (``carbonpipe run``).
+
+        The wrapper reads them with ``carbonpipe._counters.read_counters`` and starts the command
+        before it builds the tracker; the window, ``started_at`` included, opens at them. Only
+        without a budget: a gate must decide before the step starts.
+        """
+        if self.budget is not None:
+            raise ValueError(f"step {step!r} has a budget: it must be gated before it starts")
+        return self._start(step, attempt, None, at=counters)
+
+    def _start(
+        self,
+        step: str,
+        attempt: int | None,
+        labels: Mapping[str, str] | None,
+        *,
+        at: Mapping[str, Any] | None,
+    ) -> _Step:
         if not isinstance(step, str) or not step:
             raise ValueError(f"step must be a non-empty string, got {step!r}")
         if attempt is not None and (
@@ -392,6 +415,8 @@ class CarbonTracker:
             n = attempt if attempt is not None else self._attempts.get(step, 0) + 1
             self._attempts[step] = max(n, self._attempts.get(step, 0))
             handle = _Step(self, step, n, {**self.labels, **dict(labels or {})})
+            if at is not None:
+                handle.started_at = datetime.fromtimestamp(at["wall_s"], timezone.utc)
             self._open[step] = handle
         # The meter's sidecar starts first, so CodeCarbon's start-up overlaps the gate and the
         # spool check instead of the step; the measured window still opens at meter.start().
@@ -409,7 +434,7 @@ class CarbonTracker:
             raise
         if meter is not None:
             try:
-                meter.start()
+                meter.start(at=at)
             except Exception as exc:
                 handle.errors.append(f"energy meter failed to start: {exc!r}")
                 meter = None

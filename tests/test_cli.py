@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,160 @@ def test_run_keeps_the_exit_code_when_the_warm_up_fails(tmp_path: Path) -> None:
     [rec] = _records(tmp_path)
     assert rec.status == "failed"
     assert any("location" in e for e in rec.tracking_errors)
+
+
+# -- the wrapper starts the command first --------------------------------------------------
+# An audit hook notes which modules the wrapper had loaded when it spawned the command.
+_SPAWN_PROBE = """
+import json, os, sys
+seen = {}
+def hook(event, args):
+    if event == "os.posix_spawn" and not seen:
+        seen["modules"] = sorted(sys.modules)
+sys.addaudithook(hook)
+from carbonpipe.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as fh:
+    json.dump(seen, fh)
+sys.exit(code)
+"""
+
+
+def _spawn_probe(tmp_path: Path, args: list[str], **kwargs: object) -> tuple[int, list[str]]:
+    out_file = tmp_path / "modules.json"
+    out = subprocess.run(
+        [sys.executable, "-c", _SPAWN_PROBE, str(out_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,  # type: ignore[call-overload]
+    )
+    return out.returncode, json.loads(out_file.read_text()).get("modules", [])
+
+
+def test_run_starts_the_command_before_loading_the_tracking(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    code, loaded = _spawn_probe(
+        tmp_path, ["run", "--store", str(store), *WHERE, "--", sys.executable, "-c", "pass"]
+    )
+    assert code == 0
+    heavy = {"argparse", "logging", "typing", "dataclasses", "pathlib", "subprocess", "yaml"}
+    heavy |= {"carbonpipe.tracker", "carbonpipe.measure", "carbonpipe.store", "codecarbon"}
+    at_startup = subprocess.run(  # an editable install's path finder loads pathlib at start-up
+        [sys.executable, "-c", "import sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    early = heavy & set(loaded) - set(at_startup)
+    assert not early, sorted(early)
+    assert {"carbonpipe.cli", "carbonpipe.config", "carbonpipe._counters"} <= set(loaded)
+    [rec] = _records(store)  # and the step was tracked all the same
+    assert rec.status == "succeeded" and rec.energy_kwh["total"] > 0
+
+
+def test_a_budget_gates_the_command_before_it_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "carbon.yaml"
+    cfg.write_text(
+        f"store: {tmp_path / 'store'}\nproject: g\n"
+        "budgets:\n  - {scope: 'pipeline:g', period: month, limit_g_co2e: 1.0e-6}\n"
+    )
+    marker = tmp_path / "ran"
+    env = {**os.environ, "CARBONPIPE_CONFIG": str(cfg)}
+    first = _run(["run", *WHERE, "--", sys.executable, "-c", "pass"], env=env)
+    assert first.returncode == 0, first.stderr  # spends more than the budget allows
+    code, loaded = _spawn_probe(
+        tmp_path,
+        ["run", *WHERE, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
+        env=env,
+    )
+    assert code == 3 and not marker.exists()
+    assert loaded == []  # refused by the gate: nothing was spawned
+    code, loaded = _spawn_probe(tmp_path, ["run", *WHERE, "--", sys.executable, "-c", "pass"])
+    assert code == 0 and "carbonpipe.tracker" not in loaded  # without the file: no gate
+
+
+def test_the_window_opens_before_the_command_starts(tmp_path: Path) -> None:
+    child = "import time; print(time.time(), flush=True); time.sleep(0.5)"
+    out = _run(["run", "--store", str(tmp_path), *WHERE, "--", sys.executable, "-c", child])
+    assert out.returncode == 0, out.stderr
+    child_started = float(out.stdout.strip())
+    [rec] = _records(tmp_path)
+    assert datetime.fromisoformat(rec.started_at).timestamp() <= child_started
+    assert rec.duration_s >= 0.5
+    assert not rec.tracking_errors
+
+
+def test_the_command_gets_a_clean_signal_state(tmp_path: Path) -> None:
+    # The wrapper blocks the forwarded signals around the spawn and Python ignores SIGPIPE; the
+    # command must get neither, as subprocess would start it.
+    out = _run(["run", "--store", str(tmp_path), *WHERE, "--", "grep", "^Sig", "/proc/self/status"])
+    assert out.returncode == 0, out.stderr
+    masks = dict(line.split(":\t") for line in out.stdout.splitlines())
+    assert int(masks["SigBlk"], 16) == 0
+    assert not int(masks["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1))
+
+
+def test_run_refuses_bad_settings_before_the_command_starts(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    cmd = ["--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    cases = [
+        (["--store", str(tmp_path)], {"CARBONPIPE_PUE": "abc"}, "CARBONPIPE_PUE"),
+        (["--store", "S3://Bad_Bucket"], {}, "s3://bucket"),
+        (["--store", str(tmp_path), "--provider", "ibm"], {}, "--provider"),
+        (["--store", str(tmp_path), "--label", "novalue"], {}, "KEY=VALUE"),
+        (["--store", str(tmp_path), "--attempt", "0"], {}, "--attempt"),
+        (["--store", str(tmp_path), "--tracking-mode", "gpu"], {}, "tracking-mode"),
+    ]
+    for options, env, named in cases:
+        out = _run(["run", *WHERE, *options, *cmd], env={**os.environ, **env})
+        assert out.returncode == 2, (options, out.stderr)
+        assert named in out.stderr, (options, out.stderr)
+        assert not marker.exists(), options
+
+
+def test_run_reports_a_command_it_cannot_execute(tmp_path: Path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    out = _run(["run", "--store", str(tmp_path / "s"), *WHERE, "--", str(script)])
+    assert out.returncode == 126
+    assert "cannot execute" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--", "python", "train.py", "--epochs", "3"],
+        ["-v", "run", "--project", "P", "--step=train", "--", "python", "--json"],
+        ["run", "--label", "a=1", "--label=b=2", "--json", "--attempt", "2", "--", "x"],
+        ["run", "--tracking-mode", "process", "--metrics-json", "m.json", "--", "x", "--", "y"],
+        ["run", "--store", "s3://bucket/p", "--provider", "gcp", "--region", "r", "--", "x"],
+    ],
+)
+def test_the_fast_scan_reads_run_lines_as_argparse_does(argv: list[str]) -> None:
+    from carbonpipe.cli import _scan_run, build_parser
+
+    scanned = _scan_run(argv)
+    assert scanned is not None
+    assert vars(scanned) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--proj", "P", "--", "x"],  # an abbreviation: argparse's call
+        ["run", "-h"],
+        ["run", "python", "train.py"],  # no "--"
+        ["run", "--json=yes", "--", "x"],
+        ["run", "--tracking-mode", "gpu", "--", "x"],
+        ["run", "--attempt", "two", "--", "x"],
+        ["run", "--project", "--", "x"],
+        ["run", "--project"],
+        ["detect", "--json"],
+        [],
+    ],
+)
+def test_the_fast_scan_leaves_anything_else_to_argparse(argv: list[str]) -> None:
+    from carbonpipe.cli import _scan_run
+
+    assert _scan_run(argv) is None
