@@ -330,7 +330,8 @@ def _run(args: argparse.Namespace, secs: float, scratch: str) -> None:
         )
     print(
         f"    carbonpipe run -- <step>: adds {_ms(added(('cpu', 'bare', 'cli'))).strip()} (cpu), "
-        f"{_ms(added(('idle', 'bare', 'cli'))).strip()} (idle): a second interpreter, the wrapper"
+        f"{_ms(added(('idle', 'bare', 'cli'))).strip()} (idle), target <= 50 ms: a second "
+        "interpreter, which starts the step before its imports and exits after it"
     )
     for variant in ("tracker", "meter"):
         cell = ("cpu", "bare", variant)

@@ -371,16 +371,21 @@ class _Child:
     ``subprocess`` gives it.
     """
 
-    def __init__(self, pid: int, mask: Any, exit_code: int | None = None) -> None:
+    def __init__(
+        self, pid: int, mask: Any, *, exit_code: int | None = None, popen: Any = None
+    ) -> None:
         self.pid = pid
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # set when the command could not be started
         self._mask = mask
+        self._popen = popen
         self._previous: dict[int, Any] = {}
 
     @classmethod
     def spawn(cls, cmd: list[str]) -> _Child:
         # ``signal`` imports enum (~5 ms in a fresh process); its C core is already loaded.
         core: Any = __import__("_signal")
+        if not hasattr(os, "posix_spawnp") or not hasattr(core, "pthread_sigmask"):
+            return cls._spawn_subprocess(cmd)  # Windows
         forwarded = [getattr(core, n) for n in _FORWARDED_SIGNALS if hasattr(core, n)]
         mask = core.pthread_sigmask(core.SIG_BLOCK, forwarded)
         default = [getattr(core, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(core, n)]
@@ -388,12 +393,26 @@ class _Child:
             pid = os.posix_spawnp(cmd[0], cmd, os.environ, setsigmask=mask, setsigdef=default)
         except OSError as exc:
             core.pthread_sigmask(core.SIG_SETMASK, mask)
-            if isinstance(exc, FileNotFoundError):
-                print(f"carbonpipe run: command not found: {cmd[0]}", file=sys.stderr)
-                return cls(0, mask, exit_code=127)
-            print(f"carbonpipe run: cannot execute {cmd[0]}: {exc.strerror}", file=sys.stderr)
-            return cls(0, mask, exit_code=126)
+            return cls._not_started(cmd, exc)
         return cls(pid, mask)
+
+    @classmethod
+    def _spawn_subprocess(cls, cmd: list[str]) -> _Child:
+        import subprocess
+
+        try:
+            popen = subprocess.Popen(cmd)
+        except OSError as exc:
+            return cls._not_started(cmd, exc)
+        return cls(popen.pid, None, popen=popen)
+
+    @classmethod
+    def _not_started(cls, cmd: list[str], exc: OSError) -> _Child:
+        if isinstance(exc, FileNotFoundError):
+            print(f"carbonpipe run: command not found: {cmd[0]}", file=sys.stderr)
+            return cls(0, None, exit_code=127)
+        print(f"carbonpipe run: cannot execute {cmd[0]}: {exc.strerror}", file=sys.stderr)
+        return cls(0, None, exit_code=126)
 
     def forward_signals(self) -> None:
         """Send the wrapper's SIGINT, SIGTERM, ... on to the command from now on."""
@@ -408,7 +427,8 @@ class _Child:
             sig = getattr(signal, name, None)
             if sig is not None:
                 self._previous[sig] = signal.signal(sig, forward)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)  # what came meanwhile goes on now
+        if self._mask is not None:  # what came meanwhile goes on now
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
     def wait(self, *, while_running: Callable[[], None] | None = None) -> tuple[int, str]:
         """Wait for the command; return its exit code (128+N for signal N) and the step status."""
@@ -419,11 +439,13 @@ class _Child:
             if while_running is not None:
                 with contextlib.suppress(Exception):  # never in the way of the command
                     while_running()
-            _, status = os.waitpid(self.pid, 0)  # retried after each forwarded signal (PEP 475)
+            if self._popen is not None:
+                rc = self._popen.wait()
+            else:  # retried after each forwarded signal (PEP 475)
+                rc = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         finally:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)
-        rc = os.waitstatus_to_exitcode(status)
         if rc < 0:
             return 128 - rc, "killed"
         return rc, "succeeded" if rc == 0 else "failed"

@@ -434,3 +434,32 @@ def test_the_fast_scan_leaves_anything_else_to_argparse(argv: list[str]) -> None
     from carbonpipe.cli import _scan_run
 
     assert _scan_run(argv) is None
+
+
+def test_run_falls_back_to_subprocess_without_posix_spawn(tmp_path: Path) -> None:
+    # As on Windows: no os.posix_spawnp. The command still runs, its exit code stands, it is tracked.
+    wrapper = (
+        "import os, sys\n"
+        "del os.posix_spawnp\n"
+        "from carbonpipe.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    store = tmp_path / "store"
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, "run", "--store", str(store), *WHERE, "--"]
+        + [sys.executable, "-c", "import sys; print('ran'); sys.exit(4)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 4, out.stderr
+    assert out.stdout.strip() == "ran"
+    [rec] = _records(store)
+    assert rec.status == "failed"
+    missing = subprocess.run(
+        [sys.executable, "-c", wrapper, "run", "--store", str(store), *WHERE, "--", "no-such-xyz"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 127 and "command not found" in missing.stderr
