@@ -82,6 +82,14 @@ def parse_store_uri(uri: str | os.PathLike[str] | None) -> tuple[str, str, str]:
     return "file", uri, ""
 
 
+def check_attempt(attempt: object, *, name: str = "attempt") -> None:
+    """Refuse an attempt number that is not an integer >= 1 (``None``: the next attempt)."""
+    if attempt is not None and (
+        isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1
+    ):
+        raise ValueError(f"{name} must be an integer >= 1, got {attempt!r}")
+
+
 def normalize_provider(value: str, *, name: str = "provider") -> str:
     """Return ``"gcp"``, ``"aws"`` or ``"azure"`` for a provider name or alias, else ValueError."""
     if not isinstance(value, str):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from carbonpipe.errors import BudgetExceeded, CarbonpipeError, ConfigError
+from carbonpipe.errors import BudgetExceeded, CarbonpipeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
 
 def _checked_settings(args: argparse.Namespace) -> Settings:
     """Resolve and check what the tracker will be built from, so bad input stops the run early."""
-    from carbonpipe._checks import normalize_provider, parse_store_uri
+    from carbonpipe._checks import check_attempt, normalize_provider, parse_store_uri
     from carbonpipe.config import resolve_settings
 
     settings = resolve_settings(
@@ -243,8 +243,7 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
     parse_store_uri(settings.store)
     if args.provider is not None:
         normalize_provider(args.provider, name="--provider")
-    if args.attempt is not None and args.attempt < 1:
-        raise ConfigError(f"--attempt must be 1 or more, got {args.attempt}")
+    check_attempt(args.attempt, name="--attempt")
     _labels(args.label)
     return settings
 
@@ -301,8 +300,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Nothing can stop this step: start it now, set tracking up while it runs.
     from carbonpipe import _counters
 
-    mode = "machine" if settings.tracking_mode == "offline" else settings.tracking_mode
-    counters = _counters.read_counters(_counters.resolve_share(mode, "auto")[1], rapl=True)
+    cgroup_file = _counters.resolve_share(settings.meter_mode, "auto")[1]
+    counters = _counters.read_counters(cgroup_file, rapl=True)
     child = _Child.spawn(cmd)
     if child.exit_code is not None:
         return child.exit_code

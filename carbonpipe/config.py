@@ -145,6 +145,11 @@ class Settings:
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
         return f"Settings({shown})"
 
+    @property
+    def meter_mode(self) -> str:
+        """The energy meter's mode: ``offline`` measures the machine, as ``machine`` does."""
+        return "machine" if self.tracking_mode == "offline" else self.tracking_mode
+
     def locate(
         self,
         *,
@@ -184,25 +189,35 @@ class Settings:
 
 def config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
     """Return the carbon.yaml to read: argument > ``CARBONPIPE_CONFIG`` > ./carbon.yaml."""
+    name = _config_name(path)
+    if name is None:
+        return None
+    from pathlib import Path
+
+    return Path(name)
+
+
+def _config_name(path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    # config_path without pathlib, for the checks ``carbonpipe run`` makes before anything loads.
     if path is None:
         path = os.environ.get(CONFIG_ENV) or None
     if path is None and os.path.isfile(DEFAULT_CONFIG_FILE):
         path = DEFAULT_CONFIG_FILE
-    if path is None:
-        return None
-    from pathlib import Path
-
-    return Path(path)
+    return path
 
 
 def load_config_file(
     path: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, Any], Path | None]:
     """Read carbon.yaml into a mapping (empty when there is none)."""
-    p = config_path(path)
-    if p is None or not p.is_file():
-        return {}, None
+    name = _config_name(path)
+    if name is None or not os.path.isfile(name):
+        return {}, None  # as for every step whose CARBONPIPE_CONFIG names no file: no pathlib
+    from pathlib import Path
+
     import yaml
+
+    p = Path(name)
 
     try:
         data = yaml.safe_load(p.read_text()) or {}

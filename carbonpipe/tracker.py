@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from carbonpipe._checks import check_attempt
 from carbonpipe.config import Settings, resolve_settings
 from carbonpipe.errors import BudgetExceeded
 from carbonpipe.record import Record, make_record_id, utc_iso
@@ -405,10 +406,7 @@ class CarbonTracker:
     ) -> _Step:
         if not isinstance(step, str) or not step:
             raise ValueError(f"step must be a non-empty string, got {step!r}")
-        if attempt is not None and (
-            isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1
-        ):
-            raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
+        check_attempt(attempt)
         with self._lock:
             if step in self._open:
                 raise ValueError(f"step {step!r} is already being tracked; stop it first")
@@ -464,12 +462,10 @@ class CarbonTracker:
         try:
             from carbonpipe.measure import Meter
 
-            mode = (
-                "machine"
-                if self.settings.tracking_mode == "offline"
-                else self.settings.tracking_mode
+            meter = Meter(
+                tracking_mode=self.settings.meter_mode,
+                measure_power_secs=self.settings.measure_power_secs,
             )
-            meter = Meter(tracking_mode=mode, measure_power_secs=self.settings.measure_power_secs)
             meter.prepare()
             return meter
         except Exception as exc:
