@@ -5,7 +5,7 @@
 #   docker build -t "ghcr.io/carbonpipe/carbonpipe:$(python -c 'import carbonpipe; print(carbonpipe.__version__)')" .
 #
 # KFP replaces the entrypoint with each component's command (python3 -m kfp.dsl.executor_main,
-# or python -m carbonpipe.step_runtime); `docker run IMAGE detect` runs the CLI.
+# or python -m carbonpipe.integrations.kfp.command); `docker run IMAGE detect` runs the CLI.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

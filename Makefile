@@ -26,6 +26,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: install lint
 	$(PY) -m pytest -q
@@ -37,4 +38,4 @@ bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) carbon-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) carbon-artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from carbonpipe.cloud import clear_cache, detect_location  # noqa: E402
+from carbonpipe.location.detect import clear_cache, detect_location  # noqa: E402
 from tests.metadata_servers import (  # noqa: E402
     DMI_AWS,
     DMI_AZURE,
@@ -59,9 +59,9 @@ def _point(servers: Mapping[str, MetadataServer | RefusingPort]) -> None:
 
 
 def _import_ms(runs: int = 5) -> list[float]:
-    """Cost of ``import carbonpipe.cloud`` in a fresh interpreter with warm bytecode."""
+    """Cost of ``import carbonpipe.location.detect`` in a fresh interpreter with warm bytecode."""
     code = (
-        "import time; t = time.perf_counter(); import carbonpipe.cloud; "
+        "import time; t = time.perf_counter(); import carbonpipe.location.detect; "
         "print((time.perf_counter() - t) * 1000)"
     )
     with tempfile.TemporaryDirectory() as pyc:
@@ -156,7 +156,7 @@ def main() -> None:
             "explicit provider + region (no request)",
             _times_ms(lambda: detect_location(provider="gcp", region="europe-west1"), runs),
         )
-        _row("import carbonpipe.cloud (fresh interpreter)", _import_ms())
+        _row("import carbonpipe.location.detect (fresh interpreter)", _import_ms())
     finally:
         for server in servers.values():
             server.stop()

@@ -176,14 +176,14 @@ def generate(root: Path, n: int, seed: int = 7, *, write: bool = True) -> dict[s
 def task_compact(root: str) -> dict[str, Any]:
     from datetime import datetime, timezone
 
-    from carbonpipe import esg
+    from carbonpipe.esg.compaction import compact
 
-    done = esg.compact(root, PERIOD, now=datetime(2027, 1, 3, tzinfo=timezone.utc))
+    done = compact(root, PERIOD, now=datetime(2027, 1, 3, tzinfo=timezone.utc))
     return {"days": sum(c.written for c in done), "records": sum(c.added for c in done)}
 
 
 def task_aggregate(root: str) -> dict[str, Any]:
-    from carbonpipe import esg
+    from carbonpipe.esg import aggregation as esg
 
     agg = esg.aggregate(root, PERIOD)
     t = agg.totals()
@@ -198,12 +198,12 @@ def task_aggregate(root: str) -> dict[str, Any]:
 
 
 def task_report(root: str) -> dict[str, Any]:
-    from carbonpipe import esg
+    from carbonpipe.esg import aggregate, write_report
 
     t0 = time.perf_counter()
-    agg = esg.aggregate(root, PERIOD)
+    agg = aggregate(root, PERIOD)
     t1 = time.perf_counter()
-    uris = esg.write_report(root, agg, config={})
+    uris = write_report(root, agg, config={})
     return {"aggregate_s": t1 - t0, "write_s": time.perf_counter() - t1, "artifacts": len(uris)}
 
 

@@ -37,10 +37,12 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
-from carbonpipe.budget import Budget, BudgetLedger, record_scopes  # noqa: E402
+from carbonpipe.budgets.budget import Budget
+from carbonpipe.budgets.charges import record_scopes  # noqa: E402
+from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.errors import PreconditionFailed  # noqa: E402
 from carbonpipe.record import Record  # noqa: E402
-from carbonpipe.store_s3 import S3Store  # noqa: E402
+from carbonpipe.stores.s3 import S3Store  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ if variant == "tracker":
     )
     handle = tracker.start_tracking("train")
 elif variant == "meter":
-    from carbonpipe.measure import Meter
+    from carbonpipe.measure.meter import Meter
     meter = Meter(tracking_mode=mode, measure_power_secs=secs)
     meter.start()
 elif variant == "codecarbon":
@@ -224,7 +224,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from carbonpipe.measure import DEFAULT_MEASURE_POWER_SECS
+    from carbonpipe.measure.meter import DEFAULT_MEASURE_POWER_SECS
 
     secs = args.measure_power_secs or DEFAULT_MEASURE_POWER_SECS
     scratch = tempfile.mkdtemp(prefix="carbonpipe-bench-")

@@ -14,28 +14,28 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "InvalidCarbonTrace": "carbonpipe.errors",
-    "CarbonBudgetPruner": "carbonpipe.optuna",
-    "CarbonTrialTracker": "carbonpipe.optuna",
-    "extract_carbon_metrics": "carbonpipe.trace",
-    "CodeCarbonMetrics": "carbonpipe.trace",
-    "CarbonTraceMiddleware": "carbonpipe.trace",
+    "CarbonBudgetPruner": "carbonpipe.integrations.optuna",
+    "CarbonTrialTracker": "carbonpipe.integrations.optuna",
+    "extract_carbon_metrics": "carbonpipe.trace.client",
+    "CodeCarbonMetrics": "carbonpipe.trace.client",
+    "CarbonTraceMiddleware": "carbonpipe.trace.middleware",
     "CarbonTracker": "carbonpipe.tracker",
-    "CarbonMetrics": "carbonpipe.tracker",
+    "CarbonMetrics": "carbonpipe.step",
     "carbon_tracked": "carbonpipe.tracker",
-    "current_step": "carbonpipe.tracker",
-    "detect_location": "carbonpipe.cloud",
-    "Location": "carbonpipe.cloud",
-    "lookup_intensity": "carbonpipe.intensity",
-    "Intensity": "carbonpipe.intensity",
-    "Measurement": "carbonpipe.measure",
+    "current_step": "carbonpipe.step",
+    "detect_location": "carbonpipe.location.detect",
+    "Location": "carbonpipe.location.detect",
+    "lookup_intensity": "carbonpipe.intensity.table",
+    "Intensity": "carbonpipe.intensity.base",
+    "Measurement": "carbonpipe.measure.base",
     "Record": "carbonpipe.record",
-    "open_store": "carbonpipe.store",
-    "Store": "carbonpipe.store",
-    "Budget": "carbonpipe.budget",
-    "BudgetLedger": "carbonpipe.budget",
-    "BudgetGate": "carbonpipe.budget",
-    "BudgetStatus": "carbonpipe.budget",
-    "load_budgets": "carbonpipe.budget",
+    "open_store": "carbonpipe.stores.opener",
+    "Store": "carbonpipe.stores.base",
+    "Budget": "carbonpipe.budgets.budget",
+    "BudgetLedger": "carbonpipe.budgets.ledger",
+    "BudgetGate": "carbonpipe.budgets.gate",
+    "BudgetStatus": "carbonpipe.budgets.status",
+    "load_budgets": "carbonpipe.budgets.budget",
     "CarbonpipeError": "carbonpipe.errors",
     "CarbonRegression": "carbonpipe.errors",
     "ConfigError": "carbonpipe.errors",
@@ -90,8 +90,10 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 if TYPE_CHECKING:
-    from carbonpipe.budget import Budget, BudgetGate, BudgetLedger, BudgetStatus, load_budgets
-    from carbonpipe.cloud import Location, detect_location
+    from carbonpipe.budgets.budget import Budget, load_budgets
+    from carbonpipe.budgets.gate import BudgetGate
+    from carbonpipe.budgets.ledger import BudgetLedger
+    from carbonpipe.budgets.status import BudgetStatus
     from carbonpipe.errors import (
         BudgetExceeded,
         CarbonpipeError,
@@ -105,10 +107,15 @@ if TYPE_CHECKING:
         StorePermissionDenied,
         StoreUnavailable,
     )
-    from carbonpipe.intensity import Intensity, lookup_intensity
-    from carbonpipe.measure import Measurement
-    from carbonpipe.optuna import CarbonBudgetPruner, CarbonTrialTracker
+    from carbonpipe.integrations.optuna import CarbonBudgetPruner, CarbonTrialTracker
+    from carbonpipe.intensity.base import Intensity
+    from carbonpipe.intensity.table import lookup_intensity
+    from carbonpipe.location.detect import Location, detect_location
+    from carbonpipe.measure.base import Measurement
     from carbonpipe.record import Record
-    from carbonpipe.store import Store, open_store
-    from carbonpipe.trace import CarbonTraceMiddleware, CodeCarbonMetrics, extract_carbon_metrics
-    from carbonpipe.tracker import CarbonMetrics, CarbonTracker, carbon_tracked, current_step
+    from carbonpipe.step import CarbonMetrics, current_step
+    from carbonpipe.stores.base import Store
+    from carbonpipe.stores.opener import open_store
+    from carbonpipe.trace.client import CodeCarbonMetrics, extract_carbon_metrics
+    from carbonpipe.trace.middleware import CarbonTraceMiddleware
+    from carbonpipe.tracker import CarbonTracker, carbon_tracked

@@ -2,6 +2,6 @@
 
 import sys
 
-from carbonpipe.cli import main
+from carbonpipe.cli.app import main
 
 sys.exit(main())

@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from carbonpipe.charges import baseline_key
+from carbonpipe.budgets.charges import baseline_key
 from carbonpipe.errors import ConfigError, ObjectNotFound, PreconditionFailed, StoreError
 from carbonpipe.record import Record, parse_utc, utc_iso
-from carbonpipe.store import Store
+from carbonpipe.stores.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every setting remembers where its value came from, so ``carbonpipe config`` can show it.
 The cloud location has its own precedence (arguments > env > metadata > default > world)
-and is resolved by :func:`carbonpipe.cloud.detect_location`; the file only supplies the
+and is resolved by :func:`carbonpipe.location.detect.detect_location`; the file only supplies the
 configured default location under ``location:``.
 
 Example ``carbon.yaml``::
@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 import os
 
-from carbonpipe._checks import DEFAULT_STORE
 from carbonpipe.errors import ConfigError
+from carbonpipe.stores.uri import DEFAULT_STORE
 
 # ``carbonpipe run`` resolves the settings before it starts the command, when nothing else is
 # loaded: this module imports neither typing, dataclasses nor pathlib (~45 ms in a fresh process).
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from carbonpipe.cloud import Location
+    from carbonpipe.location.detect import Location
 
 TRACKING_MODES = ("machine", "process", "offline")
 REGRESSION_ACTIONS = ("warn", "fail")
@@ -161,7 +161,7 @@ class Settings:
 
         Arguments win; ``offline`` tracking never probes a metadata server.
         """
-        from carbonpipe.cloud import detect_location
+        from carbonpipe.location.detect import detect_location
 
         return detect_location(
             provider=provider,
@@ -273,7 +273,7 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     return value
 
 
-# ``esg:`` (organisation, boundary, team sizes, targets) is read by carbonpipe.esg itself.
+# ``esg:`` (organisation, boundary, team sizes, targets) is read by carbonpipe.esg.aggregation itself.
 _FILE_KEYS = set(_ENV) | {"location", "budgets", "esg"}
 
 
@@ -318,7 +318,7 @@ def resolve_settings(
             values[f"default_{key}"] = str(location[key])
             sources[f"default_{key}"] = "file"
     if data.get("budgets") is not None:
-        from carbonpipe.budget import load_budgets
+        from carbonpipe.budgets.budget import load_budgets
 
         try:
             values["budgets"] = tuple(load_budgets(data))

@@ -13,7 +13,7 @@ from functools import lru_cache
 from numbers import Real
 from pathlib import Path
 
-from carbonpipe.intensity import format_g_per_kwh
+from carbonpipe.intensity.table import format_g_per_kwh
 
 FACTORS_FILE = Path(__file__).parent / "data" / "factors.yaml"
 FACTORS_SCHEMA = "carbonpipe.factors/1"

@@ -14,7 +14,7 @@ from typing import Any
 
 from carbonpipe.errors import InvalidRecord
 from carbonpipe.record import RECORDS_PREFIX, Record, partition_value
-from carbonpipe.store import Store
+from carbonpipe.stores.base import Store
 
 log = logging.getLogger("carbonpipe")
 

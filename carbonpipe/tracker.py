@@ -10,9 +10,9 @@
 What happens around the step:
 
 1. ``start_tracking`` gates the step against its budget (if any) *before* it spends, then
-   starts the meter (a CodeCarbon sidecar process; see :mod:`carbonpipe.measure`).
+   starts the meter (a CodeCarbon sidecar process; see :mod:`carbonpipe.measure.meter`).
 2. The step runs. Nothing carbonpipe does afterwards can change its result or exception.
-3. ``stop``: the meter's energy, the location (:func:`carbonpipe.cloud.detect_location`) and its
+3. ``stop``: the meter's energy, the location (:func:`carbonpipe.location.detect.detect_location`) and its
    grid intensity give the emissions; one immutable record is delivered to the store (spooled
    if the store is down) and charged to the budget ledger, settling the reservation.
 
@@ -21,201 +21,35 @@ Every tracking failure is logged and written into the record's ``tracking_errors
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import contextvars
 import functools
 import inspect
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from carbonpipe._checks import check_attempt
 from carbonpipe.config import Settings, resolve_settings
 from carbonpipe.errors import BudgetExceeded
-from carbonpipe.record import Record, make_record_id, utc_iso
+from carbonpipe.record import Record, utc_iso
 
 if TYPE_CHECKING:
-    from carbonpipe.budget import Budget, BudgetStatus, Reservation
-    from carbonpipe.cloud import Location
-    from carbonpipe.impact import Equivalents
-    from carbonpipe.intensity import Intensity
-    from carbonpipe.measure import Measurement, Meter
-    from carbonpipe.store import Store
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.budgets.status import BudgetStatus
+    from carbonpipe.intensity.table import Intensity
+    from carbonpipe.location.detect import Location
+    from carbonpipe.measure.base import Measurement
+    from carbonpipe.measure.meter import Meter
+    from carbonpipe.stores.base import Store
+from carbonpipe.step import CarbonMetrics, _current_step, _Step
+from carbonpipe.stores.background import _replay_spool_in_background
 
 log = logging.getLogger("carbonpipe")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_current_step: contextvars.ContextVar[_Step | None] = contextvars.ContextVar(
-    "carbonpipe_current_step", default=None
-)
-
-
-def current_step() -> _Step | None:
-    """Return the tracked step running in this context, if any (for remote attribution)."""
-    return _current_step.get()
-
-
-@dataclass(frozen=True)
-class CarbonMetrics:
-    """What one tracked step cost: energy, emissions and where they were priced."""
-
-    step: str
-    status: str
-    duration_s: float
-    energy_consumed_kwh: float
-    emissions_kg_co2: float
-    carbon_intensity_g_per_kwh: float
-    cpu_energy_kwh: float
-    gpu_energy_kwh: float
-    ram_energy_kwh: float
-    remote_energy_kwh: float
-    cpu_power_w: float
-    gpu_power_w: float
-    ram_power_w: float
-    cloud_provider: str | None
-    cloud_region: str | None
-    country_iso_code: str | None
-    record_id: str
-    record: Record
-    tracking_errors: tuple[str, ...] = ()
-    budget_status: BudgetStatus | None = None
-    alerts: tuple[Mapping[str, Any], ...] = field(default=())
-
-    @property
-    def emissions_kg_co2e(self) -> float:
-        """Alias of ``emissions_kg_co2`` with the unit the records use."""
-        return self.emissions_kg_co2
-
-    @property
-    def emissions_g_co2e(self) -> float:
-        """Emissions in grams of CO2e."""
-        return self.emissions_kg_co2 * 1000.0
-
-    @property
-    def budget_percent(self) -> float | None:
-        """Share of the step's budget used after this step, if a budget was attached."""
-        return None if self.budget_status is None else self.budget_status.percent
-
-    @property
-    def regression_failed(self) -> bool:
-        """Whether a baseline regression alert asks for the step to fail (``regression: fail``)."""
-        return any(a.get("action") == "fail" for a in self.alerts)
-
-    def raise_for_regression(self) -> None:
-        """Raise :class:`CarbonRegression` if an alert asks for a failure; for KFP and Airflow."""
-        if self.regression_failed:
-            from carbonpipe.errors import CarbonRegression
-
-            messages = "; ".join(str(a.get("message", a)) for a in self.alerts)
-            raise CarbonRegression(messages, alerts=tuple(dict(a) for a in self.alerts))
-
-    def equivalents(self) -> Equivalents:
-        """Numeric everyday equivalents (phone charges, car km, tree minutes, LED hours)."""
-        from carbonpipe.impact import equivalents
-
-        return equivalents(self.energy_consumed_kwh, self.emissions_kg_co2)
-
-    def emissions_comparison(self) -> dict[str, str]:
-        """Everyday comparisons as sentences, keyed ``smartphone_charges``, ``car_distance``, ..."""
-        from carbonpipe.impact import emissions_comparison
-
-        return emissions_comparison(self.energy_consumed_kwh, self.emissions_kg_co2)
-
-    def summary_line(self) -> str:
-        """One line for logs: energy, CO2, intensity, location and a comparison."""
-        from carbonpipe.impact import summary_line
-
-        where = "/".join(p for p in (self.cloud_provider, self.cloud_region) if p) or (
-            self.country_iso_code or "world average"
-        )
-        return summary_line(
-            self.energy_consumed_kwh,
-            self.emissions_kg_co2,
-            self.carbon_intensity_g_per_kwh,
-            location=where,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the figures as a JSON-ready mapping (what KFP and Airflow publish)."""
-        return {
-            "step": self.step,
-            "status": self.status,
-            "record_id": self.record_id,
-            "duration_s": self.duration_s,
-            "energy_kwh": self.energy_consumed_kwh,
-            "emissions_kg_co2e": self.emissions_kg_co2,
-            "emissions_g_co2e": self.emissions_g_co2e,
-            "intensity_g_per_kwh": self.carbon_intensity_g_per_kwh,
-            "cpu_energy_kwh": self.cpu_energy_kwh,
-            "gpu_energy_kwh": self.gpu_energy_kwh,
-            "ram_energy_kwh": self.ram_energy_kwh,
-            "remote_energy_kwh": self.remote_energy_kwh,
-            "cloud_provider": self.cloud_provider,
-            "cloud_region": self.cloud_region,
-            "country_iso_code": self.country_iso_code,
-            "budget_percent": self.budget_percent,
-            "tracking_errors": list(self.tracking_errors),
-        }
-
-
-class _Step:
-    """One running step: its meter, its reservation and the remote energy attributed to it."""
-
-    def __init__(self, tracker: CarbonTracker, name: str, attempt: int, labels: dict[str, str]):
-        self.tracker = tracker
-        self.name = name
-        self.attempt = attempt
-        self.labels = labels
-        self.started_at = datetime.now(timezone.utc)
-        self.meter: Meter | None = None
-        self.reservation: Reservation | None = None
-        self.errors: list[str] = []
-        self.remote: dict[str, dict[str, Any]] = {}
-        self.metrics: CarbonMetrics | None = None
-        self._token: contextvars.Token[_Step | None] | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def record_id(self) -> str:
-        s = self.tracker.settings
-        return make_record_id(s.project, s.pipeline, self.tracker.run_id, self.name, self.attempt)
-
-    def add_remote(self, server: str, *, energy_kwh: float, emissions_kg_co2e: float) -> None:
-        """Attribute a model server's reported energy (``x_carbon_trace``) to this step."""
-        with self._lock:
-            entry = self.remote.setdefault(
-                server, {"server": server, "count": 0, "energy_kwh": 0.0, "emissions_kg_co2e": 0.0}
-            )
-            entry["count"] += 1
-            entry["energy_kwh"] += energy_kwh
-            entry["emissions_kg_co2e"] += emissions_kg_co2e
-
-    # The handle returned by start_tracking is this object: it is a context manager too.
-    def __enter__(self) -> _Step:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.tracker._finish(self, _status_for(exc))
-
-
-def _status_for(exc: BaseException | None) -> str:
-    if exc is None:
-        return "succeeded"
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return "killed"
-    return "failed"
 
 
 class CarbonTracker:
@@ -258,7 +92,8 @@ class CarbonTracker:
         config_file: str | None = None,
         store_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from carbonpipe.store import Store, parse_store_uri
+        from carbonpipe.stores.base import Store
+        from carbonpipe.stores.uri import parse_store_uri
 
         store_arg = None if isinstance(output_dir, Store) else output_dir
         self.settings: Settings = resolve_settings(
@@ -285,7 +120,7 @@ class CarbonTracker:
         self._store_options = dict(store_options or {})
         self._arg_location = (cloud_provider, cloud_region, country_iso_code)
         if cloud_provider is not None:
-            from carbonpipe.cloud import normalize_provider
+            from carbonpipe.location.providers import normalize_provider
 
             normalize_provider(cloud_provider)  # fail fast on a typo, naming the argument
         self._location: Location | None = None
@@ -302,7 +137,7 @@ class CarbonTracker:
     ) -> Budget | None:
         if budget is None and carbon_budget_g is None and not self.settings.budgets:
             return None  # the common case: no budget module to import on the step's path
-        from carbonpipe.budget import Budget
+        from carbonpipe.budgets.budget import Budget
 
         if budget is not None and carbon_budget_g is not None:
             raise ValueError("give either budget= or carbon_budget_g=, not both")
@@ -327,7 +162,7 @@ class CarbonTracker:
     def store(self) -> Store:
         """The store records go to (opened on first use)."""
         if self._store is None:
-            from carbonpipe.store import open_store
+            from carbonpipe.stores.opener import open_store
 
             self._store = open_store(self.settings.store, **self._store_options)
         return self._store
@@ -346,7 +181,7 @@ class CarbonTracker:
     def intensity(self) -> Intensity:
         """The grid carbon intensity of :attr:`location`, with its source and vintage."""
         if self._intensity is None:
-            from carbonpipe.intensity import lookup_intensity
+            from carbonpipe.intensity.table import lookup_intensity
 
             loc = self.location
             self._intensity = lookup_intensity(loc.provider, loc.region, loc.country_iso)
@@ -388,7 +223,7 @@ class CarbonTracker:
     ) -> _Step:
         """Start tracking ``step`` as of ``counters``, read when it began (``carbonpipe run``).
 
-        The wrapper reads them with ``carbonpipe._counters.read_counters`` and starts the command
+        The wrapper reads them with ``carbonpipe.measure.counters.read_counters`` and starts the command
         before it builds the tracker; the window, ``started_at`` included, opens at them. Only
         without a budget: a gate must decide before the step starts.
         """
@@ -441,7 +276,8 @@ class CarbonTracker:
         return handle
 
     def _gate(self, handle: _Step) -> None:
-        from carbonpipe.budget import BudgetGate, BudgetLedger
+        from carbonpipe.budgets.gate import BudgetGate
+        from carbonpipe.budgets.ledger import BudgetLedger
 
         assert self.budget is not None
         try:
@@ -460,7 +296,7 @@ class CarbonTracker:
 
     def _prepare_meter(self, handle: _Step) -> Meter | None:
         try:
-            from carbonpipe.measure import Meter
+            from carbonpipe.measure.meter import Meter
 
             meter = Meter(
                 tracking_mode=self.settings.meter_mode,
@@ -528,7 +364,9 @@ class CarbonTracker:
         with contextlib.suppress(Exception):
             _ = self.intensity
         with contextlib.suppress(Exception):
-            from carbonpipe import baseline, charges, spool  # noqa: F401
+            from carbonpipe import baseline  # noqa: F401
+            from carbonpipe.budgets import charges  # noqa: F401
+            from carbonpipe.stores import spool  # noqa: F401
         if summary:
             with contextlib.suppress(Exception):
                 from carbonpipe.impact import load_factors
@@ -536,7 +374,7 @@ class CarbonTracker:
                 load_factors()
 
     def _stop_meter(self, handle: _Step) -> Measurement:
-        from carbonpipe.measure import estimate_without_meter
+        from carbonpipe.measure.estimate import estimate_without_meter
 
         if handle.meter is not None:
             try:
@@ -556,7 +394,7 @@ class CarbonTracker:
             detected_by = loc.detected_by
             errors.extend(f"location: {n}" for n in loc.notes)
         except Exception as exc:  # never let detection break the step: world average
-            from carbonpipe.intensity import lookup_intensity
+            from carbonpipe.intensity.table import lookup_intensity
 
             errors.append(f"location detection failed: {exc!r}")
             intensity = lookup_intensity(None, None, None)
@@ -644,7 +482,7 @@ class CarbonTracker:
     def _alerts(self, handle: _Step, emissions_kg: float) -> list[dict[str, Any]]:
         """Compare the step with its baseline, if one is stored; never fails the step."""
         try:
-            from carbonpipe import baseline
+            from carbonpipe import baseline  # noqa: F401
         except ImportError:
             return []
         try:
@@ -663,7 +501,7 @@ class CarbonTracker:
 
     def _deliver(self, record: Record) -> BudgetStatus | None:
         """Write the record (spooling if the store is down) and charge the ledger."""
-        from carbonpipe.spool import deliver
+        from carbonpipe.stores.spool import deliver
 
         try:
             delivery = deliver(self.store, record.key, record.to_json())
@@ -680,12 +518,12 @@ class CarbonTracker:
             )
             return None
         try:
-            from carbonpipe.charges import charge_record
+            from carbonpipe.budgets.charges import charge_record
 
             per_run = self.budget is not None and self.budget.scope.startswith("run:")
             charge_record(self.store, record, run_scope=per_run)
             if self.budget is not None:
-                from carbonpipe.budget import BudgetLedger
+                from carbonpipe.budgets.ledger import BudgetLedger
 
                 return BudgetLedger(self.store).status(self.budget)
         except Exception as exc:
@@ -721,7 +559,7 @@ class CarbonTracker:
     # -- insight ----------------------------------------------------------------------------
     def get_regional_recommendations(self, limit: int = 3) -> list[str]:
         """Lower-carbon regions of the same provider, nearest first, with % savings."""
-        from carbonpipe.intensity import regional_recommendations
+        from carbonpipe.intensity.table import regional_recommendations
 
         loc = self.location
         return [
@@ -783,47 +621,3 @@ def carbon_tracked(step: str | Callable[..., Any] | None = None, **tracker_kwarg
         return wrapped
 
     return decorate
-
-
-_replay_lock = threading.Lock()
-_replay_started = False
-
-
-def _replay_spool_in_background() -> None:
-    """Replay records a previous run spooled, without slowing the step (once per process)."""
-    global _replay_started
-    with _replay_lock:
-        if _replay_started:
-            return
-        _replay_started = True
-    try:
-        from carbonpipe import spool
-
-        if not spool.pending():
-            return
-    except Exception as exc:
-        log.debug("carbonpipe: spool check failed: %s", exc)
-        return
-    threading.Thread(target=_replay_quietly, name="carbonpipe-replay", daemon=True).start()
-
-
-def _replay_quietly() -> None:
-    try:
-        from carbonpipe import spool
-
-        report = spool.replay()
-        if report.delivered:
-            log.info("carbonpipe: replayed %d spooled object(s)", report.delivered)
-    except Exception as exc:
-        log.warning("carbonpipe: spool replay failed, will retry later: %s", exc)
-
-
-@atexit.register
-def _replay_at_exit() -> None:
-    try:
-        from carbonpipe import spool
-
-        if spool.pending():
-            spool.replay()
-    except Exception:  # interpreter shutdown: nothing useful left to do
-        pass

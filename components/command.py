@@ -1,6 +1,6 @@
 """``tracked_command``: run any command in carbonpipe's image as a tracked step.
 
-A container component: the container runs ``python -m carbonpipe.step_runtime command``, which
+A container component: the container runs ``python -m carbonpipe.integrations.kfp.command command``, which
 runs the command under ``carbonpipe run`` (signals forwarded, its exit code kept, exit 3 when a
 ``fail`` budget refuses it) and hands the step's figures to KFP as the ``metrics`` output. KFP
 renders a list input as one JSON string, hence ``--command-json``.
@@ -63,7 +63,7 @@ def build(image: str | None = None) -> Any:
         """
         return dsl.ContainerSpec(
             image=resolved_image,
-            command=["python", "-m", "carbonpipe.step_runtime", "command"],
+            command=["python", "-m", "carbonpipe.integrations.kfp.command", "command"],
             args=[
                 "--executor-input",
                 dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,

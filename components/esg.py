@@ -1,7 +1,7 @@
 """``esg_aggregate``: the nightly ESG report of a store, as KFP artifacts.
 
-Interface only; the implementation is :func:`carbonpipe.step_runtime.run_esg_aggregate`, which
-calls :func:`carbonpipe.esg.run_nightly` (the same function the Airflow DAG runs).
+Interface only; the implementation is :func:`carbonpipe.integrations.kfp.esg.run_esg_aggregate`, which
+calls :func:`carbonpipe.esg.aggregation.run_nightly` (the same function the Airflow DAG runs).
 """
 
 from typing import Any
@@ -32,7 +32,7 @@ def esg_aggregate(
         report: The HTML report, with its charts.
         summary: JSON summary: the report's URIs in the store and the totals.
     """
-    from carbonpipe.step_runtime import run_esg_aggregate
+    from carbonpipe.integrations.kfp.esg import run_esg_aggregate
 
     run_esg_aggregate(
         store=store,

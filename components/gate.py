@@ -1,7 +1,7 @@
 """``budget_gate``: does the next step fit its carbon budget? An answer ``dsl.If`` can branch on.
 
 Interface only (signature and docstring, which KFP reads into the spec); the implementation is
-:func:`carbonpipe.step_runtime.run_budget_gate`. The gate reserves nothing: the gated step's
+:func:`carbonpipe.integrations.kfp.gate.run_budget_gate`. The gate reserves nothing: the gated step's
 own tracker reserves its estimate when it starts and charges its record when it ends.
 """
 
@@ -54,7 +54,7 @@ def budget_gate(
     """
     from collections import namedtuple
 
-    from carbonpipe.step_runtime import run_budget_gate
+    from carbonpipe.integrations.kfp.gate import run_budget_gate
 
     outcome = run_budget_gate(
         scope=scope,

@@ -4,7 +4,7 @@ KFP ships a lightweight component as its function's *source* (``inspect.getsourc
 container by ``kfp.dsl.executor_main``. So the decorator writes that source: the user's function,
 renamed ``_carbonpipe_impl_<name>`` and byte for byte otherwise, is embedded as an extra
 function, and a wrapper with the user's name and signature (plus ``carbon_metrics:
-Output[Metrics]`` and the identity inputs) calls :func:`carbonpipe.step_runtime.run_tracked_step`
+Output[Metrics]`` and the identity inputs) calls :func:`carbonpipe.integrations.kfp.tracked.run_tracked_step`
 on it. Both live in a generated source registered with :mod:`linecache`, so ``getsource`` (KFP's
 and everyone else's) reads them like any file. In the pod::
 
@@ -13,7 +13,7 @@ and everyone else's) reads them like any file. In the pod::
 
     def train(*, data: Input[Dataset], epochs: int, model: Output[Model],
               carbon_metrics: Output[Metrics], carbon_store: str = '', ...) -> float:
-        from carbonpipe.step_runtime import run_tracked_step
+        from carbonpipe.integrations.kfp.tracked import run_tracked_step
         return run_tracked_step(_carbonpipe_impl_train, {...}, config={...}, ...)
 
 The wrapper's parameters are keyword-only so that the added ones may follow the user's
@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from carbonpipe import __version__
-from carbonpipe.step_runtime import IDENTITY_INPUTS, METRICS_OUTPUT, step_config
+from carbonpipe.integrations.kfp.context import IDENTITY_INPUTS, METRICS_OUTPUT, step_config
 
 from ._image import component_image, is_carbonpipe_image
 
@@ -203,7 +203,7 @@ def generate_step_functions(
             "    *,",
             *(f"    {p}," for p in wrapper_params),
             f"){'' if returns is None else f' -> {returns}'}:",
-            "    from carbonpipe.step_runtime import run_tracked_step",
+            "    from carbonpipe.integrations.kfp.tracked import run_tracked_step",
             "",
             "    return run_tracked_step(",
             f"        {impl},",

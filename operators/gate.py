@@ -21,8 +21,9 @@ from carbonpipe.operators.tracked import check_on_exceed
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from carbonpipe.budget import Budget, GateDecision
-    from carbonpipe.store import Store
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.budgets.status import GateDecision
+    from carbonpipe.stores.base import Store
 
 
 def guarded_step(operator: BaseOperator, step: str | None) -> str:
@@ -37,7 +38,8 @@ def check_budget(
     store: Store, budget: Budget, pipeline: str, step: str, estimate_kg: float | None
 ) -> GateDecision:
     """Ask the ledger whether the step fits its budget now, reserving nothing."""
-    from carbonpipe.budget import BudgetGate, BudgetLedger
+    from carbonpipe.budgets.gate import BudgetGate
+    from carbonpipe.budgets.ledger import BudgetLedger
 
     gate = BudgetGate(BudgetLedger(store), budget)
     return gate.check(pipeline, step, estimate_kg=estimate_kg)

@@ -19,7 +19,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 if TYPE_CHECKING:
-    from carbonpipe.store import Store
+    from carbonpipe.stores.base import Store
 
 _AWS_EXTRA_CLIENT_KEYS = ("region_name", "aws_session_token")
 
@@ -150,13 +150,13 @@ class CarbonStoreHook(BaseHook):
 
     def get_store(self) -> Store:
         """Open the store (no request is sent until it is used)."""
-        from carbonpipe.store import open_store
+        from carbonpipe.stores.opener import open_store
 
         return open_store(self.resolved_uri(), **self.store_options())
 
     async def aget_store(self) -> Store:
         """Open the store from inside a trigger."""
-        from carbonpipe.store import open_store
+        from carbonpipe.stores.opener import open_store
 
         return open_store(self.resolved_uri(), **await self.astore_options())
 

@@ -20,7 +20,8 @@ from carbonpipe.operators.hooks import CarbonStoreHook
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from carbonpipe.budget import Budget, GateDecision
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.budgets.status import GateDecision
 
 
 class CarbonBudgetSensor(BaseSensorOperator):

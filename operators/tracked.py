@@ -21,9 +21,10 @@ from carbonpipe.operators.hooks import CarbonStoreHook
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from carbonpipe.budget import Budget
+    from carbonpipe.budgets.budget import Budget
     from carbonpipe.errors import BudgetExceeded
-    from carbonpipe.tracker import CarbonMetrics, CarbonTracker
+    from carbonpipe.step import CarbonMetrics
+    from carbonpipe.tracker import CarbonTracker
 
 ON_EXCEED = ("fail", "skip")
 XCOM_KEY = "carbon_metrics"

@@ -69,7 +69,7 @@ class CarbonBudgetTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from carbonpipe.budget import Budget
+        from carbonpipe.budgets.budget import Budget
         from carbonpipe.operators.gate import check_budget
 
         try:

@@ -35,7 +35,7 @@ def month_of(context: Mapping[str, Any]) -> str:
     """
     when = context.get("data_interval_start") or context.get("logical_date")
     if when is None:
-        from carbonpipe.step_runtime import nightly_period
+        from carbonpipe.integrations.kfp.esg import nightly_period
 
         return nightly_period()
     return f"{when.astimezone(timezone.utc):%Y-%m}"
@@ -77,7 +77,7 @@ def nightly_esg_dag(
             store: str | None, period: str | None, out_dir: str | None, **context: Any
         ) -> Any:
             from carbonpipe.config import resolve_settings
-            from carbonpipe.esg import run_nightly
+            from carbonpipe.esg.nightly import run_nightly
 
             store_uri = store or resolve_settings().store
             period = period or month_of(context)
@@ -138,7 +138,7 @@ def gated_training_dag(
     :param start_date: the DAG's start date.
     :param dag_kwargs: any other ``DAG`` argument.
     """
-    from carbonpipe.budget import Budget
+    from carbonpipe.budgets.budget import Budget
 
     budget = Budget(
         scope=f"pipeline:{dag_id}",

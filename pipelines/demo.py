@@ -87,7 +87,7 @@ def run_airflow(work: Path) -> str:
 
 def run_esg(store: Path, work: Path) -> dict[str, object]:
     """Aggregate this month's records into the ESG artifacts."""
-    from carbonpipe.esg import run_nightly
+    from carbonpipe.esg.nightly import run_nightly
 
     period = datetime.now(timezone.utc).strftime("%Y-%m")
     return run_nightly(str(store), period, out_dir=str(work / "esg"))
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from carbonpipe.impact import format_energy, format_mass
     from carbonpipe.report import summarize
-    from carbonpipe.store import open_store
+    from carbonpipe.stores.opener import open_store
 
     summary = summarize(open_store(str(store)))
     print("\n== carbonpipe demo ==")

@@ -43,7 +43,7 @@ _hardware_cache = Path(tempfile.mkdtemp(prefix="carbonpipe-cache-"))
 @pytest.fixture(scope="session", autouse=True)
 def _warm_hardware_profile() -> Iterator[Path]:
     """Run CodeCarbon's slow hardware detection once for the whole session."""
-    from carbonpipe.measure import warm_hardware_profile
+    from carbonpipe.measure.meter import warm_hardware_profile
 
     warm_hardware_profile(cache_dir=_hardware_cache)
     yield _hardware_cache

@@ -429,7 +429,7 @@ def cloud_metadata(
     tmp_path: Path,
 ) -> Iterator[CloudMetadata]:
     """Well-behaved servers, env pointed at them, DMI unreadable, caches empty."""
-    from carbonpipe.cloud import clear_cache
+    from carbonpipe.location.detect import clear_cache
 
     for server in metadata_servers.values():
         server.reset()

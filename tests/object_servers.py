@@ -37,7 +37,8 @@ from typing import Any
 
 import pytest
 
-from carbonpipe.store import LocalStore, Store
+from carbonpipe.stores.base import Store
+from carbonpipe.stores.local import LocalStore
 
 S3_BUCKET = "carbonpipe-test"
 STORE_PREFIX = "carbon"
@@ -114,7 +115,7 @@ def reset_moto(endpoint: str) -> None:
 @pytest.fixture
 def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """An S3Store on a fresh bucket in a freshly reset moto."""
-    from carbonpipe.store_s3 import S3Store
+    from carbonpipe.stores.s3 import S3Store
 
     reset_moto(s3_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
@@ -206,7 +207,7 @@ def gcs_create_bucket(endpoint: str, name: str) -> None:
 @pytest.fixture
 def gcs_store(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """A GCSStore on a fresh bucket, reached through ``STORAGE_EMULATOR_HOST``."""
-    from carbonpipe.store_gcs import GCSStore
+    from carbonpipe.stores.gcs import GCSStore
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
     bucket = f"cp-test-{uuid.uuid4().hex[:12]}"
@@ -223,6 +224,14 @@ def gcs_store(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
 def local_store(tmp_path: Path) -> Store:
     """A LocalStore in the test's temp folder."""
     return LocalStore(tmp_path / "carbon-artifacts")
+
+
+@pytest.fixture
+def memory_store() -> Store:
+    """An in-memory store, for tests of the packages above the stores."""
+    from carbonpipe.stores.memory import MemoryStore
+
+    return MemoryStore()
 
 
 @pytest.fixture(params=[pytest.param(b, id=b) for b in BACKENDS])
@@ -467,7 +476,7 @@ class Flaky:
 
 def s3_store_at(endpoint: str, like: Any) -> Store:
     """An S3Store for ``like``'s bucket and prefix at ``endpoint``, failing fast (one attempt)."""
-    from carbonpipe.store_s3 import S3Store
+    from carbonpipe.stores.s3 import S3Store
 
     return S3Store(
         like.bucket,
@@ -481,7 +490,7 @@ def s3_store_at(endpoint: str, like: Any) -> Store:
 
 def gcs_store_at(endpoint: str, like: Any) -> Store:
     """A GCSStore for ``like``'s bucket and prefix at ``endpoint``, failing fast (no retries)."""
-    from carbonpipe.store_gcs import GCSStore
+    from carbonpipe.stores.gcs import GCSStore
 
     return GCSStore(
         like.bucket,
@@ -510,8 +519,8 @@ def flaky_store(
 
 def unreachable_store(backend: str, port: int, like: Any = None) -> Store:
     """An S3 or GCS store pointed at a loopback port nothing listens on."""
-    from carbonpipe.store_gcs import GCSStore
-    from carbonpipe.store_s3 import S3Store
+    from carbonpipe.stores.gcs import GCSStore
+    from carbonpipe.stores.s3 import S3Store
 
     endpoint = f"http://127.0.0.1:{port}"
     if like is None:

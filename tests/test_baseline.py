@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from carbonpipe import baseline
-from carbonpipe.budget import Budget, BudgetGate, BudgetLedger
-from carbonpipe.cli import main
+from carbonpipe.budgets.budget import Budget
+from carbonpipe.budgets.gate import BudgetGate
+from carbonpipe.budgets.ledger import BudgetLedger
+from carbonpipe.cli.app import main
 from carbonpipe.errors import ConfigError
-from carbonpipe.store import Store, StoredObject
-from tests.test_esg import make_record
+from carbonpipe.stores.base import Store, StoredObject
+from tests.esg.test_esg import make_record
 
 TODAY = date(2026, 11, 24)
 # Seven attempts of train/fit, oldest first; the failed one and the oldest are not sampled.
@@ -202,7 +204,7 @@ def test_bad_regression_action_is_a_config_error(monkeypatch: pytest.MonkeyPatch
 def test_tracker_puts_the_regression_alert_into_the_record(tmp_path: Path) -> None:
     from carbonpipe import CarbonTracker
     from carbonpipe.report import read_records, record_keys
-    from carbonpipe.store import open_store
+    from carbonpipe.stores.opener import open_store
 
     store = open_store(str(tmp_path / "store"))
     baseline.save_baseline(

@@ -39,5 +39,5 @@ def test_wheel_maps_the_top_level_folders_into_one_package(tmp_path: Path) -> No
     )
     metadata = next(n for n in names if n.endswith("entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(metadata).decode()
-    assert "carbonpipe = carbonpipe.cli:main" in entry_points
+    assert "carbonpipe = carbonpipe.cli.app:main" in entry_points
     assert "[apache_airflow_provider]" in entry_points

@@ -20,7 +20,7 @@ from carbonpipe import (
     current_step,
     open_store,
 )
-from carbonpipe.intensity import lookup_intensity
+from carbonpipe.intensity.table import lookup_intensity
 from carbonpipe.record import Record
 from carbonpipe.report import read_records, record_keys
 
@@ -163,7 +163,7 @@ def test_regional_recommendations_quantify_savings(tmp_path: Path) -> None:
     tracker = _tracker(tmp_path, cloud_region="asia-south1")
     recs = tracker.get_regional_recommendations()
     assert recs and all(isinstance(r, str) for r in recs)
-    from carbonpipe.intensity import regional_recommendations
+    from carbonpipe.intensity.table import regional_recommendations
 
     kinds = [r.kind for r in regional_recommendations("gcp", "asia-south1")]
     for text, kind in zip(recs, kinds, strict=True):
@@ -233,7 +233,7 @@ def test_store_down_never_breaks_the_step_and_the_record_is_spooled(tmp_path: Pa
         result = 42
     assert result == 42
     m = tracker.stop_tracking()
-    from carbonpipe import spool
+    from carbonpipe.stores import spool
 
     pending = spool.pending()
     assert [p.key for p in pending if p.key.startswith("records/")] == [m.record.key]
@@ -322,8 +322,8 @@ def test_regression_above_the_baseline_is_alerted_and_can_fail_the_step(
 
 def test_a_step_without_a_budget_loads_only_the_ledger_write_side(tmp_path: Path) -> None:
     # The step's own time is what tracking must not eat: a fresh process (as a KFP step is)
-    # charges its record through carbonpipe.charges and never imports the gate and status
-    # machinery of carbonpipe.budget, nor the comparison factors no log line asks for.
+    # charges its record through carbonpipe.budgets.charges and never imports the gate and status
+    # machinery of carbonpipe.budgets.ledger, nor the comparison factors no log line asks for.
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -342,8 +342,8 @@ def test_a_step_without_a_budget_loads_only_the_ledger_write_side(tmp_path: Path
     )
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["errors"] == []
-    assert "carbonpipe.charges" in seen["modules"]
-    assert "carbonpipe.budget" not in seen["modules"]
+    assert "carbonpipe.budgets.charges" in seen["modules"]
+    assert "carbonpipe.budgets.ledger" not in seen["modules"]
     assert "carbonpipe.impact" not in seen["modules"] and "yaml" not in seen["modules"]
     charges = list((tmp_path / "store" / "budgets" / "pipeline=p" / "charges").rglob("*.json"))
     assert len(charges) == 1  # the record was still charged, for budgets set later

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from carbonpipe.record import Record
-from carbonpipe.store import open_store
+from carbonpipe.stores.opener import open_store
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -51,7 +51,7 @@ def container_command(tmp_path: Path, **arguments: Any) -> list[str]:
         str(tmp_path),
         "4242",
     )
-    assert command[:3] == ["python", "-m", "carbonpipe.step_runtime"]
+    assert command[:3] == ["python", "-m", "carbonpipe.integrations.kfp.command"]
     return [sys.executable, *command[1:]]
 
 

@@ -213,7 +213,8 @@ def test_importing_components_does_not_import_kfp() -> None:
     import sys
 
     code = (
-        "import sys, json, carbonpipe.components, carbonpipe.pipelines, carbonpipe.step_runtime,"
+        "import sys, json, carbonpipe.components, carbonpipe.pipelines, carbonpipe.integrations.kfp.tracked, carbonpipe.integrations.kfp.gate,"
+        " carbonpipe.integrations.kfp.esg, carbonpipe.integrations.kfp.command,"
         " carbonpipe.pipelines.gated_training, carbonpipe.pipelines.nightly_esg;"
         "print(json.dumps(sorted(m for m in ('kfp', 'airflow', 'codecarbon', 'boto3') if m in sys.modules)))"
     )

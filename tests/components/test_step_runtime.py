@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
-from carbonpipe import step_runtime
-from carbonpipe.budget import BudgetLedger
+from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.errors import BudgetExceeded
+from carbonpipe.integrations.kfp import context as kfp_context
+from carbonpipe.integrations.kfp import esg as kfp_esg
+from carbonpipe.integrations.kfp import gate as kfp_gate
+from carbonpipe.integrations.kfp import tracked as kfp_tracked
 from carbonpipe.record import Record
-from carbonpipe.store import open_store
+from carbonpipe.stores.opener import open_store
 
 LOCATION = {"cloud_provider": "gcp", "cloud_region": "europe-west1"}
 
@@ -70,7 +73,7 @@ def test_tracked_step_returns_the_result_records_it_and_publishes_metrics(tmp_pa
         "carbon_run_name": "pipe-2026",
         "carbon_task": "square",
     }
-    result = step_runtime.run_tracked_step(
+    result = kfp_tracked.run_tracked_step(
         _square,
         {"x": 7},
         config={"project": "proj", **LOCATION},
@@ -105,7 +108,7 @@ def test_unresolved_placeholders_count_as_not_given(
         "carbon_run_id": "{{$.pipeline_job_uuid}}",
         "carbon_task": "{{$.pipeline_task_name}}",
     }
-    step_runtime.run_tracked_step(
+    kfp_tracked.run_tracked_step(
         _square, {"x": 2}, config={"function": "square", **LOCATION}, identity=identity
     )
     [rec] = records(str(tmp_path / "env-store"))
@@ -125,8 +128,8 @@ def test_a_retry_in_the_same_run_is_the_next_attempt(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        step_runtime.run_tracked_step(flaky, {}, config=dict(LOCATION), identity=identity)
-    step_runtime.run_tracked_step(lambda: None, {}, config=dict(LOCATION), identity=identity)
+        kfp_tracked.run_tracked_step(flaky, {}, config=dict(LOCATION), identity=identity)
+    kfp_tracked.run_tracked_step(lambda: None, {}, config=dict(LOCATION), identity=identity)
     got = sorted((r.attempt, r.status) for r in records(store))
     assert got == [(1, "failed"), (2, "succeeded")]
 
@@ -142,7 +145,7 @@ def test_budget_fail_stops_the_step_before_it_runs(tmp_path: Path) -> None:
     }
     ran = []
     with pytest.raises(BudgetExceeded):
-        step_runtime.run_tracked_step(
+        kfp_tracked.run_tracked_step(
             lambda: ran.append(1),
             {},
             config={"budget": budget, **LOCATION},
@@ -163,7 +166,7 @@ def test_budget_skip_skips_a_step_without_return_value_and_refuses_one_with(tmp_
     identity = {"carbon_store": store, "carbon_pipeline": "pipe", "carbon_task": "train"}
     metrics = FakeMetrics()
     assert (
-        step_runtime.run_tracked_step(
+        kfp_tracked.run_tracked_step(
             _square,
             {"x": 3},
             config={"budget": budget, **LOCATION},
@@ -173,8 +176,8 @@ def test_budget_skip_skips_a_step_without_return_value_and_refuses_one_with(tmp_
         is None
     )
     assert metrics.metadata == {"skipped": 1.0}
-    with pytest.raises(step_runtime.StepSkipped, match="budget_gate and dsl.If"):
-        step_runtime.run_tracked_step(
+    with pytest.raises(kfp_context.StepSkipped, match="budget_gate and dsl.If"):
+        kfp_tracked.run_tracked_step(
             _square,
             {"x": 3},
             config={"budget": budget, "returns_value": True, **LOCATION},
@@ -187,7 +190,7 @@ def test_budgeted_step_publishes_budget_percent(tmp_path: Path) -> None:
     spend(store, "pipe", 0.25)
     budget = {"scope": "pipeline:pipe", "period": "month", "limit_kg_co2e": 1.0}
     metrics = FakeMetrics()
-    step_runtime.run_tracked_step(
+    kfp_tracked.run_tracked_step(
         _square,
         {"x": 3},
         config={"budget": budget, **LOCATION},
@@ -212,7 +215,7 @@ def test_gate_decides_and_reports(
         spend(store, "pipe", spent_kg)
     metrics = FakeMetrics()
     report = tmp_path / "report.json"
-    outcome = step_runtime.run_budget_gate(
+    outcome = kfp_gate.run_budget_gate(
         scope="pipeline:pipe",
         limit_kg_co2e=1.0,
         step="train",
@@ -237,7 +240,7 @@ def test_strict_gate_fails_with_the_figures(tmp_path: Path) -> None:
         BudgetExceeded,
         match=r"carbon budget gate \(strict\) refused step 'train'.*would be exceeded",
     ):
-        step_runtime.run_budget_gate(
+        kfp_gate.run_budget_gate(
             scope="pipeline:pipe",
             limit_kg_co2e=1.0,
             step="train",
@@ -249,17 +252,15 @@ def test_strict_gate_fails_with_the_figures(tmp_path: Path) -> None:
 
 
 def test_gate_uses_the_given_estimate(tmp_path: Path) -> None:
-    outcome = step_runtime.run_budget_gate(
+    outcome = kfp_gate.run_budget_gate(
         scope="team:ml", limit_kg_co2e=1.0, step="train", store=str(tmp_path), estimate_kg_co2e=1.5
     )
     assert outcome.decision == "skip" and "estimate 1.5 kg (given)" in outcome.message
 
 
 def test_nightly_period_is_the_month_of_the_day_that_ended() -> None:
-    assert (
-        step_runtime.nightly_period(datetime(2026, 12, 1, 0, 30, tzinfo=timezone.utc)) == "2026-11"
-    )
-    assert step_runtime.nightly_period(datetime(2026, 12, 15, tzinfo=timezone.utc)) == "2026-12"
+    assert kfp_esg.nightly_period(datetime(2026, 12, 1, 0, 30, tzinfo=timezone.utc)) == "2026-11"
+    assert kfp_esg.nightly_period(datetime(2026, 12, 15, tzinfo=timezone.utc)) == "2026-12"
 
 
 def _executor_input(tmp_path: Path) -> dict[str, Any]:
@@ -288,7 +289,7 @@ def _command_args(
     return [
         sys.executable,
         "-m",
-        "carbonpipe.step_runtime",
+        "carbonpipe.integrations.kfp.command",
         "command",
         "--executor-input",
         json.dumps(_executor_input(tmp_path)),

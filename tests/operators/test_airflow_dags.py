@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import carbonpipe.pipelines
-from carbonpipe.store import LocalStore
+from carbonpipe.stores.local import LocalStore
 from tests.operators.conftest import load_dag_file, task_states, xcom_value
 
 EXAMPLES = Path(carbonpipe.pipelines.__file__).parent / "example_dags"
@@ -60,8 +60,8 @@ def test_report_month_is_the_month_of_the_runs_data_interval(
 
 
 def test_report_month_without_a_data_interval_is_the_month_of_the_day_that_just_ended() -> None:
+    from carbonpipe.integrations.kfp.esg import nightly_period
     from carbonpipe.pipelines.airflow_dags import month_of
-    from carbonpipe.step_runtime import nightly_period
 
     assert month_of({"data_interval_start": None, "logical_date": None}) == nightly_period()
 
@@ -69,7 +69,7 @@ def test_report_month_without_a_data_interval_is_the_month_of_the_day_that_just_
 def test_nightly_esg_dag_runs_the_nightly_report(
     dags_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("carbonpipe.esg")
+    pytest.importorskip("carbonpipe.esg.aggregation")
     monkeypatch.setenv("CARBONPIPE_STORE", str(tmp_path / "store"))
     path = dags_folder / "carbonpipe_nightly_esg.py"
     shutil.copy(EXAMPLES / path.name, path)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from carbonpipe.store import LocalStore
+from carbonpipe.stores.local import LocalStore
 from tests.operators.conftest import task_states, xcom_value
 
 pytestmark = pytest.mark.timeout(120)
@@ -17,7 +17,7 @@ _HEADER = """
 from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG
 from airflow.providers.standard.operators.empty import EmptyOperator
-from carbonpipe.budget import Budget
+from carbonpipe.budgets.budget import Budget
 from carbonpipe.operators import CarbonBudgetGateOperator, CarbonTrackedOperator
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carbonpipe.budget import Budget
+from carbonpipe.budgets.budget import Budget
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

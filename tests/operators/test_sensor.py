@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from carbonpipe.budget import Budget, BudgetLedger
+from carbonpipe.budgets.budget import Budget
+from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.record import Record, make_record_id, utc_iso
-from carbonpipe.store import LocalStore
+from carbonpipe.stores.local import LocalStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -204,7 +205,7 @@ def test_deferred_sensor_resumes_from_its_trigger_in_a_dag_run(
         from datetime import datetime, timezone
         from airflow.sdk import DAG, PokeReturnValue
         from airflow.providers.standard.operators.empty import EmptyOperator
-        from carbonpipe.budget import Budget
+        from carbonpipe.budgets.budget import Budget
         from carbonpipe.operators import CarbonBudgetSensor
 
         class NotYetSensor(CarbonBudgetSensor):

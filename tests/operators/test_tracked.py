@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from carbonpipe.record import Record
-from carbonpipe.store import LocalStore
+from carbonpipe.stores.local import LocalStore
 from tests.operators.conftest import task_states, xcom_value
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from carbonpipe.report import summarize
-from carbonpipe.store import open_store
+from carbonpipe.stores.opener import open_store
 
 
 def test_demo_runs_kfp_airflow_and_esg_end_to_end(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from carbonpipe.budget import BudgetLedger
+from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.record import Record
-from carbonpipe.store import Store, open_store
+from carbonpipe.stores.base import Store
+from carbonpipe.stores.opener import open_store
 from tests.pipelines.conftest import artifact_metadata, run_dir, task_output
 
 pytestmark = [

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from carbonpipe import step_runtime
-from carbonpipe.store import Store, open_store
+from carbonpipe.integrations.kfp import tracked as kfp_tracked
+from carbonpipe.stores.base import Store
+from carbonpipe.stores.opener import open_store
 from tests.pipelines.conftest import artifact_metadata, run_dir
 
 pytestmark = [
@@ -26,7 +27,7 @@ PERIOD = f"{datetime.now(timezone.utc):%Y-%m}"
 def seed_records(store_uri: str, steps: tuple[str, ...] = ("prep", "train")) -> None:
     """Two tracked steps of one run, recorded the way a component records them."""
     for step in steps:
-        step_runtime.run_tracked_step(
+        kfp_tracked.run_tracked_step(
             lambda: sum(i * i for i in range(300_000)),  # enough work to emit whole micrograms
             {},
             config={"project": "esg-test", "cloud_provider": "gcp", "cloud_region": "europe-west1"},

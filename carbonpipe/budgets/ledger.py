@@ -1,0 +1,559 @@
+"""Carbon budgets: a ledger of charges that many pods write at once, and a gate before each step.
+
+A budget caps what one scope (``pipeline:NAME``, ``team:NAME``, or ``run:ID`` for the guide's
+per-run budget) may emit in a UTC period (``month``, ``quarter``, ``year`` or ``total``). What
+it has used is every charged record of its scope in that period, whether or not a budget existed
+when the step ran: the tracker charges every record it writes, each record is charged to every
+scope it belongs to, and a budget added mid-month counts the month so far.
+
+Store layout (under the store's root)::
+
+    budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<micrograms>.json
+    budgets/<scope>/<period>=<period-id>/reservations.json
+    budgets/<scope>/<period>=<period-id>/alerts/<kind>-<limit micrograms>-<warn ratio>.json
+    baselines/<pipeline>/<step>.json
+
+``<scope>`` is ``pipeline=<name>``, ``team=<name>`` or ``run=<id>``; names outside
+``[A-Za-z0-9._-]`` (and step and baseline names) are made key-safe by :func:`safe_name`.
+
+Why this shape: a single document updated by compare-and-swap thrashes under tens of writers
+(every writer rereads and retries), so charges are append-only objects written create-only. A
+charge is idempotent by construction (same record, same key), never contends with another, and
+the amount sits in the key, so a period's use is a *listing* of the date prefixes it covers,
+deduplicated by record id. Only gates contend, on one small reservations document per budget
+period, updated by compare-and-swap; a charge never touches it, because a reservation counts as
+settled as soon as a charge with its record id is listed. A reservation never settled (a pod
+that died) stops counting at its ``expires_at``; the next gate write prunes it.
+
+Warnings at the warn ratio (and overruns) are logged once per crossing: each ledger remembers
+what it logged, and a create-only marker under ``alerts/`` keeps other processes and pods from
+logging the same crossing again. A new period, limit or ratio is a new crossing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from carbonpipe.budgets.charges import (
+    BUDGETS_PREFIX,
+    Charge,
+    charge_record,
+    check_amount,
+    kg_to_ug,
+    parse_scope,
+    record_scopes,
+    safe_name,
+    scope_key,
+)
+from carbonpipe.errors import (
+    BudgetError,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreError,
+)
+from carbonpipe.record import parse_utc, utc_iso
+from carbonpipe.stores.base import Store
+
+if TYPE_CHECKING:
+    from carbonpipe.budgets.charges import ChargeableRecord
+from carbonpipe.budgets.budget import Budget
+from carbonpipe.budgets.period import PeriodWindow, _add_months, _utc, period_window
+from carbonpipe.budgets.status import (
+    BudgetStatus,
+    ChargeEntry,
+    GateDecision,
+    Reservation,
+    _ug_to_kg,
+    _Usage,
+)
+
+logger = logging.getLogger(__name__)
+# Long enough for a typical training step; the tracker passes a longer TTL for longer steps.
+DEFAULT_RESERVATION_TTL_S = 6 * 3600.0
+# How far back the gate looks for a step's last run before falling back to the default.
+LAST_RUN_LOOKBACK_MONTHS = 12
+
+_CHARGE_FILE = re.compile(r"^(?P<rid>.+)__(?P<ug>\d+)\.json$")
+_DOC_SCHEMA = "carbonpipe.reservations/1"
+# Full-jitter exponential backoff for reservation compare-and-swap conflicts.
+_BACKOFF_BASE_S = 0.005
+_BACKOFF_CAP_S = 0.5
+_CAS_DEADLINE_S = 60.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)))
+
+
+class BudgetLedger:
+    """Charges, reservations and status of carbon budgets kept in a :class:`Store`.
+
+    Safe to share between threads, and between processes and pods on one store: no update is
+    ever lost or doubled (see the module docstring for how).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        budgets: Iterable[Budget] = (),
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.store = store
+        self.budgets = tuple(budgets)
+        self._clock = clock
+        self._alerted: set[str] = set()
+        self._alerted_lock = threading.Lock()
+
+    def _now(self) -> datetime:
+        return _utc(self._clock())
+
+    # -- charges -------------------------------------------------------------------------------
+
+    def charge(self, record: ChargeableRecord, *, run_scope: bool = False) -> Charge:
+        """Charge a record to its scopes (pipeline, team if set, run if asked); idempotent."""
+        return charge_record(self.store, record, run_scope=run_scope)
+
+    def charges(
+        self, scope: str, period: str = "total", *, at: datetime | None = None
+    ) -> list[ChargeEntry]:
+        """List the (deduplicated) charges of ``scope`` in the period containing ``at``."""
+        window = period_window(period, at or self._now())
+        return sorted(self._usage(scope, window).entries.values(), key=lambda e: e.key)
+
+    def _usage(self, scope: str, window: PeriodWindow) -> _Usage:
+        base = f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/"
+        entries: dict[str, ChargeEntry] = {}
+        for prefix in window.date_prefixes:
+            for key in self.store.list(base + prefix):
+                entry = _parse_charge_key(scope, base, key)
+                if entry is None:
+                    continue
+                # Two keys for one record can only come from a re-measured re-delivery; any
+                # fixed choice keeps every reader agreeing on the sum.
+                current = entries.get(entry.record_id)
+                if current is None or entry.key < current.key:
+                    entries[entry.record_id] = entry
+        total = sum(e.emissions_ug for e in entries.values())
+        first = min((e.date for e in entries.values()), default=None)
+        return _Usage(total, entries, first)
+
+    def last_charge(self, pipeline: str, step: str) -> ChargeEntry | None:
+        """Return the latest charge of ``pipeline``'s ``step`` in the last year, or None."""
+        scope = f"pipeline:{pipeline}"
+        base = f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/"
+        step_part = f"/step={safe_name(step)}/"
+        now = self._now()
+        this_month = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
+        for back in range(LAST_RUN_LOOKBACK_MONTHS):
+            start = _add_months(this_month, -back)
+            latest: list[ChargeEntry] = []
+            for key in self.store.list(f"{base}date={start:%Y-%m}-"):
+                if step_part not in key:
+                    continue
+                entry = _parse_charge_key(scope, base, key)
+                if entry is None:
+                    continue
+                if latest and entry.date > latest[0].date:
+                    latest = []
+                if not latest or entry.date == latest[0].date:
+                    latest.append(entry)
+            if latest:
+                # Several runs on the last day: only their bodies know which ended last.
+                return max((self._with_ended_at(e) for e in latest), key=_ended_order)
+        return None
+
+    def _with_ended_at(self, entry: ChargeEntry) -> ChargeEntry:
+        try:
+            body = json.loads(self.store.get(entry.key).data)
+            ended: str | None = utc_iso(parse_utc(body["ended_at"]))
+        except (ObjectNotFound, ValueError, KeyError, TypeError, AttributeError):
+            ended = None  # unreadable body: the entry still counts, it just sorts first
+        return replace(entry, ended_at=ended)
+
+    # -- reservations --------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        budget: Budget,
+        estimate_kg: float,
+        *,
+        reservation_id: str,
+        ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        estimate_source: str = "given",
+        pipeline: str = "",
+        step: str = "",
+    ) -> Reservation:
+        """Hold ``estimate_kg`` of ``budget`` for the step whose record id is ``reservation_id``.
+
+        Raises :class:`BudgetExceeded` if used + active reservations + estimate would pass the
+        limit. Re-reserving an active id returns the existing reservation.
+        """
+        est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
+        if not isinstance(reservation_id, str) or not reservation_id:
+            raise ValueError(f"reservation_id {reservation_id!r} must be a non-empty string")
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
+            raise ValueError(f"ttl_s {ttl_s!r} must be a number of seconds > 0")
+        deadline = time.monotonic() + _CAS_DEADLINE_S
+        attempt = 0
+        while True:
+            now = self._now()
+            window = period_window(budget.period, now)
+            key = _reservations_key(budget.scope, window)
+            version, active, usage = self._snapshot(budget.scope, window, key, now)
+            if reservation_id in active:
+                return _reservation_from(active[reservation_id], budget, window, key)
+            decision = self._decide(budget, window, usage, active, est_ug, estimate_source)
+            self._note_crossings(budget, window, usage.total_ug)
+            if not decision.allowed:
+                raise decision.to_exception()
+            entry = {
+                "reservation_id": reservation_id,
+                "estimate_ug": est_ug,
+                "estimate_kg": _ug_to_kg(est_ug),
+                "estimate_source": estimate_source,
+                "pipeline": pipeline,
+                "step": step,
+                "created_at": utc_iso(now),
+                "expires_at": utc_iso(now + timedelta(seconds=float(ttl_s))),
+            }
+            try:
+                self._write_reservations(key, budget, window, [*active.values(), entry], version)
+            except PreconditionFailed:
+                if time.monotonic() > deadline:
+                    raise BudgetError(
+                        f"could not reserve in {budget.scope} {window.key_part}: the "
+                        f"reservations document kept changing for {_CAS_DEADLINE_S:g} s"
+                    ) from None
+                _backoff(attempt)
+                attempt += 1
+                continue
+            logger.debug(
+                "reserved %s kg of %s for %s", entry["estimate_kg"], budget.scope, reservation_id
+            )
+            return _reservation_from(entry, budget, window, key)
+
+    def release(self, reservation: Reservation) -> bool:
+        """Drop a reservation before it expires (a step skipped, or charged under another id)."""
+        deadline = time.monotonic() + _CAS_DEADLINE_S
+        attempt = 0
+        while True:
+            doc, version = self._read_reservations(reservation.document_key)
+            if version is None or not any(
+                r.get("reservation_id") == reservation.reservation_id for r in doc
+            ):
+                return False
+            kept = [r for r in doc if r.get("reservation_id") != reservation.reservation_id]
+            try:
+                self.store.replace(
+                    reservation.document_key,
+                    _reservations_doc(
+                        reservation.scope, reservation.period, reservation.period_id, kept
+                    ),
+                    if_version=version,
+                )
+                return True
+            except PreconditionFailed:
+                if time.monotonic() > deadline:
+                    raise BudgetError(f"could not release {reservation.reservation_id}") from None
+                _backoff(attempt)
+                attempt += 1
+
+    def settle(self, reservation: Reservation, record: ChargeableRecord) -> Charge:
+        """Charge the step's record; the charge replaces the reservation."""
+        charge = self.charge(record, run_scope=reservation.scope.startswith("run:"))
+        # The charge settles the reservation only if it lands under the reservation's id and
+        # scope; otherwise drop the reservation now rather than let it hold the slice till TTL.
+        if record.record_id != reservation.reservation_id or reservation.scope not in record_scopes(
+            record, run=True
+        ):
+            self.release(reservation)
+        return charge
+
+    def _read_reservations(self, key: str) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            obj = self.store.get(key)
+        except ObjectNotFound:
+            return [], None
+        try:
+            doc = json.loads(obj.data)
+            entries = doc["reservations"]
+            if not isinstance(entries, list):
+                raise TypeError("reservations is not a list")
+            return [e for e in entries if _valid_entry(e)], obj.version
+        except (ValueError, KeyError, TypeError) as exc:
+            # Overwriting it (by version) is the repair; losing a reservation only loosens a gate.
+            logger.warning("ignoring unreadable reservations document %s: %s", key, exc)
+            return [], obj.version
+
+    def _write_reservations(
+        self,
+        key: str,
+        budget: Budget,
+        window: PeriodWindow,
+        entries: list[dict[str, Any]],
+        version: str | None,
+    ) -> None:
+        data = _reservations_doc(budget.scope, window.period, window.period_id, entries)
+        if version is None:
+            self.store.put_if_absent(key, data)
+        else:
+            self.store.replace(key, data, if_version=version)
+
+    def _snapshot(
+        self, scope: str, window: PeriodWindow, key: str, now: datetime
+    ) -> tuple[str | None, dict[str, dict[str, Any]], _Usage]:
+        # Read reservations before listing charges: a charge landing in between is then seen
+        # by the listing, so its reservation counts as settled, never twice and never zero times.
+        doc, version = self._read_reservations(key)
+        usage = self._usage(scope, window)
+        active = {
+            e["reservation_id"]: e
+            for e in doc
+            if e["reservation_id"] not in usage.entries and parse_utc(e["expires_at"]) > now
+        }
+        return version, active, usage
+
+    # -- status and decisions ------------------------------------------------------------------
+
+    def _budget_for(self, scope: str, period: str | None) -> Budget:
+        matches = [b for b in self.budgets if b.scope == scope and period in (None, b.period)]
+        if len(matches) != 1:
+            known = ", ".join(f"{b.scope} ({b.period})" for b in self.budgets) or "none"
+            problem = "has no budget" if not matches else "has budgets for several periods"
+            raise ValueError(
+                f"scope {scope!r} {problem} in this ledger (known: {known}); "
+                "pass the Budget, or period="
+            )
+        return matches[0]
+
+    def status(self, scope_or_budget: str | Budget, *, period: str | None = None) -> BudgetStatus:
+        """Report used, reserved, remaining, burn rate and days left of a budget in its period.
+
+        A scope string names one of the ledger's ``budgets`` (``period`` picks among several).
+        """
+        if isinstance(scope_or_budget, Budget):
+            budget = scope_or_budget
+        else:
+            parse_scope(scope_or_budget)
+            budget = self._budget_for(scope_or_budget, period)
+        now = self._now()
+        window = period_window(budget.period, now)
+        key = _reservations_key(budget.scope, window)
+        _, active, usage = self._snapshot(budget.scope, window, key, now)
+        used_ug = usage.total_ug
+        reserved_ug = sum(int(e["estimate_ug"]) for e in active.values())
+        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        remaining_kg = _ug_to_kg(limit_ug - used_ug - reserved_ug)
+        start = window.start
+        if start is None and usage.first_date is not None:
+            # A total budget's burn rate runs from the day of its first charge.
+            start = datetime.fromisoformat(usage.first_date).replace(tzinfo=timezone.utc)
+        burn = 0.0
+        if start is not None and used_ug:
+            # A floor of an hour keeps the first minutes of a period from showing a wild rate.
+            elapsed_days = max((now - start).total_seconds(), 3600.0) / 86400.0
+            burn = _ug_to_kg(used_ug) / elapsed_days
+        self._note_crossings(budget, window, used_ug)
+        return BudgetStatus(
+            scope=budget.scope,
+            period=window.period,
+            period_id=window.period_id,
+            period_start=start,
+            period_end=window.end,
+            limit_kg=_ug_to_kg(limit_ug),
+            warn_ratio=budget.warn_ratio,
+            used_kg=_ug_to_kg(used_ug),
+            reserved_kg=_ug_to_kg(reserved_ug),
+            remaining_kg=remaining_kg,
+            percent=100.0 * used_ug / limit_ug,
+            burn_rate_kg_per_day=burn,
+            days_left=max(remaining_kg, 0.0) / burn if burn > 0 else None,
+            warning=used_ug >= budget.warn_ratio * limit_ug,
+            exceeded=used_ug > limit_ug,
+            charges=len(usage.entries),
+            reservations=len(active),
+            on_exceed=budget.on_exceed,
+        )
+
+    def check(
+        self, budget: Budget, estimate_kg: float, *, estimate_source: str = "given"
+    ) -> GateDecision:
+        """Decide whether ``estimate_kg`` fits ``budget`` now, without reserving anything."""
+        est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
+        now = self._now()
+        window = period_window(budget.period, now)
+        _, active, usage = self._snapshot(
+            budget.scope, window, _reservations_key(budget.scope, window), now
+        )
+        self._note_crossings(budget, window, usage.total_ug)
+        return self._decide(budget, window, usage, active, est_ug, estimate_source)
+
+    @staticmethod
+    def _decide(
+        budget: Budget,
+        window: PeriodWindow,
+        usage: _Usage,
+        active: Mapping[str, Mapping[str, Any]],
+        est_ug: int,
+        estimate_source: str,
+    ) -> GateDecision:
+        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        reserved_ug = sum(int(e["estimate_ug"]) for e in active.values())
+        remaining_ug = limit_ug - usage.total_ug - reserved_ug
+        allowed = est_ug <= remaining_ug
+        figures = (
+            f"used {_ug_to_kg(usage.total_ug):.6g} kg + reserved {_ug_to_kg(reserved_ug):.6g} kg "
+            f"+ estimate {_ug_to_kg(est_ug):.6g} kg ({estimate_source}) "
+            f"{'<=' if allowed else '>'} limit {_ug_to_kg(limit_ug):.6g} kg"
+        )
+        if allowed:
+            message = f"budget {budget.scope} {window.key_part}: fits: {figures}"
+        else:
+            message = (
+                f"budget {budget.scope} {window.key_part} would be exceeded: {figures}; "
+                f"on_exceed={budget.on_exceed}"
+            )
+        return GateDecision(
+            allowed=allowed,
+            action="run" if allowed else budget.on_exceed,
+            on_exceed=budget.on_exceed,
+            scope=budget.scope,
+            period_id=window.period_id,
+            used_kg=_ug_to_kg(usage.total_ug),
+            reserved_kg=_ug_to_kg(reserved_ug),
+            limit_kg=_ug_to_kg(limit_ug),
+            estimate_kg=_ug_to_kg(est_ug),
+            estimate_source=estimate_source,
+            remaining_kg=_ug_to_kg(remaining_ug),
+            message=message,
+        )
+
+    def _note_crossings(self, budget: Budget, window: PeriodWindow, used_ug: int) -> None:
+        # Logged once per crossing: this process remembers what it logged, and a create-only
+        # marker in the store keeps other processes and pods from logging the same crossing.
+        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        for kind, reached in (
+            ("warning", used_ug >= budget.warn_ratio * limit_ug),
+            ("exceeded", used_ug > limit_ug),
+        ):
+            if not reached:
+                continue
+            marker = (
+                f"{BUDGETS_PREFIX}/{scope_key(budget.scope)}/{window.key_part}/alerts/"
+                f"{kind}-{limit_ug}-{budget.warn_ratio:g}.json"
+            )
+            with self._alerted_lock:
+                if marker in self._alerted:
+                    continue
+                self._alerted.add(marker)
+            body = {"scope": budget.scope, "kind": kind, "used_ug": used_ug, "limit_ug": limit_ug}
+            try:
+                self.store.put_if_absent(marker, json.dumps(body, sort_keys=True).encode())
+            except PreconditionFailed:
+                continue  # someone else logged this crossing
+            except StoreError as exc:
+                logger.debug("cannot write alert marker %s (%s); logging anyway", marker, exc)
+            used_kg, limit_kg = _ug_to_kg(used_ug), _ug_to_kg(limit_ug)
+            if kind == "warning":
+                logger.warning(
+                    "carbon budget %s %s passed %g%% of its limit: %.6g of %.6g kg CO2e used",
+                    budget.scope,
+                    window.key_part,
+                    100 * budget.warn_ratio,
+                    used_kg,
+                    limit_kg,
+                )
+            else:
+                logger.warning(
+                    "carbon budget %s %s exceeded: %.6g of %.6g kg CO2e used",
+                    budget.scope,
+                    window.key_part,
+                    used_kg,
+                    limit_kg,
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _parse_charge_key(scope: str, base: str, key: str) -> ChargeEntry | None:
+    parts = key[len(base) :].split("/")
+    if len(parts) != 3 or not parts[0].startswith("date=") or not parts[1].startswith("step="):
+        return None
+    m = _CHARGE_FILE.match(parts[2])
+    if m is None:
+        return None
+    return ChargeEntry(
+        scope=scope,
+        record_id=m["rid"],
+        emissions_ug=int(m["ug"]),
+        date=parts[0][len("date=") :],
+        step=parts[1][len("step=") :],
+        key=key,
+    )
+
+
+def _ended_order(entry: ChargeEntry) -> tuple[str, str]:
+    return entry.ended_at or "", entry.record_id
+
+
+def _reservations_key(scope: str, window: PeriodWindow) -> str:
+    return f"{BUDGETS_PREFIX}/{scope_key(scope)}/{window.key_part}/reservations.json"
+
+
+def _reservations_doc(
+    scope: str, period: str, period_id: str, entries: list[dict[str, Any]]
+) -> bytes:
+    doc = {
+        "schema": _DOC_SCHEMA,
+        "scope": scope,
+        "period": period,
+        "period_id": period_id,
+        "reservations": sorted(entries, key=lambda e: str(e["reservation_id"])),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _valid_entry(entry: object) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    try:
+        parse_utc(entry["expires_at"])
+        return isinstance(entry["reservation_id"], str) and int(entry["estimate_ug"]) >= 0
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def _reservation_from(
+    entry: Mapping[str, Any], budget: Budget, window: PeriodWindow, key: str
+) -> Reservation:
+    return Reservation(
+        reservation_id=entry["reservation_id"],
+        scope=budget.scope,
+        period=window.period,
+        period_id=window.period_id,
+        estimate_kg=_ug_to_kg(int(entry["estimate_ug"])),
+        estimate_source=str(entry.get("estimate_source", "given")),
+        created_at=parse_utc(entry.get("created_at") or entry["expires_at"]),
+        expires_at=parse_utc(entry["expires_at"]),
+        document_key=key,
+    )

@@ -1,0 +1,162 @@
+"""The inspection and maintenance commands: ``detect``, ``report``, ``budget``, ``flush``, ``config``.
+
+Each takes the parsed arguments and returns the exit code; ``--json`` prints the data instead
+of the text (:func:`carbonpipe.cli.app.emit`).
+"""
+
+from __future__ import annotations
+
+from carbonpipe.cli.console import emit
+from carbonpipe.errors import CarbonpipeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+
+# -- detect / report / budget / flush / config ----------------------------------------------
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Print the detected location and its intensity."""
+    import time
+
+    from carbonpipe.config import resolve_settings
+    from carbonpipe.intensity.table import lookup_intensity
+
+    t0 = time.perf_counter()
+    loc = resolve_settings().locate(
+        provider=args.provider, region=args.region, country_iso=args.country
+    )
+    intensity = lookup_intensity(loc.provider, loc.region, loc.country_iso)
+    data: dict[str, Any] = {
+        "provider": loc.provider,
+        "region": loc.region,
+        "country_iso": loc.country_iso,
+        "intensity_g_per_kwh": intensity.intensity_g_per_kwh,
+        "detected_by": loc.detected_by,
+        "intensity_source": intensity.to_source_dict(),
+        "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
+    }
+    if loc.notes:
+        data["notes"] = list(loc.notes)
+    src = intensity.to_source_dict()
+    text = "\n".join(
+        [
+            f"provider:   {loc.provider or '-'}   ({loc.detected_by})",
+            f"region:     {loc.region or '-'}",
+            f"country:    {loc.country_iso or '-'}",
+            f"intensity:  {intensity.intensity_g_per_kwh:g} g CO2e/kWh "
+            f"({src['kind']}: {src['name']}, {src['vintage']})",
+            f"elapsed:    {data['elapsed_ms']} ms",
+        ]
+        + [f"note:       {n}" for n in loc.notes]
+    )
+    emit(args, data, text)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the summary of the records in a store."""
+    from carbonpipe.config import resolve_settings
+    from carbonpipe.impact import format_energy, format_mass
+    from carbonpipe.report import summarize
+    from carbonpipe.stores.opener import open_store
+
+    store = open_store(args.store or resolve_settings().store)
+    summary = summarize(store, start=args.start, end=args.end, pipeline=args.pipeline)
+    data = {"store": store.uri, **summary.to_dict()}
+    lines = [
+        f"store:      {store.uri}",
+        f"records:    {summary.records} ({summary.failed} not succeeded)",
+        f"energy:     {format_energy(summary.energy_kwh)}",
+        f"emissions:  {format_mass(summary.emissions_kg_co2e)} CO2e",
+    ]
+    for name, p in sorted(summary.by_pipeline.items()):
+        lines.append(
+            f"  {name}: {int(p['records'])} records, {format_energy(p['energy_kwh'])}, "
+            f"{format_mass(p['emissions_kg_co2e'])} CO2e"
+        )
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    """Print the status of one budget, or of every budget in carbon.yaml."""
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.budgets.ledger import BudgetLedger
+    from carbonpipe.config import resolve_settings
+    from carbonpipe.stores.opener import open_store
+
+    s = resolve_settings(config_file=args.config, store=args.store)
+    budgets = list(s.budgets)
+    if args.scope:
+        budgets = [b for b in budgets if b.scope == args.scope]
+        if args.limit_kg is not None:
+            budgets = [
+                Budget(scope=args.scope, period=args.period or "month", limit_kg_co2e=args.limit_kg)
+            ]
+        if not budgets:
+            raise CarbonpipeError(
+                f"no budget for scope {args.scope!r} in carbon.yaml; pass --limit-kg (and --period)"
+            )
+    if args.period:
+        budgets = [
+            Budget(
+                scope=b.scope,
+                period=args.period,
+                limit_kg_co2e=b.limit_kg_co2e,
+                warn_ratio=b.warn_ratio,
+                on_exceed=b.on_exceed,
+            )
+            for b in budgets
+        ]
+    if not budgets:
+        raise CarbonpipeError(
+            "no budgets configured: give SCOPE and --limit-kg, or add budgets to carbon.yaml"
+        )
+    ledger = BudgetLedger(open_store(s.store))
+    statuses = [ledger.status(b) for b in budgets]
+    data = [st.to_dict() for st in statuses]
+    lines = []
+    for b, st in zip(budgets, statuses, strict=True):
+        days = "-" if st.days_left is None else f"{st.days_left:.1f}"
+        flag = " EXCEEDED" if st.exceeded else (" WARNING" if st.warning else "")
+        lines.append(
+            f"{b.scope} [{b.period}]: {st.used_kg * 1000:.3f} g used + {st.reserved_kg * 1000:.3f} g "
+            f"reserved of {st.limit_kg * 1000:.3f} g ({st.percent:.1f}%), "
+            f"{st.burn_rate_kg_per_day * 1000:.3f} g/day, {days} days left{flag}"
+        )
+    emit(args, data if args.scope is None else data[0], "\n".join(lines))
+    return 0
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    """Deliver every spooled record to its store."""
+    from carbonpipe.stores import spool
+
+    report = spool.replay(args.spool_dir)
+    data = {
+        "delivered": report.delivered,
+        "duplicates": report.duplicates,
+        "remaining": report.remaining,
+        "failed": list(report.failed),
+    }
+    emit(
+        args,
+        data,
+        f"delivered {report.delivered}, duplicates {report.duplicates}, remaining {report.remaining}"
+        + "".join(f"\n  failed: {f}" for f in report.failed),
+    )
+    return 0 if report.remaining == 0 else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved settings and their sources."""
+    from carbonpipe.config import resolve_settings
+
+    s = resolve_settings(config_file=args.config)
+    data = s.to_dict()
+    width = max(len(k) for k in data)
+    text = "\n".join(f"{k:<{width}}  {v['value']!s:<30}  ({v['source']})" for k, v in data.items())
+    emit(args, data, text)
+    return 0

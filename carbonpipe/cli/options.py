@@ -1,0 +1,53 @@
+"""The options of ``carbonpipe run``, as argparse keyword arguments, in tables.
+
+The parser is built from these tables, and so is the scan that reads a plain ``run`` command
+line before argparse is imported (:func:`carbonpipe.cli.run.scan_run`).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping
+    from typing import Any
+
+
+# The options of ``carbonpipe run``, as argparse keyword arguments. The parser is built from these
+# tables, and so is the scan that reads a plain ``run`` command line before argparse is imported.
+_IDENTITY_OPTIONS: dict[str, dict[str, Any]] = {
+    "--project": {"help": "project name (CARBONPIPE_PROJECT)"},
+    "--experiment": {"help": "experiment name (CARBONPIPE_EXPERIMENT)"},
+    "--pipeline": {"help": "pipeline name; default: the project (CARBONPIPE_PIPELINE)"},
+    "--team": {"help": "team name for team budgets (CARBONPIPE_TEAM)"},
+    "--run-id": {"help": "run id grouping the steps (CARBONPIPE_RUN_ID)"},
+    "--store": {"help": "folder, s3://bucket/prefix or gs://bucket/prefix (CARBONPIPE_STORE)"},
+    "--config": {"help": "carbon.yaml to read (CARBONPIPE_CONFIG)"},
+}
+_LOCATION_OPTIONS: dict[str, dict[str, Any]] = {
+    "--provider": {"help": "cloud provider: gcp, aws or azure (skip detection)"},
+    "--region": {"help": "the provider's region, e.g. europe-west1"},
+    "--country": {"help": "ISO country code when off-cloud, e.g. FR or FRA"},
+}
+_BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
+    "--budget-scope": {"help": "budget scope, e.g. pipeline:train or team:ranking"},
+    "--budget-kg": {"type": float, "help": "budget limit in kg CO2e for --budget-scope"},
+    "--budget-period": {"default": "month", "choices": ["month", "quarter", "year", "total"]},
+    "--on-exceed": {"default": "fail", "choices": ["fail", "skip"]},
+}
+_RUN_OPTIONS: dict[str, dict[str, Any]] = {
+    **_IDENTITY_OPTIONS,
+    **_LOCATION_OPTIONS,
+    "--step": {"default": None, "help": "step name (default: the command's name)"},
+    "--attempt": {"type": int, "default": None, "help": "attempt number (retries)"},
+    "--tracking-mode": {"choices": ["machine", "process", "offline"], "default": None},
+    **_BUDGET_OPTIONS,
+    "--label": {"action": "append", "default": [], "metavar": "KEY=VALUE"},
+    "--metrics-json": {"help": "also write the step's metrics as JSON to this file"},
+    "--json": {"action": "store_true", "help": "print the metrics as JSON to stderr"},
+}
+
+
+def _add_options(p: argparse.ArgumentParser, options: Mapping[str, Mapping[str, Any]]) -> None:
+    for flag, kwargs in options.items():
+        p.add_argument(flag, **kwargs)

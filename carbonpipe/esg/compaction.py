@@ -1,0 +1,127 @@
+"""Compaction: a closed day's JSON records rewritten as one Parquet part, idempotently."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from carbonpipe.errors import PreconditionFailed
+from carbonpipe.stores.base import Store
+from carbonpipe.stores.local import LocalStore
+from carbonpipe.stores.opener import open_store
+
+if TYPE_CHECKING:
+    pass
+from carbonpipe.esg.period import Period, parse_period
+from carbonpipe.esg.rows import (
+    COMPACT_SCHEMA,
+    _arrow_schema,
+    _fetch,
+    _list_day,
+    _pending,
+    _read_part,
+    _record_id_of,
+    _records_table,
+    part_key,
+)
+
+log = logging.getLogger(__name__)
+DEFAULT_SETTLE = timedelta(days=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compaction
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What compacting one day did: records in the part, records added, ids skipped as invalid."""
+
+    day: str
+    records: int
+    added: int
+    skipped: int
+    written: bool
+
+
+def closed_days(
+    period: Period, *, now: datetime | None = None, settle: timedelta = DEFAULT_SETTLE
+) -> list[date]:
+    """Return the period's days that ended at least ``settle`` before ``now``."""
+    now = now or datetime.now(timezone.utc)
+    out = []
+    for d in period.days():
+        end = datetime.combine(d + timedelta(days=1), datetime.min.time(), timezone.utc)
+        if end + settle <= now:
+            out.append(d)
+    return out
+
+
+def compact_day(store: Store, day: date | str, *, workers: int = 8) -> Compaction:
+    """Fold a day's JSON records that its part lacks into the part (create or compare-and-swap)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    day = day.isoformat() if isinstance(day, date) else day
+    keys, ids = _list_day(store, day)
+    part = _read_part(store, day)
+    new_keys = _pending(keys, ids, part)
+    if not new_keys:
+        return Compaction(
+            day, part.table.num_rows if part else 0, 0, len(part.skipped) if part else 0, False
+        )
+    if isinstance(store, LocalStore):  # parsing holds the GIL: threads only help remote reads
+        fetched = [(k, _fetch(store, k)) for k in new_keys]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            fetched = list(pool.map(lambda k: (k, _fetch(store, k)), new_keys))
+    records = [r for _, r in fetched if r is not None]
+    skipped = set(part.skipped if part else ()) | {
+        _record_id_of(k) for k, r in fetched if r is None
+    }
+    tables = [part.table.cast(_arrow_schema())] if part else []
+    tables.append(_records_table(records, day))
+    table = pa.concat_tables(tables)
+    table = table.take(pa.compute.sort_indices(table, [("record_id", "ascending")]))
+    table = table.replace_schema_metadata(
+        {"schema": COMPACT_SCHEMA, "date": day, "skipped": json.dumps(sorted(skipped))}
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    try:
+        if part is None:
+            store.put_if_absent(
+                part_key(day), buf.getvalue(), content_type="application/vnd.apache.parquet"
+            )
+        else:
+            store.replace(
+                part_key(day),
+                buf.getvalue(),
+                if_version=part.version,
+                content_type="application/vnd.apache.parquet",
+            )
+    except PreconditionFailed:
+        # Another compactor won; its part is as valid as ours and readers add what it lacks.
+        log.info("carbonpipe: %s was compacted concurrently; keeping the other writer's part", day)
+        return Compaction(day, table.num_rows, 0, len(skipped), False)
+    return Compaction(day, table.num_rows, len(records), len(skipped), True)
+
+
+def compact(
+    store: Store | str,
+    period: str | Period,
+    *,
+    now: datetime | None = None,
+    settle: timedelta = DEFAULT_SETTLE,
+    workers: int = 4,
+) -> list[Compaction]:
+    """Compact every closed day of ``period`` (days still open are left to the JSON path)."""
+    store = open_store(store)
+    days = closed_days(parse_period(period), now=now, settle=settle)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda d: compact_day(store, d), days))

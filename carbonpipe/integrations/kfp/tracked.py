@@ -1,0 +1,182 @@
+"""The body of a ``@carbon_component``: gate, measure and record the user's function, and publish
+its figures to the step's ``Output[Metrics]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from carbonpipe.errors import BudgetExceeded
+
+if TYPE_CHECKING:
+    from carbonpipe.step import CarbonMetrics
+    from carbonpipe.tracker import CarbonTracker
+from carbonpipe.integrations.kfp.context import (
+    _MAX_ATTEMPTS,
+    ATTEMPT_ENV,
+    KfpContext,
+    MetricsArtifact,
+    StepSkipped,
+    publish_metrics,
+)
+
+log = logging.getLogger("carbonpipe")
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def step_metrics(metrics: CarbonMetrics) -> dict[str, float]:
+    """The figures a tracked step shows in the KFP UI (numbers only, as KFP's Metrics wants)."""
+    out = {
+        "energy_kwh": metrics.energy_consumed_kwh,
+        "cpu_energy_kwh": metrics.cpu_energy_kwh,
+        "gpu_energy_kwh": metrics.gpu_energy_kwh,
+        "ram_energy_kwh": metrics.ram_energy_kwh,
+        "emissions_g_co2e": metrics.emissions_g_co2e,
+        "emissions_kg_co2e": metrics.emissions_kg_co2e,
+        "intensity_g_per_kwh": metrics.carbon_intensity_g_per_kwh,
+        "duration_s": metrics.duration_s,
+        "tracking_errors": float(len(metrics.tracking_errors)),
+    }
+    if metrics.budget_percent is not None:
+        out["budget_percent"] = metrics.budget_percent
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracked steps
+
+
+def make_tracker(config: Mapping[str, Any], identity: KfpContext) -> CarbonTracker:
+    """Build the step's tracker: decoration-time settings, then the run's identity, then env."""
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.tracker import CarbonTracker
+
+    budget = config.get("budget")
+    return CarbonTracker(
+        project_name=config.get("project"),
+        experiment_name=config.get("experiment"),
+        # The pipeline's store parameter is the most specific: it names where this run records.
+        output_dir=identity.store or config.get("store"),
+        cloud_provider=config.get("cloud_provider"),
+        cloud_region=config.get("cloud_region"),
+        country_iso_code=config.get("country_iso_code"),
+        tracking_mode=config.get("tracking_mode"),
+        pipeline=config.get("pipeline") or identity.pipeline,
+        team=config.get("team"),
+        run_id=identity.run_id,
+        budget=Budget(**budget) if budget else None,
+    )
+
+
+def resolve_attempt(tracker: CarbonTracker, step: str) -> int | None:
+    """Return the attempt number of ``step`` in this run: ``CARBONPIPE_ATTEMPT``, else one more
+    than the attempts already recorded today or yesterday (KFP retries reuse run and task).
+
+    ``None`` (the tracker's default, 1) when the run id was not given or the store cannot say.
+    """
+    env = os.environ.get(ATTEMPT_ENV)
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"{ATTEMPT_ENV} must be an integer >= 1, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"{ATTEMPT_ENV} must be an integer >= 1, got {env!r}")
+        return value
+    if not tracker.settings.run_id:
+        return None
+    from carbonpipe.record import RECORDS_PREFIX, make_record_id, partition_value
+
+    s = tracker.settings
+    today = datetime.now(timezone.utc).date()
+    try:
+        seen: set[str] = set()
+        for day in (today - timedelta(days=1), today):
+            prefix = (
+                f"{RECORDS_PREFIX}/date={day.isoformat()}/pipeline={partition_value(s.pipeline)}/"
+            )
+            seen.update(
+                k.rsplit("/", 1)[-1].removesuffix(".json") for k in tracker.store.list(prefix)
+            )
+    except Exception as exc:  # the store is down: the record will be spooled as attempt 1
+        log.debug("carbonpipe: cannot list earlier attempts of %s: %s", step, exc)
+        return None
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        if make_record_id(s.project, s.pipeline, tracker.run_id, step, attempt) not in seen:
+            return attempt
+    return _MAX_ATTEMPTS + 1
+
+
+def run_tracked_step(
+    func: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    *,
+    config: Mapping[str, Any],
+    metrics: MetricsArtifact | None = None,
+    identity: Mapping[str, object] | None = None,
+) -> Any:
+    """Run ``func(**kwargs)`` as one tracked step and return its result.
+
+    The budget (if any) gates the step before it starts; ``BudgetExceeded`` propagates when its
+    ``on_exceed`` is ``fail``. With ``skip`` the function is not called and ``None`` returned
+    (a component that declares a return value cannot be skipped: :class:`StepSkipped`). The
+    step's figures go to ``metrics`` and its record to the store; a tracking failure never
+    changes the function's result or exception.
+    """
+    from carbonpipe.step_identity import step_identity
+
+    ctx = KfpContext.from_inputs(identity)
+    step = config.get("step") or ctx.task or config.get("function") or func.__name__
+    tracker = make_tracker(config, ctx)
+    who = step_identity(
+        orchestrator="kfp",
+        pipeline=tracker.settings.pipeline,
+        run_id=tracker.run_id,
+        task=step,
+        attempt=resolve_attempt(tracker, step) or 1,
+        native=ctx.native(),
+        labels=config.get("labels"),
+    )
+    try:
+        handle = tracker.start_tracking(who.step, attempt=who.attempt, labels=who.labels)
+    except BudgetExceeded as exc:
+        if exc.on_exceed != "skip":
+            print(f"carbonpipe: {step} not started: {exc}", file=sys.stderr)
+            raise
+        if config.get("returns_value"):
+            raise StepSkipped(
+                f"{step} was skipped by its carbon budget ({exc}), but its component returns a "
+                "value that the next steps need; gate it with budget_gate and dsl.If instead",
+                scope=exc.scope,
+                used_kg=exc.used_kg,
+                reserved_kg=exc.reserved_kg,
+                limit_kg=exc.limit_kg,
+                estimate_kg=exc.estimate_kg,
+                on_exceed="skip",
+            ) from exc
+        print(f"carbonpipe: skipped {step}: {exc}", file=sys.stderr)
+        publish_metrics(metrics, {"skipped": 1.0})
+        return None
+    with handle:
+        result = func(**kwargs)
+    try:
+        figures = tracker.stop_tracking(step)
+        publish_metrics(metrics, step_metrics(figures))
+        print(
+            f"carbonpipe: step {who.step!r} attempt {who.attempt} of run {tracker.run_id} "
+            f"recorded as {figures.record_id} in {tracker.settings.store}",
+            file=sys.stderr,
+        )
+    except Exception as exc:  # the step succeeded; its figures are a by-product
+        log.warning("carbonpipe: could not publish the metrics of %s: %s", step, exc)
+        return result
+    figures.raise_for_regression()  # only with `regression: fail`, after the record is written
+    return result

@@ -1,0 +1,188 @@
+"""A tracked step while it runs (:func:`current_step`) and what it measured (:class:`CarbonMetrics`).
+
+The running step is found through a context variable, so remote attribution
+(:mod:`carbonpipe.trace`) and the Optuna integration reach it without importing the tracker.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from carbonpipe.record import Record, make_record_id
+
+if TYPE_CHECKING:
+    from carbonpipe.budgets.status import BudgetStatus, Reservation
+    from carbonpipe.impact import Equivalents
+    from carbonpipe.measure.meter import Meter
+    from carbonpipe.tracker import CarbonTracker
+
+_current_step: contextvars.ContextVar[_Step | None] = contextvars.ContextVar(
+    "carbonpipe_current_step", default=None
+)
+
+
+def current_step() -> _Step | None:
+    """Return the tracked step running in this context, if any (for remote attribution)."""
+    return _current_step.get()
+
+
+@dataclass(frozen=True)
+class CarbonMetrics:
+    """What one tracked step cost: energy, emissions and where they were priced."""
+
+    step: str
+    status: str
+    duration_s: float
+    energy_consumed_kwh: float
+    emissions_kg_co2: float
+    carbon_intensity_g_per_kwh: float
+    cpu_energy_kwh: float
+    gpu_energy_kwh: float
+    ram_energy_kwh: float
+    remote_energy_kwh: float
+    cpu_power_w: float
+    gpu_power_w: float
+    ram_power_w: float
+    cloud_provider: str | None
+    cloud_region: str | None
+    country_iso_code: str | None
+    record_id: str
+    record: Record
+    tracking_errors: tuple[str, ...] = ()
+    budget_status: BudgetStatus | None = None
+    alerts: tuple[Mapping[str, Any], ...] = field(default=())
+
+    @property
+    def emissions_kg_co2e(self) -> float:
+        """Alias of ``emissions_kg_co2`` with the unit the records use."""
+        return self.emissions_kg_co2
+
+    @property
+    def emissions_g_co2e(self) -> float:
+        """Emissions in grams of CO2e."""
+        return self.emissions_kg_co2 * 1000.0
+
+    @property
+    def budget_percent(self) -> float | None:
+        """Share of the step's budget used after this step, if a budget was attached."""
+        return None if self.budget_status is None else self.budget_status.percent
+
+    @property
+    def regression_failed(self) -> bool:
+        """Whether a baseline regression alert asks for the step to fail (``regression: fail``)."""
+        return any(a.get("action") == "fail" for a in self.alerts)
+
+    def raise_for_regression(self) -> None:
+        """Raise :class:`CarbonRegression` if an alert asks for a failure; for KFP and Airflow."""
+        if self.regression_failed:
+            from carbonpipe.errors import CarbonRegression
+
+            messages = "; ".join(str(a.get("message", a)) for a in self.alerts)
+            raise CarbonRegression(messages, alerts=tuple(dict(a) for a in self.alerts))
+
+    def equivalents(self) -> Equivalents:
+        """Numeric everyday equivalents (phone charges, car km, tree minutes, LED hours)."""
+        from carbonpipe.impact import equivalents
+
+        return equivalents(self.energy_consumed_kwh, self.emissions_kg_co2)
+
+    def emissions_comparison(self) -> dict[str, str]:
+        """Everyday comparisons as sentences, keyed ``smartphone_charges``, ``car_distance``, ..."""
+        from carbonpipe.impact import emissions_comparison
+
+        return emissions_comparison(self.energy_consumed_kwh, self.emissions_kg_co2)
+
+    def summary_line(self) -> str:
+        """One line for logs: energy, CO2, intensity, location and a comparison."""
+        from carbonpipe.impact import summary_line
+
+        where = "/".join(p for p in (self.cloud_provider, self.cloud_region) if p) or (
+            self.country_iso_code or "world average"
+        )
+        return summary_line(
+            self.energy_consumed_kwh,
+            self.emissions_kg_co2,
+            self.carbon_intensity_g_per_kwh,
+            location=where,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the figures as a JSON-ready mapping (what KFP and Airflow publish)."""
+        return {
+            "step": self.step,
+            "status": self.status,
+            "record_id": self.record_id,
+            "duration_s": self.duration_s,
+            "energy_kwh": self.energy_consumed_kwh,
+            "emissions_kg_co2e": self.emissions_kg_co2,
+            "emissions_g_co2e": self.emissions_g_co2e,
+            "intensity_g_per_kwh": self.carbon_intensity_g_per_kwh,
+            "cpu_energy_kwh": self.cpu_energy_kwh,
+            "gpu_energy_kwh": self.gpu_energy_kwh,
+            "ram_energy_kwh": self.ram_energy_kwh,
+            "remote_energy_kwh": self.remote_energy_kwh,
+            "cloud_provider": self.cloud_provider,
+            "cloud_region": self.cloud_region,
+            "country_iso_code": self.country_iso_code,
+            "budget_percent": self.budget_percent,
+            "tracking_errors": list(self.tracking_errors),
+        }
+
+
+class _Step:
+    """One running step: its meter, its reservation and the remote energy attributed to it."""
+
+    def __init__(self, tracker: CarbonTracker, name: str, attempt: int, labels: dict[str, str]):
+        self.tracker = tracker
+        self.name = name
+        self.attempt = attempt
+        self.labels = labels
+        self.started_at = datetime.now(timezone.utc)
+        self.meter: Meter | None = None
+        self.reservation: Reservation | None = None
+        self.errors: list[str] = []
+        self.remote: dict[str, dict[str, Any]] = {}
+        self.metrics: CarbonMetrics | None = None
+        self._token: contextvars.Token[_Step | None] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def record_id(self) -> str:
+        s = self.tracker.settings
+        return make_record_id(s.project, s.pipeline, self.tracker.run_id, self.name, self.attempt)
+
+    def add_remote(self, server: str, *, energy_kwh: float, emissions_kg_co2e: float) -> None:
+        """Attribute a model server's reported energy (``x_carbon_trace``) to this step."""
+        with self._lock:
+            entry = self.remote.setdefault(
+                server, {"server": server, "count": 0, "energy_kwh": 0.0, "emissions_kg_co2e": 0.0}
+            )
+            entry["count"] += 1
+            entry["energy_kwh"] += energy_kwh
+            entry["emissions_kg_co2e"] += emissions_kg_co2e
+
+    # The handle returned by start_tracking is this object: it is a context manager too.
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.tracker._finish(self, _status_for(exc))
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return "succeeded"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "killed"
+    return "failed"

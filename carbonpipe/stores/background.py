@@ -1,0 +1,57 @@
+"""Spool replay off the step's path: once per process in the background, and again at exit."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("carbonpipe")
+
+
+_replay_lock = threading.Lock()
+_replay_started = False
+
+
+def _replay_spool_in_background() -> None:
+    """Replay records a previous run spooled, without slowing the step (once per process)."""
+    global _replay_started
+    with _replay_lock:
+        if _replay_started:
+            return
+        _replay_started = True
+    try:
+        from carbonpipe.stores import spool
+
+        if not spool.pending():
+            return
+    except Exception as exc:
+        log.debug("carbonpipe: spool check failed: %s", exc)
+        return
+    threading.Thread(target=_replay_quietly, name="carbonpipe-replay", daemon=True).start()
+
+
+def _replay_quietly() -> None:
+    try:
+        from carbonpipe.stores import spool
+
+        report = spool.replay()
+        if report.delivered:
+            log.info("carbonpipe: replayed %d spooled object(s)", report.delivered)
+    except Exception as exc:
+        log.warning("carbonpipe: spool replay failed, will retry later: %s", exc)
+
+
+@atexit.register
+def _replay_at_exit() -> None:
+    try:
+        from carbonpipe.stores import spool
+
+        if spool.pending():
+            spool.replay()
+    except Exception:  # interpreter shutdown: nothing useful left to do
+        pass

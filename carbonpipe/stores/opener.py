@@ -1,0 +1,33 @@
+"""Open the store a URI names: the backend comes from a scheme table and loads on first use."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from carbonpipe.stores.base import Store
+from carbonpipe.stores.uri import parse_store_uri
+
+# scheme -> the backend class, imported only when a URI of that scheme is opened (boto3 and
+# google-cloud-storage cost a tracked step hundreds of milliseconds it should not pay for a
+# local folder). Each takes (bucket or folder, prefix, **options).
+BACKENDS: dict[str, str] = {
+    "file": "carbonpipe.stores.local:LocalStore",
+    "s3": "carbonpipe.stores.s3:S3Store",
+    "gs": "carbonpipe.stores.gcs:GCSStore",
+}
+
+
+def open_store(uri: str | os.PathLike[str] | Store | None = None, **options: Any) -> Store:
+    """Open the store a URI names: a folder, ``s3://bucket/prefix`` or ``gs://bucket/prefix``.
+
+    ``options`` go to the backend (``endpoint_url=``, ``client=`` ...). ``None`` opens the
+    default local folder ``./carbon-artifacts``.
+    """
+    if isinstance(uri, Store):
+        return uri
+    scheme, bucket, prefix = parse_store_uri(uri)
+    module, _, name = BACKENDS[scheme].partition(":")
+    backend: type[Any] = getattr(importlib.import_module(module), name)
+    return backend(bucket, prefix, **options)  # type: ignore[no-any-return]

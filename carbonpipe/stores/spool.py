@@ -1,0 +1,465 @@
+"""Nothing is lost: objects a store could not take wait in a local spool until ``replay``.
+
+``deliver`` writes create-if-absent. When the store is down, slow or refuses us, the object goes
+into the spool instead, and ``replay`` (run by the tracker at start and at exit, and by
+``carbonpipe flush``) delivers it later to the store it was meant for. The layout::
+
+    <spool>/pending/<digest>.json     one envelope per object: target store URI, key,
+                                      content type, base64 bytes (written by temp + rename)
+    <spool>/conflicts/<digest>.json   bytes that met different bytes under the same key
+    <spool>/invalid/<name>            envelopes replay could not read, kept for a human
+    <spool>/tmp/                      half-written envelopes
+
+The digest covers (store, key, bytes), so spooling the same object twice leaves one file.
+Replays claim each envelope with ``flock`` before delivering it, so several processes can
+replay one spool at once and each object is delivered exactly once. Envelopes hold store
+URIs and non-secret options only; credentials are never written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from carbonpipe.errors import ObjectNotFound, PreconditionFailed, StoreUnavailable
+from carbonpipe.stores.base import Store, check_key
+from carbonpipe.stores.opener import open_store
+from carbonpipe.stores.redact import redact
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_SCHEMA = "carbonpipe.spool/1"
+DEFAULT_SPOOL_DIR = Path("~/.cache/carbonpipe/spool")
+PENDING, CONFLICTS, INVALID, TMP = "pending", "conflicts", "invalid", "tmp"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What ``deliver`` did with one object."""
+
+    key: str
+    stored: bool
+    spooled: bool
+    duplicate: bool
+    error: str | None
+    spool_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What one ``replay`` did: counts, and a message per object it could not deliver."""
+
+    delivered: int
+    duplicates: int
+    remaining: int
+    failed: list[str] = field(default_factory=list)
+    conflicts: int = 0
+
+
+@dataclass(frozen=True)
+class SpooledItem:
+    """One object waiting in the spool."""
+
+    path: Path
+    store_uri: str
+    key: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    spooled_at: str
+    error: str
+
+    def read_data(self) -> bytes:
+        """Return the object's bytes."""
+        return _decode(json.loads(self.path.read_bytes()))[1]
+
+
+def spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve the spool folder: ``path``, else ``CARBONPIPE_SPOOL_DIR``, else the home cache."""
+    chosen = (
+        path if path is not None else os.environ.get("CARBONPIPE_SPOOL_DIR") or DEFAULT_SPOOL_DIR
+    )
+    return Path(chosen).expanduser().absolute()
+
+
+# The public functions take a ``spool_dir`` argument, which hides the function of that name.
+_resolve = spool_dir
+
+
+def _store_options(store: Store) -> dict[str, str]:
+    options = store.reopen_options()
+    return {str(k): redact(str(v)) for k, v in options.items() if v is not None}
+
+
+def _digest(uri: str, key: str, data: bytes) -> str:
+    h = hashlib.sha256()
+    for part in (uri.encode(), b"\0", key.encode(), b"\0", data):
+        h.update(part)
+    return h.hexdigest()[:40]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself survive a power cut; some filesystems refuse, which is harmless.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(folder: Path, name: str, payload: bytes) -> Path:
+    """Write ``folder/name`` so that readers see the whole file or nothing."""
+    tmp_dir = folder.parent / TMP
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        target = folder / name
+        os.replace(tmp, target)
+        _fsync_dir(folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def _envelope(store: Store, key: str, data: bytes, content_type: str, error: str) -> dict[str, Any]:
+    return {
+        "schema": ENVELOPE_SCHEMA,
+        "store": redact(store.uri),
+        "store_options": _store_options(store),
+        "key": key,
+        "content_type": content_type,
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "spooled_at": _now(),
+        "error": redact(error),
+        "data_b64": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def _decode(envelope: Any) -> tuple[dict[str, Any], bytes]:
+    """Validate an envelope and return it with its bytes; raise ``ValueError`` if unusable."""
+    if not isinstance(envelope, dict) or envelope.get("schema") != ENVELOPE_SCHEMA:
+        raise ValueError(f"not a {ENVELOPE_SCHEMA} envelope")
+    for name in ("store", "key", "content_type", "data_b64"):
+        if not isinstance(envelope.get(name), str):
+            raise ValueError(f"envelope field {name!r} is missing or not a string")
+    try:
+        data = base64.b64decode(envelope["data_b64"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"envelope bytes are not valid base64: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != envelope.get("sha256", hashlib.sha256(data).hexdigest()):
+        raise ValueError("envelope bytes do not match their sha256")
+    options = envelope.setdefault("store_options", {})
+    if not isinstance(options, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in options.items()
+    ):
+        raise ValueError("envelope field 'store_options' must map strings to strings")
+    check_key(envelope["key"])
+    return envelope, data
+
+
+def _create(store: Store, key: str, data: bytes, content_type: str) -> tuple[str, bytes | None]:
+    """Write create-if-absent; return ("stored" | "duplicate" | "conflict", existing bytes)."""
+    for _ in range(3):
+        try:
+            store.put_if_absent(key, data, content_type=content_type)
+            return "stored", None
+        except PreconditionFailed:
+            try:
+                existing = store.get(key).data
+            except ObjectNotFound:
+                continue  # deleted between our write and our read: try the write again
+            return ("duplicate", None) if existing == data else ("conflict", existing)
+    raise StoreUnavailable(f"{store.url_for(key)} keeps appearing and disappearing")
+
+
+def _keep_conflict(
+    root: Path, store: Store, key: str, data: bytes, content_type: str, existing: bytes
+) -> tuple[Path, str]:
+    message = (
+        f"{store.url_for(key)} already holds different bytes (sha256 "
+        f"{hashlib.sha256(existing).hexdigest()[:12]}, ours {hashlib.sha256(data).hexdigest()[:12]})"
+    )
+    envelope = _envelope(store, key, data, content_type, message)
+    envelope["existing_sha256"] = hashlib.sha256(existing).hexdigest()
+    path = _write_atomic(
+        root / CONFLICTS,
+        f"{_digest(redact(store.uri), key, data)}.json",
+        json.dumps(envelope).encode(),
+    )
+    return path, redact(f"{message}; our bytes are kept in {path}")
+
+
+def deliver(
+    store: Store,
+    key: str,
+    data: bytes,
+    *,
+    spool_dir: str | os.PathLike[str] | None = None,
+    content_type: str = "application/json",
+) -> Delivery:
+    """Write ``key`` once to ``store``, or spool it for ``replay``; never raise for store failures.
+
+    Identical bytes already at ``key`` count as delivered (``duplicate=True``). Different bytes
+    are never overwritten: ours go to the spool's ``conflicts/`` folder and ``error`` says so.
+    Raises :class:`StoreUnavailable` only when the spool itself cannot be written.
+    """
+    check_key(key)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    root = _resolve(spool_dir)
+    try:
+        outcome, existing = _create(store, key, data, content_type)
+    except Exception as exc:  # anything at all: the bytes must reach the spool
+        error = redact(f"{type(exc).__name__}: {exc}")
+        try:
+            path = _spool(root, store, key, data, content_type, error)
+        except Exception as spool_exc:
+            raise StoreUnavailable(
+                redact(
+                    f"cannot deliver {store.url_for(key)} ({error}) and cannot spool it under "
+                    f"{root} ({type(spool_exc).__name__}: {spool_exc})"
+                )
+            ) from spool_exc
+        log.warning(
+            "%s could not take %s (%s); spooled to %s until `carbonpipe flush` or the next replay",
+            redact(store.uri),
+            key,
+            error,
+            path,
+        )
+        return Delivery(
+            key=key, stored=False, spooled=True, duplicate=False, error=error, spool_path=str(path)
+        )
+    if outcome == "conflict":
+        assert existing is not None
+        try:
+            path, message = _keep_conflict(root, store, key, data, content_type, existing)
+        except OSError as spool_exc:
+            raise StoreUnavailable(
+                redact(
+                    f"{store.url_for(key)} holds different bytes and the spool under {root} "
+                    f"cannot keep ours ({spool_exc})"
+                )
+            ) from spool_exc
+        log.error("conflicting write refused: %s", message)
+        return Delivery(
+            key=key,
+            stored=False,
+            spooled=False,
+            duplicate=False,
+            error=message,
+            spool_path=str(path),
+        )
+    return Delivery(
+        key=key,
+        stored=outcome == "stored",
+        spooled=False,
+        duplicate=outcome == "duplicate",
+        error=None,
+    )
+
+
+def _spool(root: Path, store: Store, key: str, data: bytes, content_type: str, error: str) -> Path:
+    envelope = _envelope(store, key, data, content_type, error)
+    name = f"{_digest(envelope['store'], key, data)}.json"
+    return _write_atomic(root / PENDING, name, json.dumps(envelope).encode())
+
+
+@contextlib.contextmanager
+def _claimed(path: Path) -> Iterator[BinaryIO | None]:
+    """Lock ``path`` for this process, or yield ``None`` if another replay holds it or it is gone."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - the lock must live as long as the handle
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        # The file may have been delivered and unlinked between our open() and our lock.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        yield fh if same else None
+    finally:
+        fh.close()  # closing drops the lock
+
+
+def _move_aside(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    os.replace(path, target)
+    return target
+
+
+def _pending_paths(root: Path) -> list[Path]:
+    """Envelopes waiting in the spool, oldest first."""
+    try:
+        candidates = list((root / PENDING).glob("*.json"))
+    except OSError:
+        return []
+    entries = []
+    for path in candidates:
+        try:
+            entries.append((path.stat().st_mtime_ns, path.name, path))
+        except FileNotFoundError:
+            continue  # delivered by a concurrent replay while we listed
+    return [path for _, _, path in sorted(entries)]
+
+
+@dataclass
+class _Replay:
+    """The running state of one ``replay`` call."""
+
+    root: Path
+    store: Store | None
+    opened: dict[str, Store] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    delivered: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def target(self, uri: str, options: dict[str, str]) -> Store | None:
+        """The store an envelope names, opened once per replay; None if it cannot be opened."""
+        if self.store is not None:
+            return self.store
+        if uri not in self.opened:
+            try:
+                self.opened[uri] = open_store(uri, **options)
+            except Exception as exc:
+                self.broken[uri] = redact(f"cannot open {uri}: {type(exc).__name__}: {exc}")
+                self.failed.append(self.broken[uri])
+                return None
+        return self.opened[uri]
+
+    def one(self, path: Path, raw: bytes) -> None:
+        """Deliver one claimed envelope; unlink it only once its bytes are safe elsewhere."""
+        try:
+            envelope, data = _decode(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            moved = _move_aside(path, self.root / INVALID)
+            self.failed.append(f"{path.name}: unreadable spool envelope ({exc}); moved to {moved}")
+            log.error("unreadable spool envelope %s (%s); moved to %s", path, exc, moved)
+            return
+        uri, key, content_type = envelope["store"], envelope["key"], envelope["content_type"]
+        if self.store is not None and uri != redact(self.store.uri):
+            return  # another store's object: left for a replay of that store
+        if uri in self.broken:
+            return  # this store already failed in this replay; do not wait on it again
+        target = self.target(uri, envelope.get("store_options", {}))
+        if target is None:
+            return
+        try:
+            outcome, existing = _create(target, key, data, content_type)
+            if outcome == "conflict":
+                assert existing is not None
+                _, message = _keep_conflict(self.root, target, key, data, content_type, existing)
+        except Exception as exc:
+            self.broken[uri] = redact(f"{uri}/{key}: {type(exc).__name__}: {exc}")
+            self.failed.append(self.broken[uri])
+            log.warning("replay to %s stopped: %s", uri, self.broken[uri])
+            return
+        if outcome == "conflict":
+            self.conflicts += 1
+            self.failed.append(message)
+            log.error("conflicting spooled write refused: %s", message)
+        elif outcome == "duplicate":
+            self.duplicates += 1
+        else:
+            self.delivered += 1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def replay(
+    spool_dir: str | os.PathLike[str] | None = None, *, store: Store | None = None
+) -> ReplayReport:
+    """Deliver every spooled object to its store, removing each envelope only after success.
+
+    With ``store``, only that store's objects are replayed (through that instance); otherwise
+    each object's store is reopened with ``open_store`` from the URI and options in its
+    envelope. Safe to run from several processes at once: each envelope is claimed with
+    ``flock``. A store that fails is not tried again for its other objects in the same replay,
+    so a replay against a store that is down returns quickly. ``remaining`` counts every
+    envelope still pending afterwards, whatever its store.
+    """
+    state = _Replay(root=_resolve(spool_dir), store=store)
+    try:
+        for path in _pending_paths(state.root):
+            with _claimed(path) as fh:
+                if fh is not None:
+                    state.one(path, fh.read())
+    finally:
+        for opened in state.opened.values():
+            with contextlib.suppress(Exception):
+                opened.close()
+    remaining = len(_pending_paths(state.root))
+    if state.delivered or state.duplicates or state.failed:
+        log.info(
+            "spool replay: %d delivered, %d duplicates, %d conflicts, %d remaining",
+            state.delivered,
+            state.duplicates,
+            state.conflicts,
+            remaining,
+        )
+    return ReplayReport(
+        delivered=state.delivered,
+        duplicates=state.duplicates,
+        remaining=remaining,
+        failed=state.failed,
+        conflicts=state.conflicts,
+    )
+
+
+def pending(spool_dir: str | os.PathLike[str] | None = None) -> list[SpooledItem]:
+    """List the objects waiting in the spool, oldest first (unreadable envelopes are skipped)."""
+    items = []
+    for path in _pending_paths(_resolve(spool_dir)):
+        try:
+            envelope, data = _decode(json.loads(path.read_bytes()))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        items.append(
+            SpooledItem(
+                path=path,
+                store_uri=envelope["store"],
+                key=envelope["key"],
+                content_type=envelope["content_type"],
+                size_bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                spooled_at=str(envelope.get("spooled_at", "")),
+                error=str(envelope.get("error", "")),
+            )
+        )
+    return items

@@ -1,0 +1,71 @@
+"""Store URIs: parse and check one with no import, and open the backend it names.
+
+``carbonpipe run`` refuses a bad URI before it starts the command, so :func:`parse_store_uri`
+imports nothing; :func:`open_store` picks the backend from a scheme table and imports it then.
+"""
+
+from __future__ import annotations
+
+import os
+
+from carbonpipe.errors import InvalidStoreURI
+
+DEFAULT_STORE = "./carbon-artifacts"
+ACCEPTED_FORMS = (
+    "a local folder path, file:///abs/path, s3://bucket[/prefix] or gs://bucket[/prefix]"
+)
+
+_EDGE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_S3_CHARS = _EDGE_CHARS | frozenset(".-")  # S3 general purpose bucket naming rules
+_GS_CHARS = _EDGE_CHARS | frozenset("._-")  # GCS: dotted names may reach 222 characters
+
+
+def _bucket_and_prefix(rest: str, chars: frozenset[str], max_len: int) -> tuple[str, str] | None:
+    bucket, _, prefix = rest.partition("/")
+    if (
+        not 3 <= len(bucket) <= max_len
+        or bucket[0] not in _EDGE_CHARS
+        or bucket[-1] not in _EDGE_CHARS
+        or not chars.issuperset(bucket)
+        or "\n" in prefix
+    ):
+        return None
+    return bucket, prefix.strip("/")
+
+
+def parse_store_uri(uri: str | os.PathLike[str] | None) -> tuple[str, str, str]:
+    """Split a store URI into (scheme, bucket or folder, prefix); raise naming the accepted forms.
+
+    Cheap and offline: it imports no backend, so callers can validate configuration early.
+    """
+    if uri is None:
+        uri = DEFAULT_STORE
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidStoreURI(f"store URI {uri!r} is empty or not a string; use {ACCEPTED_FORMS}")
+    uri = uri.strip()
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "s3":
+        parts = _bucket_and_prefix(rest, _S3_CHARS, 63) if uri.startswith("s3://") else None
+        if parts is None:
+            raise InvalidStoreURI(
+                f"store URI {uri!r} is not a valid S3 URI; expected s3://bucket[/prefix] "
+                "with a lower-case bucket name of 3-63 characters"
+            )
+        return ("s3", *parts)
+    if scheme in ("gs", "gcs"):
+        parts = _bucket_and_prefix(rest, _GS_CHARS, 222)
+        if parts is None:
+            raise InvalidStoreURI(
+                f"store URI {uri!r} is not a valid GCS URI; expected gs://bucket[/prefix]"
+            )
+        return ("gs", *parts)
+    if scheme == "file":
+        return "file", rest, ""
+    if scheme:
+        raise InvalidStoreURI(
+            f"store URI {uri!r} has unsupported scheme {scheme!r}; use {ACCEPTED_FORMS}"
+        )
+    return "file", uri, ""
