@@ -11,6 +11,8 @@ The hierarchy::
     │   ├── StoreUnavailable              unreachable, timed out, 5xx: the spool takes over
     │   ├── StorePermissionDenied         credentials refused (401/403)
     │   ├── ObjectNotFound (KeyError)     no object at that key
+    │   ├── ObjectRejected                this object can never be written as it is (name too
+    │   │                                 long or invalid, a 400): the spool quarantines it
     │   └── PreconditionFailed            a conditional write lost (object exists / changed)
     ├── BudgetError
     │   └── BudgetExceeded                a step that would overrun its budget was gated
@@ -62,6 +64,16 @@ class ObjectNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want a sentence.
         return str(self.args[0]) if self.args else "object not found"
+
+
+class ObjectRejected(StoreError):
+    """The store refuses this one object for good (its key or body), not the store as a whole.
+
+    Raised for a key the local filesystem cannot hold (too long, invalid, unencodable) and for
+    a 4xx from S3 or GCS that no retry can change (400, 411, 413, 414, ...). Retrying the same
+    request cannot succeed, so the spool moves the object to its quarantine instead of
+    retrying it before every other object.
+    """
 
 
 class PreconditionFailed(StoreError):

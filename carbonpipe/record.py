@@ -27,7 +27,10 @@ DETECTED_BY = ("metadata", "argument", "env", "default", "world")
 METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
 RECORDS_PREFIX = "records/v1"
 
-_PARTITION_SAFE = re.compile(r"[^A-Za-z0-9._\-]")
+_KEY_SAFE = re.compile(r"[A-Za-z0-9._\-]+")
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
+# Room for the sanitised text of an identity value (at most 200 characters) in one key part.
+_KEY_PART_CHARS = 200
 
 
 def make_record_id(project: str, pipeline: str, run_id: str, step: str, attempt: int) -> str:
@@ -36,9 +39,34 @@ def make_record_id(project: str, pipeline: str, run_id: str, step: str, attempt:
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
+def key_hash(value: str, chars: int = 8) -> str:
+    """A short hex digest of ``value``'s true text, which keeps sanitised key parts apart."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:chars]
+
+
 def partition_value(value: str) -> str:
-    """Return ``value`` made safe for a Hive partition folder name."""
-    return _PARTITION_SAFE.sub("_", value) or "_"
+    """Return ``value`` as a Hive partition folder name, one value to one name.
+
+    A key-safe value (letters, digits, ``._-``) is its own name, so existing stores keep their
+    keys; any other value is its sanitised form plus a short hash of its true text
+    (``team/a`` -> ``team_a-<hash>``), so values that differ only in characters a key cannot
+    hold do not share a folder. The record itself keeps the true value.
+    """
+    if _KEY_SAFE.fullmatch(value):
+        return value
+    return f"{_KEY_UNSAFE.sub('_', value)[:_KEY_PART_CHARS]}-{key_hash(value)}"
+
+
+def partition_values(value: str) -> tuple[str, ...]:
+    """The folder names records of ``value`` may be under: :func:`partition_value`'s, then the
+    lossy one earlier versions wrote (``ranking v2`` -> ``ranking_v2``) if it differs.
+
+    A reader that lists the second folder must keep only the records whose ``pipeline`` field
+    is ``value``: other values may share that folder.
+    """
+    legacy = _KEY_UNSAFE.sub("_", value) or "_"
+    current = partition_value(value)
+    return (current,) if legacy == current else (current, legacy)
 
 
 def utc_iso(ts: datetime) -> str:

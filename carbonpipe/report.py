@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from carbonpipe.errors import InvalidRecord
-from carbonpipe.record import RECORDS_PREFIX, Record, partition_value
+from carbonpipe.record import RECORDS_PREFIX, Record, partition_values
 from carbonpipe.stores.base import Store
 
 log = logging.getLogger("carbonpipe")
@@ -26,7 +26,12 @@ def record_keys(
     end: date | None = None,
     pipeline: str | None = None,
 ) -> Iterator[str]:
-    """Yield the keys of records ended between ``start`` and ``end`` (inclusive, UTC dates)."""
+    """Yield the keys of records ended between ``start`` and ``end`` (inclusive, UTC dates).
+
+    With ``pipeline``, the keys under its partition folders (see
+    :func:`carbonpipe.record.partition_values`); the older, lossy folder may hold other
+    pipelines' records too, so read records are to be kept only if their ``pipeline`` matches.
+    """
     if start is not None and end is not None and end < start:
         raise ValueError(f"end ({end}) is before start ({start})")
     if start is None or end is None or (end - start).days > 366:
@@ -36,14 +41,17 @@ def record_keys(
             f"{RECORDS_PREFIX}/date={(start + timedelta(days=i)).isoformat()}/"
             for i in range((end - start).days + 1)
         ]
-    part = f"pipeline={partition_value(pipeline)}/" if pipeline else None
-    for prefix in prefixes:
-        if part and prefix != f"{RECORDS_PREFIX}/":
-            prefix += part
-        for key in store.list(prefix):
+    parts = [f"pipeline={p}/" for p in partition_values(pipeline)] if pipeline else []
+    listings = [
+        prefix + part
+        for prefix in prefixes
+        for part in (parts if parts and prefix != f"{RECORDS_PREFIX}/" else [""])
+    ]
+    for listing in listings:
+        for key in store.list(listing):
             if not key.endswith(".json"):
                 continue
-            if part and f"/{part}" not in key:
+            if parts and not any(f"/{part}" in key for part in parts):
                 continue
             d = key[len(RECORDS_PREFIX) + len("/date=") :][:10]
             if start is not None and d < start.isoformat():
@@ -116,5 +124,6 @@ def summarize(
     """Summarise the records of ``store`` in a date range (all of them by default)."""
     summary = Summary()
     for rec in read_records(store, record_keys(store, start=start, end=end, pipeline=pipeline)):
-        summary.add(rec)
+        if not pipeline or rec.pipeline == pipeline:
+            summary.add(rec)
     return summary

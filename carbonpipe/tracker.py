@@ -31,7 +31,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from carbonpipe._checks import check_attempt
+from carbonpipe._checks import (
+    check_attempt,
+    check_identity,
+    check_identity_settings,
+    check_label_keys,
+)
 from carbonpipe.config import Settings, resolve_settings
 from carbonpipe.errors import BudgetExceeded
 from carbonpipe.record import Record, utc_iso
@@ -114,6 +119,12 @@ class CarbonTracker:
         ):
             raise TypeError("labels must map strings to strings, e.g. {'model': 'bert'}")
         parse_store_uri(self.settings.store)  # a bad URI is refused before any step runs
+        # A name no store key can hold is refused now, not when its record cannot be written.
+        check_identity_settings(
+            self.settings,
+            {"project": "project_name", "experiment": "experiment_name", "labels": "labels"},
+            labels,
+        )
         self.labels: dict[str, str] = dict(labels or {})
         self.run_id: str = self.settings.run_id or uuid.uuid4().hex
         self._store: Store | None = output_dir if isinstance(output_dir, Store) else None
@@ -242,6 +253,8 @@ class CarbonTracker:
         if not isinstance(step, str) or not step:
             raise ValueError(f"step must be a non-empty string, got {step!r}")
         check_attempt(attempt)
+        check_identity("step", step)
+        check_label_keys(labels)
         with self._lock:
             if step in self._open:
                 raise ValueError(f"step {step!r} is already being tracked; stop it first")

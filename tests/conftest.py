@@ -38,6 +38,8 @@ os.environ.update(_SAFE_ENV)
 # One cache folder for the session, warmed once: CodeCarbon's hardware detection costs ~2 s per
 # empty cache. Tests of the cache itself point CARBONPIPE_CACHE_DIR at a folder of their own.
 _hardware_cache = Path(tempfile.mkdtemp(prefix="carbonpipe-cache-"))
+# Hypothesis keeps its caches in ./.hypothesis unless told otherwise: tests write only under tmp.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(_hardware_cache / "hypothesis"))
 
 
 @pytest.fixture(scope="session", autouse=True)

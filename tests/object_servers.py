@@ -322,7 +322,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         body = self._read_body()
-        fault = proxy._next_fault()
+        fault = proxy._next_fault(self.path.encode() + b" " + body)
         if fault is not None:
             status, code = fault
             if proxy.flavour == "gcs":
@@ -378,14 +378,17 @@ class FaultProxy:
         self._status: int | None = None if upstream else 503
         self._code: str | None = None
         self._times: int | None = None
+        self._match: bytes | None = None
         self._server: _ProxyHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def _next_fault(self) -> tuple[int, str | None] | None:
+    def _next_fault(self, request: bytes = b"") -> tuple[int, str | None] | None:
         with self._lock:
             self.requests += 1
             if self._status is None:
                 return None
+            if self._match is not None and self._match not in request:
+                return None  # a request for another object passes
             fault = (self._status, self._code)
             if self._times is not None:
                 self._times -= 1
@@ -425,17 +428,26 @@ class FaultProxy:
         if self.upstream is None:
             raise RuntimeError("this FaultProxy has no upstream to forward to")
         with self._lock:
-            self._status, self._code, self._times = None, None, None
+            self._status, self._code, self._times, self._match = None, None, None, None
         self.start()
 
     def down(self) -> None:
         """Refuse connections, as a store that is down does."""
         self.stop()
 
-    def fail(self, status: int = 503, *, code: str | None = None, times: int | None = None) -> None:
-        """Answer ``status`` (S3 error ``code``) to the next ``times`` requests, or to all."""
+    def fail(
+        self,
+        status: int = 503,
+        *,
+        code: str | None = None,
+        times: int | None = None,
+        match: str | None = None,
+    ) -> None:
+        """Answer ``status`` (S3 error ``code``) to the next ``times`` requests, or to all; with
+        ``match``, only requests whose path or body holds it fail (one object's key)."""
         with self._lock:
             self._status, self._code, self._times = status, code, times
+            self._match = None if match is None else match.encode()
         self.start()
 
     def deny(self) -> None:

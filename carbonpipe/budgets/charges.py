@@ -73,12 +73,17 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._\-]")
 
 
 def safe_name(name: str) -> str:
-    """Return ``name`` usable as one key part; unsafe names get a hash suffix so they stay unique."""
+    """Return ``name`` usable as one key part, one name to one part.
+
+    A key-safe name is its own part (so existing ledgers keep their keys); any other name is
+    its sanitised form plus a hash of its true text (``team/a`` -> ``team_a-<hash>``), so
+    names that differ only in characters a key cannot hold never share a scope folder.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name {name!r} must be a non-empty string")
-    if _SAFE_NAME.match(name):
+    if _SAFE_NAME.fullmatch(name):  # fullmatch: "$" would let a trailing newline through
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     return f"{_UNSAFE_CHARS.sub('_', name).lstrip('.')}-{digest}"
 
 

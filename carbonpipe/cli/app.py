@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     fl = sub.add_parser("flush", help="deliver records spooled while a store was down")
     fl.add_argument("--spool-dir")
+    fl.add_argument(
+        "--retry-quarantined",
+        action="store_true",
+        help="move the quarantined entries back to pending and replay them with the others",
+    )
     fl.add_argument("--json", action="store_true")
 
     cfg = sub.add_parser("config", help="show the resolved settings and where each came from")

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from carbonpipe.stores.spool import ReplayReport
+
 
 # -- detect / report / budget / flush / config ----------------------------------------------
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -134,20 +136,41 @@ def cmd_flush(args: argparse.Namespace) -> int:
     """Deliver every spooled record to its store."""
     from carbonpipe.stores import spool
 
-    report = spool.replay(args.spool_dir)
-    data = {
+    report = spool.replay(args.spool_dir, retry_quarantined=args.retry_quarantined)
+    data: dict[str, Any] = {
         "delivered": report.delivered,
         "duplicates": report.duplicates,
         "remaining": report.remaining,
         "failed": list(report.failed),
+        "quarantined": len(report.quarantined),
+        "quarantine": [q.to_dict() for q in report.quarantined],
+        "released": report.released,
     }
     emit(
         args,
         data,
         f"delivered {report.delivered}, duplicates {report.duplicates}, remaining {report.remaining}"
-        + "".join(f"\n  failed: {f}" for f in report.failed),
+        + "".join(f"\n  failed: {f}" for f in report.failed)
+        + _quarantine_text(report),
     )
-    return 0 if report.remaining == 0 else 1
+    return 0 if report.remaining == 0 and not report.quarantined else 1
+
+
+def _quarantine_text(report: ReplayReport) -> str:
+    """What flush says about the quarantine: each entry, its reason and where it is."""
+    if not report.quarantined and not report.released:
+        return ""
+    text = f"\nquarantined {len(report.quarantined)}"
+    if report.released:
+        text += f" (after retrying {report.released})"
+    for q in report.quarantined:
+        text += f"\n  {q.reason}: {q.path}\n    {q.error}"
+    if report.quarantined:
+        text += (
+            "\n  these can never be delivered as they are; each has a .reason.json beside it. "
+            "Fix the cause, then: carbonpipe flush --retry-quarantined"
+        )
+    return text
 
 
 def cmd_config(args: argparse.Namespace) -> int:

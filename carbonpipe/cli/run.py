@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from carbonpipe._checks import check_identity
 from carbonpipe.cli.console import configure_logging
 from carbonpipe.cli.options import _RUN_OPTIONS
 from carbonpipe.errors import BudgetExceeded, CarbonpipeError
@@ -105,9 +106,20 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+# How each identity setting is given on the command line, to name it in an error.
+_IDENTITY_OPTIONS = {
+    "project": "--project",
+    "experiment": "--experiment",
+    "pipeline": "--pipeline",
+    "team": "--team",
+    "run_id": "--run-id",
+    "labels": "--label",
+}
+
+
 def _checked_settings(args: argparse.Namespace) -> Settings:
     """Resolve and check what the tracker will be built from, so bad input stops the run early."""
-    from carbonpipe._checks import check_attempt
+    from carbonpipe._checks import check_attempt, check_identity_settings
     from carbonpipe.config import resolve_settings
     from carbonpipe.location.providers import normalize_provider
     from carbonpipe.stores.uri import parse_store_uri
@@ -126,7 +138,7 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
     if args.provider is not None:
         normalize_provider(args.provider, name="--provider")
     check_attempt(args.attempt, name="--attempt")
-    _labels(args.label)
+    check_identity_settings(settings, _IDENTITY_OPTIONS, _labels(args.label))
     return settings
 
 
@@ -176,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     step = args.step or os.path.basename(cmd[0])
     settings = _checked_settings(args)
+    check_identity("--step" if args.step else "the step name (the command's; or give --step)", step)
     if args.budget_scope is not None or settings.budgets:
         return _run_gated(args, cmd, step)  # the gate decides before the command may start
 

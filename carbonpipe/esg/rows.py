@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from carbonpipe.errors import InvalidRecord, ObjectNotFound
-from carbonpipe.record import RECORDS_PREFIX, Record, parse_utc, partition_value, utc_iso
+from carbonpipe.record import (
+    RECORDS_PREFIX,
+    Record,
+    parse_utc,
+    partition_values,
+    utc_iso,
+)
 from carbonpipe.stores.base import Store, StoredObject
 from carbonpipe.stores.local import LocalStore
 
@@ -171,22 +177,25 @@ def _record_id_of(key: str) -> str:
     return key.rsplit("/", 1)[-1][: -len(".json")]
 
 
-def _day_prefix(day: str, pipeline: str | None = None) -> str:
+def _day_prefixes(day: str, pipeline: str | None = None) -> list[str]:
+    """The folders of one day (of one pipeline: its folder, then the lossy one of old versions,
+    whose records the caller filters by their ``pipeline`` field)."""
     prefix = f"{RECORDS_PREFIX}/date={day}/"
-    return prefix + f"pipeline={partition_value(pipeline)}/" if pipeline else prefix
+    return [f"{prefix}pipeline={p}/" for p in partition_values(pipeline)] if pipeline else [prefix]
 
 
 def _list_day(store: Store, day: str, pipeline: str | None = None) -> tuple[list[str], list[str]]:
     """Return the JSON record keys of one day (of one pipeline) and their record ids."""
-    prefix = _day_prefix(day, pipeline)
+    prefixes = _day_prefixes(day, pipeline)
     if not isinstance(store, LocalStore):
-        found = [k for k in store.list(prefix) if k.endswith(".json")]
+        found = [k for prefix in prefixes for k in store.list(prefix) if k.endswith(".json")]
         return found, [_record_id_of(k) for k in found]
     # A million keys through the generic os.walk listing cost seconds; two listdir levels
     # of the same folders cost a fraction of that, with the same result (dot-files skipped).
+    prefix = prefixes[0]
     try:
         folders = (
-            [prefix]
+            prefixes
             if pipeline
             else [
                 f"{prefix}{name}/"

@@ -3,8 +3,9 @@
 ``base`` (the :class:`Store` interface and its per-method contracts), ``local``, ``s3``, ``gcs``
 (the backends), ``memory`` (an in-memory store for tests of other packages), ``uri`` (parse a
 store URI with no import), ``opener`` (:func:`open_store`, a scheme table), ``spool`` (what a
-store could not take waits on disk for replay), ``background`` (replay off the step's path),
-``redact`` (secrets out of errors and envelopes).
+store could not take waits on disk for replay), ``quarantine`` (what a store will never take,
+kept with the reason), ``background`` (replay off the step's path), ``redact`` (secrets out of
+errors and envelopes).
 
 May import: ``errors`` and the standard library; boto3 and google-cloud-storage only inside the
 backend that needs them.
@@ -28,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "S3Store": "carbonpipe.stores.s3",
     "deliver": "carbonpipe.stores.spool",
     "pending": "carbonpipe.stores.spool",
+    "quarantined": "carbonpipe.stores.spool",
     "replay": "carbonpipe.stores.spool",
     "DEFAULT_STORE": "carbonpipe.stores.uri",
     "parse_store_uri": "carbonpipe.stores.uri",
@@ -46,6 +48,7 @@ __all__ = [
     "open_store",
     "parse_store_uri",
     "pending",
+    "quarantined",
     "redact",
     "replay",
 ]
@@ -60,5 +63,5 @@ if TYPE_CHECKING:
     from carbonpipe.stores.opener import open_store
     from carbonpipe.stores.redact import redact
     from carbonpipe.stores.s3 import S3Store
-    from carbonpipe.stores.spool import deliver, pending, replay
+    from carbonpipe.stores.spool import deliver, pending, quarantined, replay
     from carbonpipe.stores.uri import DEFAULT_STORE, parse_store_uri

@@ -38,7 +38,8 @@ class StoredObject:
 
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative key, else raise ``ValueError`` naming it."""
-    if not isinstance(key, str) or not key or ".." in key.split("/") or not _KEY_RE.match(key):
+    # fullmatch, not match: "$" alone would let a key that ends in a newline through.
+    if not isinstance(key, str) or not key or ".." in key.split("/") or not _KEY_RE.fullmatch(key):
         raise ValueError(
             f"store key {key!r} is invalid: use '/'-separated parts of letters, digits and ._=-"
         )

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from carbonpipe.errors import (
     ObjectNotFound,
+    ObjectRejected,
     PreconditionFailed,
     StoreError,
     StorePermissionDenied,
@@ -293,6 +294,12 @@ def _translate(exc: Exception, what: str, url: str, bucket_404: bool) -> StoreEr
         ),
     ):
         return StoreUnavailable(f"{where}: GCS unreachable ({type(exc).__name__})")
+    if isinstance(exc, gx.ClientError) and not isinstance(exc, (gx.Conflict, gx.Cancelled)):
+        if exc.code == 408 or "bucket name" in _first_line(exc).lower():
+            # A timed-out request, or a bucket no key can be written to: the store, not the object.
+            return StoreUnavailable(f"{where}: GCS answered {exc.code}: {_first_line(exc)}")
+        # 400, 411, 413, 414, ...: this request for this object can never succeed as it is.
+        return ObjectRejected(f"{where}: GCS refuses this object ({exc.code}): {_first_line(exc)}")
     if isinstance(exc, gx.GoogleAPICallError):
         return StoreError(f"{where}: GCS answered {exc.code}: {_first_line(exc)}")
     return StoreError(f"{where}: {type(exc).__name__}: {_first_line(exc)}")

@@ -18,13 +18,30 @@ from typing import Any
 
 from carbonpipe.errors import (
     ObjectNotFound,
+    ObjectRejected,
     PreconditionFailed,
+    StoreError,
     StorePermissionDenied,
     StoreUnavailable,
 )
 from carbonpipe.stores.base import Store, StoredObject, check_key
 
 # Checked before anything else loads (``carbonpipe run``): it lives in a module of no imports.
+
+# The filesystem refuses the name itself (too long, invalid or unencodable here): no retry of
+# the same key can succeed, while other keys still can.
+_REJECTED_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
+
+
+def _os_error(what: str, path: Path, exc: OSError) -> StoreError:
+    """The carbonpipe error for an ``OSError`` met while writing ``path``."""
+    if exc.errno in _REJECTED_ERRNOS:
+        return ObjectRejected(
+            f"cannot {what} {path}: the filesystem refuses the name ({exc.strerror})"
+        )
+    if isinstance(exc, PermissionError):
+        return StorePermissionDenied(f"cannot {what} {path}: {exc}")
+    return StoreUnavailable(f"cannot {what} {path}: {exc}")
 
 
 class LocalStore(Store):
@@ -52,10 +69,8 @@ class LocalStore(Store):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        except PermissionError as exc:
-            raise StorePermissionDenied(f"cannot write under {path.parent}: {exc}") from exc
         except OSError as exc:
-            raise StoreUnavailable(f"cannot write under {path.parent}: {exc}") from exc
+            raise _os_error("write under", path.parent, exc) from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -78,7 +93,7 @@ class LocalStore(Store):
         except FileExistsError as exc:
             raise PreconditionFailed(f"{self.url_for(key)} already exists") from exc
         except OSError as exc:
-            raise StoreUnavailable(f"cannot create {path}: {exc}") from exc
+            raise _os_error("create", path, exc) from exc
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -141,6 +156,10 @@ class LocalStore(Store):
             raise StorePermissionDenied(f"cannot read {path}: {exc}") from exc
         except IsADirectoryError as exc:
             raise ObjectNotFound(f"{self.url_for(key)} is a folder, not an object") from exc
+        except OSError as exc:
+            if exc.errno in _REJECTED_ERRNOS:  # a name this filesystem cannot hold is not here
+                raise ObjectNotFound(f"no object at {self.url_for(key)} ({exc})") from exc
+            raise
         return StoredObject(key=key, data=data, version=self._version(st))
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -183,7 +202,7 @@ class LocalStore(Store):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise StoreUnavailable(f"cannot write {path}: {exc}") from exc
+            raise _os_error("write", path, exc) from exc
         return str(path)
 
     def url_for(self, key: str) -> str:

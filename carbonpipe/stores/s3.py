@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 from carbonpipe.errors import (
     ObjectNotFound,
+    ObjectRejected,
     PreconditionFailed,
     StoreError,
     StorePermissionDenied,
@@ -54,6 +55,19 @@ _UNAVAILABLE_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# 4xx answers about the bucket or the request's signing, not the object: every key would get
+# them, so the store as a whole is unusable until someone fixes its configuration.
+_STORE_CODES = frozenset(
+    {
+        "AuthorizationHeaderMalformed",
+        "IllegalLocationConstraintException",
+        "InvalidBucketName",
+        "InvalidBucketState",
+        "MissingSecurityHeader",
+        "PermanentRedirect",
+        "TemporaryRedirect",
+    }
+)
 # Real S3 answers 409 when two conditional writes to one key are in flight at once; the
 # request can simply be sent again, and the retry then wins or gets an honest 412.
 _CONFLICT_CODE = "ConditionalRequestConflict"
@@ -350,6 +364,12 @@ def _raise_for_client_error(
         raise StorePermissionDenied(
             f"cannot {what} {url}: S3 refused our credentials, {detail}"
         ) from exc
-    if code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
+    if code in _UNAVAILABLE_CODES or status >= 500 or status in (408, 429):
         raise StoreUnavailable(f"cannot {what} {url}: S3 unavailable, {detail}") from exc
+    if code in _STORE_CODES:
+        raise StoreUnavailable(f"cannot {what} {url}: S3 refuses the bucket, {detail}") from exc
+    if 400 <= status < 500 and status != 409:
+        # 400 (KeyTooLongError, InvalidArgument, ...), 411, 413, 414, ...: this request for this
+        # object can never succeed, however often it is sent.
+        raise ObjectRejected(f"cannot {what} {url}: S3 refuses this object, {detail}") from exc
     raise StoreError(f"cannot {what} {url}: {detail}") from exc

@@ -7,13 +7,20 @@ into the spool instead, and ``replay`` (run by the tracker at start and at exit,
     <spool>/pending/<digest>.json     one envelope per object: target store URI, key,
                                       content type, base64 bytes (written by temp + rename)
     <spool>/conflicts/<digest>.json   bytes that met different bytes under the same key
-    <spool>/invalid/<name>            envelopes replay could not read, kept for a human
+    <spool>/quarantine/<name>         entries that can never be delivered, each with a
+                                      <name>.reason.json (:mod:`carbonpipe.stores.quarantine`)
     <spool>/tmp/                      half-written envelopes
 
 The digest covers (store, key, bytes), so spooling the same object twice leaves one file.
 Replays claim each envelope with ``flock`` before delivering it, so several processes can
 replay one spool at once and each object is delivered exactly once. Envelopes hold store
 URIs and non-secret options only; credentials are never written.
+
+Each entry is replayed on its own, so one entry never holds back another. A store that is
+unavailable (down, throttling, timing out, refusing our credentials) is not tried again for
+the rest of that replay, and all its entries wait. An entry the store refuses for good
+(:class:`ObjectRejected`) and an envelope that cannot be read go to the quarantine; any other
+failure keeps the entry for the next replay and goes on with the next one.
 """
 
 from __future__ import annotations
@@ -26,23 +33,58 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from carbonpipe.errors import ObjectNotFound, PreconditionFailed, StoreUnavailable
+from carbonpipe.errors import (
+    ObjectNotFound,
+    ObjectRejected,
+    PreconditionFailed,
+    StorePermissionDenied,
+    StoreUnavailable,
+)
+from carbonpipe.stores._spoolfiles import CONFLICTS, INVALID, PENDING, QUARANTINE, TMP
+from carbonpipe.stores._spoolfiles import utc_now as _now
+from carbonpipe.stores._spoolfiles import write_atomic as _write_atomic
 from carbonpipe.stores.base import Store, check_key
 from carbonpipe.stores.opener import open_store
+from carbonpipe.stores.quarantine import (
+    REJECTED,
+    UNREADABLE,
+    QuarantinedItem,
+    adopt_invalid,
+    quarantine,
+    release,
+)
+from carbonpipe.stores.quarantine import quarantined as _quarantined
 from carbonpipe.stores.redact import redact
 
 log = logging.getLogger(__name__)
 
 ENVELOPE_SCHEMA = "carbonpipe.spool/1"
 DEFAULT_SPOOL_DIR = Path("~/.cache/carbonpipe/spool")
-PENDING, CONFLICTS, INVALID, TMP = "pending", "conflicts", "invalid", "tmp"
+__all__ = [
+    "CONFLICTS",
+    "DEFAULT_SPOOL_DIR",
+    "ENVELOPE_SCHEMA",
+    "INVALID",
+    "PENDING",
+    "QUARANTINE",
+    "TMP",
+    "Delivery",
+    "QuarantinedItem",
+    "ReplayReport",
+    "SpooledItem",
+    "deliver",
+    "pending",
+    "quarantined",
+    "replay",
+    "spool_dir",
+]
+# A store that cannot be used right now: its entries wait, and the replay stops trying it.
+_STORE_DOWN = (StoreUnavailable, StorePermissionDenied, TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)
@@ -59,13 +101,21 @@ class Delivery:
 
 @dataclass(frozen=True)
 class ReplayReport:
-    """What one ``replay`` did: counts, and a message per object it could not deliver."""
+    """What one ``replay`` did: counts, and a message per object it could not deliver.
+
+    ``remaining`` counts the entries still pending afterwards and ``quarantined`` lists every
+    entry in the quarantine afterwards, whatever their store; ``newly_quarantined`` counts those
+    this replay put there, and ``released`` those it took out to retry them.
+    """
 
     delivered: int
     duplicates: int
     remaining: int
     failed: list[str] = field(default_factory=list)
     conflicts: int = 0
+    quarantined: list[QuarantinedItem] = field(default_factory=list)
+    newly_quarantined: int = 0
+    released: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,41 +158,6 @@ def _digest(uri: str, key: str, data: bytes) -> str:
     for part in (uri.encode(), b"\0", key.encode(), b"\0", data):
         h.update(part)
     return h.hexdigest()[:40]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself survive a power cut; some filesystems refuse, which is harmless.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(folder: Path, name: str, payload: bytes) -> Path:
-    """Write ``folder/name`` so that readers see the whole file or nothing."""
-    tmp_dir = folder.parent / TMP
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        target = folder / name
-        os.replace(tmp, target)
-        _fsync_dir(folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
 
 
 def _envelope(store: Store, key: str, data: bytes, content_type: str, error: str) -> dict[str, Any]:
@@ -226,7 +241,9 @@ def deliver(
 
     Identical bytes already at ``key`` count as delivered (``duplicate=True``). Different bytes
     are never overwritten: ours go to the spool's ``conflicts/`` folder and ``error`` says so.
-    Raises :class:`StoreUnavailable` only when the spool itself cannot be written.
+    An object the store refuses for good (:class:`ObjectRejected`) is spooled straight into
+    the quarantine (``spool_path`` says where). Raises :class:`StoreUnavailable` only when the
+    spool itself cannot be written.
     """
     check_key(key)
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -246,13 +263,26 @@ def deliver(
                     f"{root} ({type(spool_exc).__name__}: {spool_exc})"
                 )
             ) from spool_exc
-        log.warning(
-            "%s could not take %s (%s); spooled to %s until `carbonpipe flush` or the next replay",
-            redact(store.uri),
-            key,
-            error,
-            path,
-        )
+        if isinstance(exc, ObjectRejected):
+            path = _quarantine_now(root, path, store, key, error)
+        if path.parent.name == QUARANTINE:
+            log.error(
+                "%s refuses %s for good (%s); kept in the spool's quarantine as %s "
+                "(`carbonpipe flush` lists it)",
+                redact(store.uri),
+                key,
+                error,
+                path,
+            )
+        else:
+            log.warning(
+                "%s could not take %s (%s); spooled to %s until `carbonpipe flush` or the next "
+                "replay",
+                redact(store.uri),
+                key,
+                error,
+                path,
+            )
         return Delivery(
             key=key, stored=False, spooled=True, duplicate=False, error=error, spool_path=str(path)
         )
@@ -285,6 +315,16 @@ def deliver(
     )
 
 
+def _quarantine_now(root: Path, path: Path, store: Store, key: str, error: str) -> Path:
+    """Move a just-spooled entry its store refused for good into the quarantine, if we can."""
+    try:
+        return quarantine(
+            root, path, reason=REJECTED, store_uri=redact(store.uri), key=key, error=error
+        ).path
+    except OSError:  # a concurrent replay took it, or the move failed: pending keeps it
+        return path
+
+
 def _spool(root: Path, store: Store, key: str, data: bytes, content_type: str, error: str) -> Path:
     envelope = _envelope(store, key, data, content_type, error)
     name = f"{_digest(envelope['store'], key, data)}.json"
@@ -315,13 +355,6 @@ def _claimed(path: Path) -> Iterator[BinaryIO | None]:
         fh.close()  # closing drops the lock
 
 
-def _move_aside(path: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    os.replace(path, target)
-    return target
-
-
 def _pending_paths(root: Path) -> list[Path]:
     """Envelopes waiting in the spool, oldest first."""
     try:
@@ -348,6 +381,7 @@ class _Replay:
     delivered: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    quarantined: int = 0
     failed: list[str] = field(default_factory=list)
 
     def target(self, uri: str, options: dict[str, str]) -> Store | None:
@@ -363,20 +397,37 @@ class _Replay:
                 return None
         return self.opened[uri]
 
+    def quarantine(self, path: Path, reason: str, uri: str, key: str, error: str) -> None:
+        """Move an entry that can never be delivered out of the way, with its reason."""
+        try:
+            item = quarantine(self.root, path, reason=reason, store_uri=uri, key=key, error=error)
+        except OSError as exc:
+            self.failed.append(redact(f"{path.name}: {error}; cannot quarantine it ({exc})"))
+            log.error("cannot quarantine spool entry %s (%s): %s", path, error, exc)
+            return
+        self.quarantined += 1
+        self.failed.append(redact(f"{path.name}: {error}; quarantined as {item.path}"))
+        log.error(
+            "spool entry %s can never be delivered (%s); quarantined as %s with %s "
+            "(`carbonpipe flush --retry-quarantined` retries it)",
+            path.name,
+            redact(error),
+            item.path,
+            item.reason_path.name,
+        )
+
     def one(self, path: Path, raw: bytes) -> None:
         """Deliver one claimed envelope; unlink it only once its bytes are safe elsewhere."""
         try:
             envelope, data = _decode(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:
-            moved = _move_aside(path, self.root / INVALID)
-            self.failed.append(f"{path.name}: unreadable spool envelope ({exc}); moved to {moved}")
-            log.error("unreadable spool envelope %s (%s); moved to %s", path, exc, moved)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            self.quarantine(path, UNREADABLE, "", "", f"unreadable spool envelope: {exc}")
             return
         uri, key, content_type = envelope["store"], envelope["key"], envelope["content_type"]
         if self.store is not None and uri != redact(self.store.uri):
             return  # another store's object: left for a replay of that store
         if uri in self.broken:
-            return  # this store already failed in this replay; do not wait on it again
+            return  # this store is unavailable in this replay; do not wait on it again
         target = self.target(uri, envelope.get("store_options", {}))
         if target is None:
             return
@@ -385,10 +436,17 @@ class _Replay:
             if outcome == "conflict":
                 assert existing is not None
                 _, message = _keep_conflict(self.root, target, key, data, content_type, existing)
-        except Exception as exc:
+        except ObjectRejected as exc:
+            self.quarantine(path, REJECTED, uri, key, f"{type(exc).__name__}: {exc}")
+            return
+        except _STORE_DOWN as exc:
             self.broken[uri] = redact(f"{uri}/{key}: {type(exc).__name__}: {exc}")
             self.failed.append(self.broken[uri])
             log.warning("replay to %s stopped: %s", uri, self.broken[uri])
+            return
+        except Exception as exc:  # this entry only: keep it, go on with the next one
+            self.failed.append(redact(f"{uri}/{key}: {type(exc).__name__}: {exc}; kept in {path}"))
+            log.warning("cannot replay %s to %s, kept for the next replay: %s", key, uri, exc)
             return
         if outcome == "conflict":
             self.conflicts += 1
@@ -403,19 +461,29 @@ class _Replay:
 
 
 def replay(
-    spool_dir: str | os.PathLike[str] | None = None, *, store: Store | None = None
+    spool_dir: str | os.PathLike[str] | None = None,
+    *,
+    store: Store | None = None,
+    retry_quarantined: bool = False,
 ) -> ReplayReport:
     """Deliver every spooled object to its store, removing each envelope only after success.
 
     With ``store``, only that store's objects are replayed (through that instance); otherwise
     each object's store is reopened with ``open_store`` from the URI and options in its
     envelope. Safe to run from several processes at once: each envelope is claimed with
-    ``flock``. A store that fails is not tried again for its other objects in the same replay,
-    so a replay against a store that is down returns quickly. ``remaining`` counts every
-    envelope still pending afterwards, whatever its store.
+    ``flock``. Each entry is tried on its own: a store that is unavailable is not tried again
+    for its other objects in the same replay (so a replay against a store that is down returns
+    quickly), an object its store refuses for good is quarantined, and any other failure keeps
+    that one entry for the next replay. ``remaining`` counts every envelope still pending
+    afterwards, whatever its store. With ``retry_quarantined``, the quarantined entries (of
+    ``store``, if given) go back to pending first and are replayed with the others.
     """
     state = _Replay(root=_resolve(spool_dir), store=store)
+    released = 0
+    if retry_quarantined:
+        released = release(state.root, store_uri=None if store is None else store.uri)
     try:
+        adopt_invalid(state.root)
         for path in _pending_paths(state.root):
             with _claimed(path) as fh:
                 if fh is not None:
@@ -425,12 +493,14 @@ def replay(
             with contextlib.suppress(Exception):
                 opened.close()
     remaining = len(_pending_paths(state.root))
+    held = _quarantined(state.root)
     if state.delivered or state.duplicates or state.failed:
         log.info(
-            "spool replay: %d delivered, %d duplicates, %d conflicts, %d remaining",
+            "spool replay: %d delivered, %d duplicates, %d conflicts, %d quarantined, %d remaining",
             state.delivered,
             state.duplicates,
             state.conflicts,
+            state.quarantined,
             remaining,
         )
     return ReplayReport(
@@ -439,6 +509,9 @@ def replay(
         remaining=remaining,
         failed=state.failed,
         conflicts=state.conflicts,
+        quarantined=held,
+        newly_quarantined=state.quarantined,
+        released=released,
     )
 
 
@@ -463,3 +536,8 @@ def pending(spool_dir: str | os.PathLike[str] | None = None) -> list[SpooledItem
             )
         )
     return items
+
+
+def quarantined(spool_dir: str | os.PathLike[str] | None = None) -> list[QuarantinedItem]:
+    """List the entries in the spool's quarantine, each with why it can never be delivered."""
+    return _quarantined(_resolve(spool_dir))

@@ -265,12 +265,16 @@ def test_replay_keeps_a_conflicting_object_instead_of_overwriting(
     assert json.loads(kept.read_text())["key"] == key
 
 
-def test_unreadable_envelopes_are_moved_aside_never_deleted(spool: Path) -> None:
+def test_unreadable_envelopes_are_quarantined_never_deleted(spool: Path) -> None:
     (spool / "pending").mkdir(parents=True)
     (spool / "pending" / "garbage.json").write_text("{not json")
     report = replay()
     assert report.remaining == 0 and "unreadable" in report.failed[0]
-    assert (spool / "invalid" / "garbage.json").read_text() == "{not json"
+    assert (spool / "quarantine" / "garbage.json").read_text() == "{not json"
+    [item] = report.quarantined
+    assert (item.reason, item.path) == ("unreadable", spool / "quarantine" / "garbage.json")
+    why = json.loads((spool / "quarantine" / "garbage.json.reason.json").read_text())
+    assert why["reason"] == "unreadable" and "unreadable spool envelope" in why["error"]
 
 
 def test_replay_of_an_empty_or_missing_spool_does_nothing(tmp_path: Path) -> None:

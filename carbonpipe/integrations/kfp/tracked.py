@@ -93,19 +93,18 @@ def resolve_attempt(tracker: CarbonTracker, step: str) -> int | None:
         return value
     if not tracker.settings.run_id:
         return None
-    from carbonpipe.record import RECORDS_PREFIX, make_record_id, partition_value
+    from carbonpipe.record import RECORDS_PREFIX, make_record_id, partition_values
 
     s = tracker.settings
     today = datetime.now(timezone.utc).date()
     try:
         seen: set[str] = set()
         for day in (today - timedelta(days=1), today):
-            prefix = (
-                f"{RECORDS_PREFIX}/date={day.isoformat()}/pipeline={partition_value(s.pipeline)}/"
-            )
-            seen.update(
-                k.rsplit("/", 1)[-1].removesuffix(".json") for k in tracker.store.list(prefix)
-            )
+            for part in partition_values(s.pipeline):  # the old, lossy folder too
+                prefix = f"{RECORDS_PREFIX}/date={day.isoformat()}/pipeline={part}/"
+                seen.update(
+                    k.rsplit("/", 1)[-1].removesuffix(".json") for k in tracker.store.list(prefix)
+                )
     except Exception as exc:  # the store is down: the record will be spooled as attempt 1
         log.debug("carbonpipe: cannot list earlier attempts of %s: %s", step, exc)
         return None
