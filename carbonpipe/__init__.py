@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidRecord": "carbonpipe.errors",
     "InvalidStoreURI": "carbonpipe.errors",
     "StoreUnavailable": "carbonpipe.errors",
+    "StoreTimeout": "carbonpipe.errors",
     "StorePermissionDenied": "carbonpipe.errors",
     "PreconditionFailed": "carbonpipe.errors",
     "ObjectNotFound": "carbonpipe.errors",
@@ -74,6 +75,7 @@ __all__ = [
     "Record",
     "Store",
     "StorePermissionDenied",
+    "StoreTimeout",
     "StoreUnavailable",
     "__version__",
     "carbon_tracked",
@@ -105,6 +107,7 @@ if TYPE_CHECKING:
         ObjectNotFound,
         PreconditionFailed,
         StorePermissionDenied,
+        StoreTimeout,
         StoreUnavailable,
     )
     from carbonpipe.integrations.optuna import CarbonBudgetPruner, CarbonTrialTracker

@@ -8,6 +8,7 @@ configured default location under ``location:``.
 Example ``carbon.yaml``::
 
     store: s3://acme-carbon/prod          # or gs://..., or a folder
+    store_timeout_s: 5                    # the most one store call may take (s)
     project: recsys
     team: ranking
     tracking_mode: process                # machine | process | offline
@@ -25,7 +26,7 @@ import math
 import os
 
 from carbonpipe.errors import ConfigError
-from carbonpipe.stores.uri import DEFAULT_STORE
+from carbonpipe.stores.uri import DEFAULT_STORE, DEFAULT_STORE_TIMEOUT_S
 
 # ``carbonpipe run`` resolves the settings before it starts the command, when nothing else is
 # loaded: this module imports neither typing, dataclasses nor pathlib (~45 ms in a fresh process).
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from carbonpipe.location.detect import Location
+    from carbonpipe.stores.base import Store
 
 TRACKING_MODES = ("machine", "process", "offline")
 REGRESSION_ACTIONS = ("warn", "fail")
@@ -56,6 +58,7 @@ _ENV: dict[str, str] = {
     "spool_dir": "CARBONPIPE_SPOOL_DIR",
     "regression_factor": "CARBONPIPE_REGRESSION_FACTOR",
     "regression": "CARBONPIPE_REGRESSION",
+    "store_timeout_s": "CARBONPIPE_STORE_TIMEOUT_S",
 }
 
 
@@ -75,6 +78,7 @@ class Settings:
         "spool_dir",
         "regression_factor",
         "regression",
+        "store_timeout_s",
         "default_provider",
         "default_region",
         "default_country",
@@ -94,6 +98,7 @@ class Settings:
     spool_dir: str
     regression_factor: float
     regression: str
+    store_timeout_s: float
     default_provider: str | None
     default_region: str | None
     default_country: str | None
@@ -116,6 +121,7 @@ class Settings:
         spool_dir: str = "",
         regression_factor: float = 1.2,
         regression: str = "warn",
+        store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
         default_provider: str | None = None,
         default_region: str | None = None,
         default_country: str | None = None,
@@ -149,6 +155,13 @@ class Settings:
     def meter_mode(self) -> str:
         """The energy meter's mode: ``offline`` measures the machine, as ``machine`` does."""
         return "machine" if self.tracking_mode == "offline" else self.tracking_mode
+
+    def open_store(self, **options: Any) -> Store:
+        """Open :attr:`store` with every call bounded by :attr:`store_timeout_s`."""
+        from carbonpipe.stores.opener import open_store
+
+        options.setdefault("timeout_s", self.store_timeout_s)
+        return open_store(self.store, **options)
 
     def locate(
         self,
@@ -232,7 +245,7 @@ def load_config_file(
 
 def _parse(name: str, value: Any, origin: str) -> Any:
     where = f"{name} (from {origin})"
-    if name in ("pue", "measure_power_secs", "regression_factor"):
+    if name in ("pue", "measure_power_secs", "regression_factor", "store_timeout_s"):
         try:
             number = float(value)
         except (TypeError, ValueError) as exc:
@@ -245,6 +258,11 @@ def _parse(name: str, value: Any, origin: str) -> Any:
             )
         if name == "measure_power_secs" and not 0.1 <= number <= 3600:
             raise ConfigError(f"{where} must be between 0.1 and 3600 seconds, got {number}")
+        if name == "store_timeout_s" and not 0 < number <= 3600:
+            raise ConfigError(
+                f"{where} must be more than 0 and at most 3600 seconds (the most one store "
+                f"call may take, e.g. 5), got {number}"
+            )
         if name == "regression_factor" and number <= 1.0:
             raise ConfigError(
                 f"{where} must be > 1.0 (e.g. 1.2 = alert 20% above baseline), got {number}"

@@ -9,6 +9,8 @@ The hierarchy::
     ├── StoreError
     │   ├── InvalidStoreURI (ValueError)  a store URI we cannot open
     │   ├── StoreUnavailable              unreachable, timed out, 5xx: the spool takes over
+    │   │   └── StoreTimeout              no answer within store_timeout_s (or the store's
+    │   │                                 breaker is open after one): the spool takes over
     │   ├── StorePermissionDenied         credentials refused (401/403)
     │   ├── ObjectNotFound (KeyError)     no object at that key
     │   ├── ObjectRejected                this object can never be written as it is (name too
@@ -53,6 +55,15 @@ class InvalidStoreURI(StoreError, ValueError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached right now (network, timeout, 5xx)."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """A store call got no complete answer within its deadline (``store_timeout_s``).
+
+    Also raised, at once and without a request, for the rest of a tracked step after one call
+    to the same store timed out (the store's breaker is open), so a hung store costs a step
+    one deadline at most. A :class:`StoreUnavailable`: the spool takes the object.
+    """
 
 
 class StorePermissionDenied(StoreError):

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from carbonpipe.measure.base import Measurement
     from carbonpipe.measure.meter import Meter
     from carbonpipe.stores.base import Store
+    from carbonpipe.stores.breaker import BreakerStore
 from carbonpipe.step import CarbonMetrics, _current_step, _Step
 from carbonpipe.stores.background import _replay_spool_in_background
 
@@ -74,6 +75,10 @@ class CarbonTracker:
     :param team: team the steps belong to; budgets of scope ``team:<name>`` count it.
     :param budget: a :class:`carbonpipe.Budget` gating every step before it starts.
     :param carbon_budget_g: shorthand for a per-run budget of this many grams.
+    :param store_timeout_s: the most seconds one call to an object store may take
+        (``CARBONPIPE_STORE_TIMEOUT_S``; default 5). After one call times out, the step's
+        later calls to that store go straight to the spool: a hung store costs a step this
+        deadline once.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class CarbonTracker:
         measure_power_secs: float | None = None,
         config_file: str | None = None,
         store_options: Mapping[str, Any] | None = None,
+        store_timeout_s: float | None = None,
     ) -> None:
         from carbonpipe.stores.base import Store
         from carbonpipe.stores.uri import parse_store_uri
@@ -112,6 +118,7 @@ class CarbonTracker:
             tracking_mode=tracking_mode,
             pue=pue,
             measure_power_secs=measure_power_secs,
+            store_timeout_s=store_timeout_s,
         )
         if labels is not None and not (
             isinstance(labels, Mapping)
@@ -127,7 +134,9 @@ class CarbonTracker:
         )
         self.labels: dict[str, str] = dict(labels or {})
         self.run_id: str = self.settings.run_id or uuid.uuid4().hex
-        self._store: Store | None = output_dir if isinstance(output_dir, Store) else None
+        self._store: BreakerStore | None = None
+        if isinstance(output_dir, Store):
+            self._store = self._guarded(output_dir)
         self._store_options = dict(store_options or {})
         self._arg_location = (cloud_provider, cloud_region, country_iso_code)
         if cloud_provider is not None:
@@ -171,12 +180,20 @@ class CarbonTracker:
 
     @property
     def store(self) -> Store:
-        """The store records go to (opened on first use)."""
+        """The store records go to (opened on first use), behind a breaker that stops a step
+        waiting on it again once one call timed out (reset when the next step starts)."""
         if self._store is None:
-            from carbonpipe.stores.opener import open_store
-
-            self._store = open_store(self.settings.store, **self._store_options)
+            options = {"timeout_s": self.settings.store_timeout_s, **self._store_options}
+            self._store = self._guarded(self.settings.open_store(**options))
         return self._store
+
+    def _guarded(self, store: Store) -> BreakerStore:
+        from carbonpipe.stores.breaker import BreakerStore
+
+        if isinstance(store, BreakerStore):
+            return store
+        timeout_s = getattr(store, "timeout_s", None) or self.settings.store_timeout_s
+        return BreakerStore(store, timeout_s=timeout_s)
 
     @property
     def location(self) -> Location:
@@ -267,6 +284,8 @@ class CarbonTracker:
         # The meter's sidecar starts first, so CodeCarbon's start-up overlaps the gate and the
         # spool check instead of the step; the measured window still opens at meter.start().
         meter = self._prepare_meter(handle)
+        if self._store is not None:
+            self._store.reset()  # a store that timed out in an earlier step gets a new chance
         _replay_spool_in_background()
         try:
             if self.budget is not None:

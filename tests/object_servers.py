@@ -10,7 +10,8 @@ Fixtures (all servers bind 127.0.0.1 and start at most once per session):
 * ``local_store``  a :class:`LocalStore` in the test's temp folder.
 * ``store``        parametrised over ``local``, ``s3`` and ``gcs``: one test, three backends.
 * ``flaky_store``  parametrised over ``s3`` and ``gcs``: a :class:`Flaky` whose ``store`` talks
-  through a :class:`FaultProxy` (``down()``, ``fail(503)``, ``deny()``, ``up()``) and whose
+  through a :class:`FaultProxy` (``down()``, ``fail(503)``, ``deny()``, ``hang()``,
+  ``drip()``, ``up()``) and whose
   ``direct`` store reads the same bucket without the proxy.
 * ``fault_proxy``  factory: ``fault_proxy(upstream=None, flavour="s3")``, a loopback server that
   forwards to ``upstream`` or, without one, answers every request with an error.
@@ -319,12 +320,41 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.close_connection = True
 
+    def handle_expect_100(self) -> bool:
+        if self.server.proxy._stalled_mode() is not None:
+            return True  # a stalled server does not even say "100 Continue"
+        return super().handle_expect_100()
+
+    def _stall(self, mode: str, released: threading.Event, interval_s: float) -> None:
+        """Hang (say nothing) or drip a never-ending response, until the proxy's mode changes."""
+        self.close_connection = True
+        if mode == "hang":
+            released.wait()
+            return
+        # A status line, then one header line that never ends: every read gets a byte in time.
+        drip = b"HTTP/1.1 200 OK\r\nX-Drip: "
+        sent = 0
+        while not released.is_set():
+            try:
+                self.wfile.write(drip[sent : sent + 1] if sent < len(drip) else b"z")
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            sent += 1
+            released.wait(interval_s)
+
     def _handle(self) -> None:
         proxy = self.server.proxy
+        stall = proxy._next_stall()
+        if stall is not None:
+            self._stall(*stall)
+            return
         body = self._read_body()
         fault = proxy._next_fault(self.path.encode() + b" " + body)
         if fault is not None:
             status, code = fault
+            if proxy.fail_delay_s:
+                time.sleep(proxy.fail_delay_s)
             if proxy.flavour == "gcs":
                 self._reply(status, [("Content-Type", "application/json")], gcs_error_body(status))
             else:
@@ -362,8 +392,11 @@ class FaultProxy:
 
     ``up()`` forwards every request; ``down()`` stops listening (connection refused);
     ``fail(status, times=None)`` answers ``status`` with an S3- or GCS-shaped error body, for the
-    next ``times`` requests or until told otherwise; ``deny()`` is ``fail(403)``. Without an
-    upstream it only ever fails (503 unless told otherwise).
+    next ``times`` requests or until told otherwise; ``deny()`` is ``fail(403)``; ``hang()``
+    accepts connections and never answers; ``drip(interval_s)`` answers one byte of a response
+    that never ends every ``interval_s``, so no read timeout ever fires. Stalled requests are
+    let go when the mode changes. Without an upstream it only ever fails (503 unless told
+    otherwise).
     """
 
     def __init__(self, upstream: str | None = None, flavour: str = "s3") -> None:
@@ -379,6 +412,10 @@ class FaultProxy:
         self._code: str | None = None
         self._times: int | None = None
         self._match: bytes | None = None
+        self._stall_mode: str | None = None
+        self.fail_delay_s = 0.0
+        self._drip_interval_s = 0.3
+        self._released = threading.Event()
         self._server: _ProxyHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -395,6 +432,24 @@ class FaultProxy:
                 if self._times <= 0:
                     self._status, self._code, self._times = None, None, None
             return fault
+
+    def _stalled_mode(self) -> str | None:
+        with self._lock:
+            return self._stall_mode
+
+    def _next_stall(self) -> tuple[str, threading.Event, float] | None:
+        with self._lock:
+            if self._stall_mode is None:
+                return None
+            self.requests += 1
+            return self._stall_mode, self._released, self._drip_interval_s
+
+    def _set_stall(self, mode: str | None) -> None:
+        """Switch stalling to ``mode`` and let go of every request stalled so far."""
+        with self._lock:
+            self._stall_mode = mode
+            released, self._released = self._released, threading.Event()
+        released.set()
 
     @property
     def listening(self) -> bool:
@@ -416,6 +471,7 @@ class FaultProxy:
     def stop(self) -> None:
         """Stop listening: clients now get 'connection refused'."""
         server, self._server = self._server, None
+        self._set_stall(self._stalled_mode())  # let stalled handlers go; keep the mode
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -429,6 +485,7 @@ class FaultProxy:
             raise RuntimeError("this FaultProxy has no upstream to forward to")
         with self._lock:
             self._status, self._code, self._times, self._match = None, None, None, None
+        self._set_stall(None)
         self.start()
 
     def down(self) -> None:
@@ -441,18 +498,37 @@ class FaultProxy:
         *,
         code: str | None = None,
         times: int | None = None,
+        delay_s: float = 0.0,
         match: str | None = None,
     ) -> None:
-        """Answer ``status`` (S3 error ``code``) to the next ``times`` requests, or to all; with
-        ``match``, only requests whose path or body holds it fail (one object's key)."""
+        """Answer ``status`` (S3 error ``code``) to the next ``times`` requests, or to all,
+        each after ``delay_s`` (an overloaded server that fails slowly); with ``match``, only
+        requests whose path or body holds it fail (one object's key), the others pass."""
         with self._lock:
             self._status, self._code, self._times = status, code, times
+            self.fail_delay_s = delay_s
             self._match = None if match is None else match.encode()
+        self._set_stall(None)
         self.start()
 
     def deny(self) -> None:
         """Refuse our credentials (403 AccessDenied / 403 forbidden)."""
         self.fail(403)
+
+    def hang(self) -> None:
+        """Accept every connection and never answer, as a wedged server or load balancer does."""
+        with self._lock:
+            self._status, self._code, self._times = None, None, None
+        self._set_stall("hang")
+        self.start()
+
+    def drip(self, interval_s: float = 0.3) -> None:
+        """Answer one byte every ``interval_s``, forever: only a total deadline stops the client."""
+        with self._lock:
+            self._status, self._code, self._times = None, None, None
+            self._drip_interval_s = interval_s
+        self._set_stall("drip")
+        self.start()
 
 
 @pytest.fixture

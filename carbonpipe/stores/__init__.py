@@ -5,7 +5,8 @@
 store URI with no import), ``opener`` (:func:`open_store`, a scheme table), ``spool`` (what a
 store could not take waits on disk for replay), ``quarantine`` (what a store will never take,
 kept with the reason), ``background`` (replay off the step's path), ``redact`` (secrets out of
-errors and envelopes).
+errors and envelopes), ``deadline`` (every object-store call ends within ``store_timeout_s``),
+``breaker`` (after one timeout a step stops waiting on that store).
 
 May import: ``errors`` and the standard library; boto3 and google-cloud-storage only inside the
 backend that needs them.
@@ -20,6 +21,7 @@ TYPE_CHECKING = False
 _EXPORTS: dict[str, str] = {
     "Store": "carbonpipe.stores.base",
     "StoredObject": "carbonpipe.stores.base",
+    "BreakerStore": "carbonpipe.stores.breaker",
     "check_key": "carbonpipe.stores.base",
     "GCSStore": "carbonpipe.stores.gcs",
     "LocalStore": "carbonpipe.stores.local",
@@ -36,6 +38,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BreakerStore",
     "DEFAULT_STORE",
     "GCSStore",
     "LocalStore",
@@ -57,6 +60,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 if TYPE_CHECKING:
     from carbonpipe.stores.base import Store, StoredObject, check_key
+    from carbonpipe.stores.breaker import BreakerStore
     from carbonpipe.stores.gcs import GCSStore
     from carbonpipe.stores.local import LocalStore
     from carbonpipe.stores.memory import MemoryStore

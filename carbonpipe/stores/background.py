@@ -5,10 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("carbonpipe")
 
@@ -48,10 +44,24 @@ def _replay_quietly() -> None:
 
 @atexit.register
 def _replay_at_exit() -> None:
-    try:
-        from carbonpipe.stores import spool
+    """Replay what is pending, keeping the interpreter at most one store deadline.
 
-        if spool.pending():
-            spool.replay()
+    Skipped while a store's breaker is open (it timed out in this process): ``carbonpipe
+    flush`` or the next run delivers. A replay still running at the deadline is left to die
+    with the process; an envelope is removed only after its object is stored, so nothing is lost.
+    """
+    try:
+        from carbonpipe.stores import breaker, spool
+
+        if not spool.pending():
+            return
+        if breaker.any_open():
+            log.info("carbonpipe: a store timed out in this process; spool left for later replay")
+            return
+        worker = threading.Thread(
+            target=_replay_quietly, name="carbonpipe-exit-replay", daemon=True
+        )
+        worker.start()
+        worker.join(breaker.longest_deadline())
     except Exception:  # interpreter shutdown: nothing useful left to do
         pass

@@ -21,9 +21,11 @@ from carbonpipe.errors import (
     PreconditionFailed,
     StoreError,
     StorePermissionDenied,
+    StoreTimeout,
     StoreUnavailable,
 )
 from carbonpipe.stores.base import Store, StoredObject, bucket_location, check_key
+from carbonpipe.stores.deadline import DEFAULT_STORE_TIMEOUT_S, call_with_deadline, check_timeout
 
 T = TypeVar("T")
 
@@ -51,10 +53,13 @@ class GCSStore(Store):
         project: the billing project; else the client library's default.
         endpoint_url: an emulator or private endpoint (``STORAGE_EMULATOR_HOST`` does the same);
             anonymous unless ``GOOGLE_APPLICATION_CREDENTIALS`` is set.
-        connect_timeout_s: seconds to open a connection.
-        read_timeout_s: seconds to wait for a response.
+        connect_timeout_s: seconds to open a connection (at most ``timeout_s``).
+        read_timeout_s: seconds to wait for each read of a response (at most ``timeout_s``).
         retry_timeout_s: total seconds spent retrying 429/5xx/connection failures (0: no
-            retries), kept small so that a store that is down fails fast and the spool takes over.
+            retries; at most ``timeout_s``), kept small so that a store that is down fails fast
+            and the spool takes over.
+        timeout_s: the most seconds one operation may take, retries and reads included
+            (``store_timeout_s``); past it the call raises :class:`StoreTimeout`.
     """
 
     def __init__(
@@ -68,17 +73,22 @@ class GCSStore(Store):
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 10.0,
         retry_timeout_s: float = 8.0,
+        timeout_s: float | str = DEFAULT_STORE_TIMEOUT_S,
     ) -> None:
         prefix, uri = bucket_location("gs", bucket, prefix)
         if retry_timeout_s < 0:
             raise ValueError(f"retry_timeout_s must be >= 0, got {retry_timeout_s}")
+        self.timeout_s = check_timeout(timeout_s)
         self.bucket = bucket
         self.prefix = prefix
         self.uri = uri
         self.project = project
         self.endpoint_url = endpoint_url
-        self._timeout = (connect_timeout_s, read_timeout_s)
-        self._retry_timeout_s = retry_timeout_s
+        self._timeout = (
+            min(connect_timeout_s, self.timeout_s),
+            min(read_timeout_s, self.timeout_s),
+        )
+        self._retry_timeout_s = min(retry_timeout_s, self.timeout_s)
         self._client = client
         self._owns_client = client is None  # close() leaves a caller's client alone
         self._client_lock = threading.Lock()
@@ -90,6 +100,7 @@ class GCSStore(Store):
     def client(self) -> Any:
         """The ``google.cloud.storage.Client``, created on first use."""
         if self._client is None:
+            _import_storage()  # seconds of imports that must not count against the deadline
             with self._client_lock:
                 if self._client is None:
                     self._client = self._call("connect to", "", self._make_client)
@@ -134,16 +145,22 @@ class GCSStore(Store):
             options["endpoint_url"] = self.endpoint_url
         if self.project:
             options["project"] = self.project
+        options["timeout_s"] = f"{self.timeout_s:g}"  # a replay keeps the same deadline
         return options
 
     def _call(self, what: str, key: str, fn: Callable[[], T], *, bucket_404: bool = False) -> T:
-        """Run one library call and translate its failures into carbonpipe errors."""
+        """Run one library call within ``timeout_s`` and translate its failures."""
+        where = self.url_for(key) if key else self.uri
         try:
-            return fn()
+            return call_with_deadline(fn, self.timeout_s, lambda: f"cannot {what} {where}")
         except StoreError:
             raise
         except Exception as exc:
-            raise _translate(exc, what, self.url_for(key) if key else self.uri, bucket_404) from exc
+            if _timed_out(exc):
+                raise StoreTimeout(
+                    f"cannot {what} {where}: GCS did not answer in time ({type(exc).__name__})"
+                ) from exc
+            raise _translate(exc, what, where, bucket_404) from exc
 
     # -- the Store interface --------------------------------------------------------------
 
@@ -232,6 +249,20 @@ class GCSStore(Store):
         client, self._client = self._client, None
         if client is not None and hasattr(client, "close"):
             client.close()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a library failure is a timeout, directly or as the last cause retries gave up on."""
+    import requests
+
+    for _ in range(4):  # RetryError -> its cause -> ...
+        if isinstance(exc, (requests.Timeout, TimeoutError)):
+            return True
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException):
+            return False
+        exc = cause
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,9 +21,11 @@ from carbonpipe.errors import (
     PreconditionFailed,
     StoreError,
     StorePermissionDenied,
+    StoreTimeout,
     StoreUnavailable,
 )
 from carbonpipe.stores.base import Store, StoredObject, bucket_location, check_key
+from carbonpipe.stores.deadline import DEFAULT_STORE_TIMEOUT_S, call_with_deadline, check_timeout
 from carbonpipe.stores.redact import redact
 
 T = TypeVar("T")
@@ -86,10 +88,12 @@ class S3Store(Store):
             addressing.
         client: a ready boto3 S3 client (then the other connection options are ignored).
         region_name: the bucket's region; else the SDK's chain.
-        connect_timeout_s: seconds to open a connection.
-        read_timeout_s: seconds to wait for a response.
+        connect_timeout_s: seconds to open a connection (at most ``timeout_s``).
+        read_timeout_s: seconds to wait for each read of a response (at most ``timeout_s``).
         max_attempts: attempts per request, first included (SDK "standard" retry mode), kept
             small so that a store that is down fails fast and the spool takes over.
+        timeout_s: the most seconds one operation may take, attempts and reads included
+            (``store_timeout_s``); past it the call raises :class:`StoreTimeout`.
         **client_kwargs: passed to ``boto3.session.Session().client("s3", ...)``; a ``config``
             is merged over ours.
     """
@@ -105,18 +109,20 @@ class S3Store(Store):
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 10.0,
         max_attempts: int = 3,
+        timeout_s: float | str = DEFAULT_STORE_TIMEOUT_S,
         **client_kwargs: Any,
     ) -> None:
         prefix, uri = bucket_location("s3", bucket, prefix)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.timeout_s = check_timeout(timeout_s)
         self.bucket = bucket
         self.prefix = prefix
         self.uri = uri
         self.endpoint_url = endpoint_url
         self.region_name = region_name
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
+        self._connect_timeout_s = min(connect_timeout_s, self.timeout_s)
+        self._read_timeout_s = min(read_timeout_s, self.timeout_s)
         self._max_attempts = max_attempts
         self._client_kwargs = client_kwargs
         self._client = client
@@ -176,6 +182,7 @@ class S3Store(Store):
             options["endpoint_url"] = self.endpoint_url
         if self.region_name:
             options["region_name"] = self.region_name
+        options["timeout_s"] = f"{self.timeout_s:g}"  # a replay keeps the same deadline
         return options
 
     def _full_key(self, key: str) -> str:
@@ -183,11 +190,14 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, key: str, fn: Callable[[], T], *, conditional: bool = False) -> T:
-        """Run one SDK call and translate its failures into carbonpipe errors."""
+        """Run one SDK call within ``timeout_s`` and translate its failures into carbonpipe errors."""
+        import boto3  # noqa: F401 - imported here, not on the clock of the call's deadline
         from botocore import exceptions as bx
 
         try:
-            return fn()
+            return call_with_deadline(
+                fn, self.timeout_s, lambda: f"cannot {what} {self.url_for(key)}"
+            )
         except bx.ClientError as exc:
             _raise_for_client_error(
                 exc, what, self.url_for(key), self.bucket, conditional=conditional
@@ -199,6 +209,10 @@ class S3Store(Store):
         ) as exc:
             raise StorePermissionDenied(
                 f"cannot {what} {self.url_for(key)}: no usable AWS credentials ({type(exc).__name__})"
+            ) from exc
+        except (bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+            raise StoreTimeout(
+                f"cannot {what} {self.url_for(key)}: S3 did not answer in time ({_describe(exc)})"
             ) from exc
         except (bx.ConnectionError, bx.HTTPClientError) as exc:
             raise StoreUnavailable(

@@ -11,6 +11,8 @@ import os
 from carbonpipe.errors import InvalidStoreURI
 
 DEFAULT_STORE = "./carbon-artifacts"
+# Seconds one call to an object store may take, retries included (the ``store_timeout_s`` setting).
+DEFAULT_STORE_TIMEOUT_S = 5.0
 ACCEPTED_FORMS = (
     "a local folder path, file:///abs/path, s3://bucket[/prefix] or gs://bucket[/prefix]"
 )
