@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "CarbonRegression": "carbonpipe.errors",
     "ConfigError": "carbonpipe.errors",
     "BudgetExceeded": "carbonpipe.errors",
+    "BudgetUnavailable": "carbonpipe.errors",
     "InvalidRecord": "carbonpipe.errors",
     "InvalidStoreURI": "carbonpipe.errors",
     "StoreUnavailable": "carbonpipe.errors",
@@ -55,6 +56,7 @@ __all__ = [
     "BudgetGate",
     "BudgetLedger",
     "BudgetStatus",
+    "BudgetUnavailable",
     "CarbonBudgetPruner",
     "CarbonMetrics",
     "CarbonRegression",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
     from carbonpipe.budgets.status import BudgetStatus
     from carbonpipe.errors import (
         BudgetExceeded,
+        BudgetUnavailable,
         CarbonpipeError,
         CarbonRegression,
         ConfigError,

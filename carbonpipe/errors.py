@@ -18,12 +18,14 @@ The hierarchy::
     │   └── PreconditionFailed            a conditional write lost (object exists / changed)
     ├── BudgetError
     │   └── BudgetExceeded                a step that would overrun its budget was gated
+    │       └── BudgetUnavailable         a strict budget's ledger could not be read in time
     ├── CarbonRegression                  a step emitted well above its baseline (regression: fail)
     └── InvalidCarbonTrace (ValueError)   a malformed ``x_carbon_trace``
 
 Tracking failures (CodeCarbon, detection, the store) never reach the user's step: they are
 logged and written into the record's ``tracking_errors``. Only ``BudgetExceeded`` stops a step,
-and it does so before the step spends anything.
+and it does so before the step spends anything; ``BudgetUnavailable`` is one, so a budget whose
+ledger is down refuses (``on_exceed="fail"``) or skips (``"skip"``) through the same handlers.
 """
 
 from __future__ import annotations
@@ -119,6 +121,33 @@ class BudgetExceeded(BudgetError):
         self.limit_kg = limit_kg
         self.estimate_kg = estimate_kg
         self.on_exceed = on_exceed
+
+
+class BudgetUnavailable(BudgetExceeded):
+    """A budget's ledger could not be read, or the reservation written, before the gate's deadline.
+
+    A subclass of :class:`BudgetExceeded` because it ends the same way: the step does not start
+    (``on_exceed="fail"``: refused, ``carbonpipe run`` exits 3, Airflow fails the task, KFP fails
+    it; ``"skip"``: skipped), so every handler of ``BudgetExceeded`` fails closed without change.
+    Catch it first to tell an outage from an overrun. ``store_error`` names what the store said
+    (redacted); the usage figures are unknown and stay 0. A budget with
+    ``when_unavailable="run"`` lets the step run instead, and its record says so.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str = "",
+        limit_kg: float = 0.0,
+        estimate_kg: float = 0.0,
+        on_exceed: str = "fail",
+        store_error: str = "",
+    ) -> None:
+        super().__init__(
+            message, scope=scope, limit_kg=limit_kg, estimate_kg=estimate_kg, on_exceed=on_exceed
+        )
+        self.store_error = store_error
 
 
 class CarbonRegression(CarbonpipeError):

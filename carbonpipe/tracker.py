@@ -38,7 +38,6 @@ from carbonpipe._checks import (
     check_label_keys,
 )
 from carbonpipe.config import Settings, resolve_settings
-from carbonpipe.errors import BudgetExceeded
 from carbonpipe.record import Record, utc_iso
 
 if TYPE_CHECKING:
@@ -241,8 +240,9 @@ class CarbonTracker:
         """Gate and start measuring ``step``; use the result as a context manager or call
         :meth:`stop_tracking`.
 
-        Raises :class:`BudgetExceeded` (before any energy is spent) when the step would
-        overrun its budget. Nothing else raised here comes from tracking.
+        Raises :class:`BudgetExceeded` (before any energy is spent) when the step would overrun
+        its budget or the budget's ledger is down (``BudgetUnavailable``, a subclass; unless the
+        budget says ``when_unavailable="run"``). Nothing else raised here comes from tracking.
         """
         return self._start(step, attempt, labels, at=None)
 
@@ -307,24 +307,24 @@ class CarbonTracker:
         handle._token = _current_step.set(handle)
         return handle
 
+    # ``carbonpipe run`` names its option here: a strict budget that could only reserve 0 refuses.
+    _gate_estimate_option: str | None = None
+
     def _gate(self, handle: _Step) -> None:
-        from carbonpipe.budgets.gate import BudgetGate
-        from carbonpipe.budgets.ledger import BudgetLedger
+        from carbonpipe.budgets.gate import admit_step
 
         assert self.budget is not None
-        try:
-            gate = BudgetGate(BudgetLedger(self.store), self.budget)
-            handle.reservation = gate.reserve(
-                pipeline=self.settings.pipeline,
-                step=handle.name,
-                reservation_id=handle.record_id,
-            )
-        except BudgetExceeded:
-            raise
-        except Exception as exc:  # the ledger is down: run the step, say so in the record
-            msg = f"budget gate unavailable, step ran ungated: {exc}"
-            log.warning("carbonpipe: %s", msg)
-            handle.errors.append(msg)
+        # Fails closed within gate_timeout_s; when_unavailable="run" admits it with a record note.
+        admitted = admit_step(
+            lambda: self.store,
+            self.budget,
+            pipeline=self.settings.pipeline,
+            step=handle.name,
+            reservation_id=handle.record_id,
+            estimate_option=self._gate_estimate_option,
+        )
+        handle.reservation = admitted.reservation
+        handle.errors.extend(admitted.notes)
 
     def _prepare_meter(self, handle: _Step) -> Meter | None:
         try:

@@ -36,10 +36,12 @@ def build(image: str | None = None) -> Any:
         budget_kg_co2e: float = 0.0,
         budget_period: str = "month",
         on_exceed: str = "fail",
+        budget_estimate_kg_co2e: float = -1.0,
+        budget_when_unavailable: str = "refuse",
     ) -> dsl.ContainerSpec:
         """Run a command as a tracked carbonpipe step and publish its carbon footprint.
 
-        The task fails with the command's exit code, or with 3 when the budget (on_exceed fail) refuses the step before it starts.
+        The task fails with the command's exit code, or with 3 when the budget (on_exceed fail) refuses the step before it starts, or with 2 when that budget cannot estimate a step with no history (give budget_estimate_kg_co2e).
 
         Args:
             command: The program and its arguments, e.g. ["python", "train.py", "--epochs", "3"].
@@ -57,6 +59,8 @@ def build(image: str | None = None) -> Any:
             budget_kg_co2e: That budget's limit in kg CO2e for its period.
             budget_period: That budget's period, month, quarter, year or total.
             on_exceed: fail (the task fails, exit 3) or skip (the command is not run, the task succeeds).
+            budget_estimate_kg_co2e: kg CO2e the budget reserves for a step with no baseline and no earlier run; negative: none (an on_exceed fail budget then refuses such a step, exit 2).
+            budget_when_unavailable: When the budget ledger cannot be read: refuse (as on_exceed says) or run (ungated, noted in the record).
 
         Returns:
             metrics: The step's figures: energy_kwh, emissions_g_co2e, emissions_kg_co2e, intensity_g_per_kwh, duration_s, budget_percent.
@@ -88,6 +92,8 @@ def build(image: str | None = None) -> Any:
                 f"--budget-kg={budget_kg_co2e}",
                 f"--budget-period={budget_period}",
                 f"--on-exceed={on_exceed}",
+                f"--budget-estimate-kg={budget_estimate_kg_co2e}",
+                f"--budget-when-unavailable={budget_when_unavailable}",
             ],
         )
 

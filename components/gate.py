@@ -25,6 +25,7 @@ def budget_gate(
     default_step_estimate_kg: float = 0.0,
     warn_ratio: float = 0.8,
     strict: bool = False,
+    when_unavailable: str = "refuse",
     store: str = "",
     pipeline: str = "",
     run_id: str = "",
@@ -42,12 +43,13 @@ def budget_gate(
         default_step_estimate_kg: Estimate for a step with neither baseline nor previous run.
         warn_ratio: Share of the limit (0-1] past which the budget warns.
         strict: Fail the run when the step does not fit, instead of answering skip.
+        when_unavailable: When the budget ledger cannot be read within 5 s, refuse (skip, or fail when strict) or run (answer run, noted in the report).
         store: Store holding the budget ledger: a folder, s3://bucket/prefix or gs://bucket/prefix. Empty: CARBONPIPE_STORE.
         pipeline: Pipeline the guarded step belongs to. Filled with the enclosing pipeline's name.
         run_id: Run the decision belongs to, for the report. Filled with KFP's job id.
 
     Returns:
-        status: Budget status for the KFP UI: fits (1 or 0), budget_percent, used_kg_co2e, reserved_kg_co2e, remaining_kg_co2e, limit_kg_co2e, estimate_kg_co2e, burn_rate_kg_per_day, days_left.
+        status: Budget status for the KFP UI: fits (1 or 0), ledger_unavailable (1 or 0), budget_percent, used_kg_co2e, reserved_kg_co2e, remaining_kg_co2e, limit_kg_co2e, estimate_kg_co2e, burn_rate_kg_per_day, days_left.
         report: JSON report: the decision, its message, the gate's figures and the budget status.
         fits: Whether the step's estimate fits in what remains of the budget.
         decision: run when the step fits, skip when it does not (strict mode fails instead).
@@ -65,6 +67,7 @@ def budget_gate(
         default_step_estimate_kg=default_step_estimate_kg,
         warn_ratio=warn_ratio,
         strict=strict,
+        when_unavailable=when_unavailable,
         store=store,
         pipeline=pipeline,
         run_id=run_id,

@@ -4,7 +4,9 @@ The gate decides, without reserving anything, whether the step it guards fits wh
 its budget (the step's baseline, else its last run, else the budget's default estimate). When it
 fits, the decision goes to XCom; when it does not, the gate fails (``on_exceed="fail"``,
 without retrying) or skips itself and, through the default trigger rule, its downstream tasks.
-The tracked step still reserves its estimate when it starts.
+A ledger that cannot be read within the budget's ``gate_timeout_s`` fails closed the same way,
+except that the failure may be retried (the store may be back by then), unless the budget says
+``when_unavailable="run"``. The tracked step still reserves its estimate when it starts.
 """
 
 from __future__ import annotations
@@ -86,7 +88,11 @@ class CarbonBudgetGateOperator(BaseOperator):
         self.gcp_conn_id = gcp_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSkipException,
+        )
 
         hook = CarbonStoreHook(
             self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
@@ -103,4 +109,6 @@ class CarbonBudgetGateOperator(BaseOperator):
             return asdict(decision)
         if (self.on_exceed or self.budget.on_exceed) == "skip":
             raise AirflowSkipException(f"carbon budget: downstream skipped: {decision.message}")
+        if decision.unavailable:  # an outage: a retry may find the ledger back
+            raise AirflowException(f"carbon budget: {decision.message}")
         raise AirflowFailException(f"carbon budget: {decision.message}")

@@ -2,7 +2,9 @@
 
 Deferrable like the Amazon provider's sensors: with ``deferrable=True`` the wait happens in the
 triggerer (:class:`CarbonBudgetTrigger`), not in a worker slot; otherwise the sensor pokes.
-``timeout`` bounds the wait in both modes.
+``timeout`` bounds the wait in both modes. A ledger that cannot be read (within the budget's
+``gate_timeout_s``) counts as "does not fit yet": the sensor keeps waiting and never succeeds
+on an outage, unless the budget says ``when_unavailable="run"``.
 """
 
 from __future__ import annotations

@@ -40,12 +40,20 @@ def check_on_exceed(on_exceed: str | None) -> str | None:
 
 
 def budget_exception(exc: BudgetExceeded, on_exceed: str | None) -> Exception:
-    """Translate a refused step into Airflow's outcome: fail without retrying, or skip."""
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    """Translate a refused step into Airflow's outcome: fail without retrying, or skip.
+
+    A step refused because its budget's ledger was unavailable fails retryably instead: the
+    store may be back for the next try.
+    """
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+    from carbonpipe.errors import BudgetUnavailable
 
     action = on_exceed or exc.on_exceed
     if action == "skip":
         return AirflowSkipException(f"carbon budget: step skipped: {exc}")
+    if isinstance(exc, BudgetUnavailable):
+        return AirflowException(f"carbon budget: step refused: {exc}")
     return AirflowFailException(f"carbon budget: step refused: {exc}")
 
 
@@ -82,7 +90,9 @@ class CarbonTrackedOperator(PythonOperator):
 
     Before the step runs, its budget (if any) is checked and the step's estimate reserved; a
     step that would overrun fails without retrying (``AirflowFailException``) or is skipped with
-    its downstream tasks (``AirflowSkipException``), before it spends anything.
+    its downstream tasks (``AirflowSkipException``), before it spends anything. A budget whose
+    ledger cannot be read is refused the same way (failing retryably), unless it says
+    ``when_unavailable="run"``: then the step runs and its record notes it ran ungated.
 
     :param python_callable: the callable to run (as for ``PythonOperator``).
     :param op_args: positional arguments of the callable (templated).

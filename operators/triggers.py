@@ -2,7 +2,9 @@
 
 It asks the ledger every ``poke_interval`` seconds (the store calls run in a thread, off the
 event loop) and fires once the step fits, for instance when a new budget period starts or a
-reservation expires. Every failure is reported as an ``error`` event, never raised.
+reservation expires. A ledger that cannot be read is "does not fit yet" (it keeps waiting,
+unless the budget says ``when_unavailable="run"``); any other failure is reported as an
+``error`` event, never raised.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ TYPE_CHECKING = False
 
 _EXPORTS: dict[str, str] = {
     "Budget": "carbonpipe.budgets.budget",
+    "DEFAULT_GATE_TIMEOUT_S": "carbonpipe.budgets.budget",
     "DEFAULT_WARN_RATIO": "carbonpipe.budgets.budget",
     "ON_EXCEED": "carbonpipe.budgets.budget",
+    "WHEN_UNAVAILABLE": "carbonpipe.budgets.budget",
     "load_budgets": "carbonpipe.budgets.budget",
     "BASELINES_PREFIX": "carbonpipe.budgets.charges",
     "BUDGETS_PREFIX": "carbonpipe.budgets.charges",
@@ -38,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "PERIODS": "carbonpipe.budgets.period",
     "PeriodWindow": "carbonpipe.budgets.period",
     "period_window": "carbonpipe.budgets.period",
+    "Admission": "carbonpipe.budgets.status",
     "BudgetStatus": "carbonpipe.budgets.status",
     "ChargeEntry": "carbonpipe.budgets.status",
     "GateDecision": "carbonpipe.budgets.status",
@@ -46,6 +49,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "Admission",
     "BASELINES_PREFIX",
     "BUDGETS_PREFIX",
     "Budget",
@@ -54,6 +58,7 @@ __all__ = [
     "BudgetStatus",
     "Charge",
     "ChargeEntry",
+    "DEFAULT_GATE_TIMEOUT_S",
     "DEFAULT_RESERVATION_TTL_S",
     "DEFAULT_WARN_RATIO",
     "GateDecision",
@@ -65,6 +70,7 @@ __all__ = [
     "SCOPE_KINDS",
     "StepEstimate",
     "UG_PER_KG",
+    "WHEN_UNAVAILABLE",
     "baseline_key",
     "charge_record",
     "kg_to_ug",
@@ -79,7 +85,14 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 if TYPE_CHECKING:
-    from carbonpipe.budgets.budget import DEFAULT_WARN_RATIO, ON_EXCEED, Budget, load_budgets
+    from carbonpipe.budgets.budget import (
+        DEFAULT_GATE_TIMEOUT_S,
+        DEFAULT_WARN_RATIO,
+        ON_EXCEED,
+        WHEN_UNAVAILABLE,
+        Budget,
+        load_budgets,
+    )
     from carbonpipe.budgets.charges import (
         BASELINES_PREFIX,
         BUDGETS_PREFIX,
@@ -102,6 +115,7 @@ if TYPE_CHECKING:
     )
     from carbonpipe.budgets.period import PERIODS, PeriodWindow, period_window
     from carbonpipe.budgets.status import (
+        Admission,
         BudgetStatus,
         ChargeEntry,
         GateDecision,

@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 from carbonpipe.budgets.period import PERIODS
 
 ON_EXCEED = ("fail", "skip")
+WHEN_UNAVAILABLE = ("refuse", "run")
 DEFAULT_WARN_RATIO = 0.8
+# The gate's whole decision (estimate, ledger read, reservation) gets this long, then a budget
+# whose ledger has not answered counts as unavailable: a failing store never holds a step long.
+DEFAULT_GATE_TIMEOUT_S = 5.0
+MAX_GATE_TIMEOUT_S = 600.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +81,9 @@ class Budget:
     """A cap on the CO2e one pipeline, team or run may emit in a UTC period.
 
     Give the limit (and the default step estimate) in kg or in g; either way the budget keeps kg.
+    When the ledger cannot be read within ``gate_timeout_s`` seconds, ``when_unavailable``
+    decides: ``refuse`` (the default) treats the step as over budget (``on_exceed`` applies);
+    ``run`` lets it run ungated and says so in its record.
     """
 
     scope: str
@@ -84,6 +92,8 @@ class Budget:
     warn_ratio: float = DEFAULT_WARN_RATIO
     on_exceed: str = "fail"
     default_step_estimate_kg: float = _UNSET
+    when_unavailable: str = "refuse"
+    gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S
     limit_g_co2e: InitVar[float | None] = None
     default_step_estimate_g: InitVar[float | None] = None
 
@@ -115,10 +125,19 @@ class Budget:
             raise _FieldError(
                 "on_exceed", f"{self.on_exceed!r} is not one of {', '.join(ON_EXCEED)}"
             )
+        if self.when_unavailable not in WHEN_UNAVAILABLE:
+            raise _FieldError(
+                "when_unavailable",
+                f"{self.when_unavailable!r} is not one of {', '.join(WHEN_UNAVAILABLE)}",
+            )
+        timeout = _check_number(
+            "gate_timeout_s", self.gate_timeout_s, positive=True, at_most=MAX_GATE_TIMEOUT_S
+        )
         # Frozen: the unit conversion is the one write __post_init__ is allowed.
         object.__setattr__(self, "limit_kg_co2e", limit)
         object.__setattr__(self, "default_step_estimate_kg", estimate or 0.0)
         object.__setattr__(self, "warn_ratio", float(self.warn_ratio))
+        object.__setattr__(self, "gate_timeout_s", timeout)
 
     @property
     def scope_kind(self) -> str:
@@ -140,6 +159,8 @@ _YAML_FIELDS = (
     "on_exceed",
     "default_step_estimate_kg",
     "default_step_estimate_g",
+    "when_unavailable",
+    "gate_timeout_s",
 )
 
 

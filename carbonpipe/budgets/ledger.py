@@ -200,18 +200,23 @@ class BudgetLedger:
         estimate_source: str = "given",
         pipeline: str = "",
         step: str = "",
+        deadline: float | None = None,
     ) -> Reservation:
         """Hold ``estimate_kg`` of ``budget`` for the step whose record id is ``reservation_id``.
 
         Raises :class:`BudgetExceeded` if used + active reservations + estimate would pass the
-        limit. Re-reserving an active id returns the existing reservation.
+        limit. Re-reserving an active id returns the existing reservation. ``deadline`` (a
+        ``time.monotonic()`` instant) ends the compare-and-swap retries early and stops a
+        reservation from being written once it has passed (:class:`BudgetError`); without it
+        the retries give up after a minute of contention.
         """
         est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
         if not isinstance(reservation_id, str) or not reservation_id:
             raise ValueError(f"reservation_id {reservation_id!r} must be a non-empty string")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
             raise ValueError(f"ttl_s {ttl_s!r} must be a number of seconds > 0")
-        deadline = time.monotonic() + _CAS_DEADLINE_S
+        started = time.monotonic()
+        give_up = started + _CAS_DEADLINE_S if deadline is None else deadline
         attempt = 0
         while True:
             now = self._now()
@@ -234,13 +239,20 @@ class BudgetLedger:
                 "created_at": utc_iso(now),
                 "expires_at": utc_iso(now + timedelta(seconds=float(ttl_s))),
             }
+            if deadline is not None and time.monotonic() > deadline:
+                # Whoever set the deadline has stopped waiting: a reservation now would hold a
+                # slice for a step that was already refused or let through ungated.
+                raise BudgetError(
+                    f"could not reserve in {budget.scope} {window.key_part} before the deadline"
+                )
             try:
                 self._write_reservations(key, budget, window, [*active.values(), entry], version)
             except PreconditionFailed:
-                if time.monotonic() > deadline:
+                if time.monotonic() > give_up:
                     raise BudgetError(
                         f"could not reserve in {budget.scope} {window.key_part}: the "
-                        f"reservations document kept changing for {_CAS_DEADLINE_S:g} s"
+                        "reservations document kept changing for "
+                        f"{time.monotonic() - started:.3g} s"
                     ) from None
                 _backoff(attempt)
                 attempt += 1

@@ -15,6 +15,7 @@ from carbonpipe.budgets.charges import (
 )
 from carbonpipe.errors import (
     BudgetExceeded,
+    BudgetUnavailable,
 )
 from carbonpipe.record import utc_iso
 
@@ -116,7 +117,12 @@ class StepEstimate:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether a step fits its budget, with the figures; ``action`` is run, fail or skip."""
+    """Whether a step fits its budget, with the figures; ``action`` is run, fail or skip.
+
+    ``unavailable`` is true when the ledger could not be read in time: then ``store_error``
+    says why, the usage figures are unknown (0), and the step is allowed only if its budget
+    says ``when_unavailable="run"``.
+    """
 
     allowed: bool
     action: str
@@ -130,9 +136,20 @@ class GateDecision:
     estimate_source: str
     remaining_kg: float
     message: str
+    unavailable: bool = False
+    store_error: str = ""
 
     def to_exception(self) -> BudgetExceeded:
-        """Return the :class:`BudgetExceeded` a refused step raises."""
+        """Return the :class:`BudgetExceeded` (or :class:`BudgetUnavailable`) a refused step raises."""
+        if self.unavailable:
+            return BudgetUnavailable(
+                self.message,
+                scope=self.scope,
+                limit_kg=self.limit_kg,
+                estimate_kg=self.estimate_kg,
+                on_exceed=self.on_exceed,
+                store_error=self.store_error,
+            )
         return BudgetExceeded(
             self.message,
             scope=self.scope,
@@ -142,3 +159,16 @@ class GateDecision:
             estimate_kg=self.estimate_kg,
             on_exceed=self.on_exceed,
         )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gate let a step start with: its reservation, or why it runs without one.
+
+    ``reservation`` is None when the budget's ledger was unavailable and the budget says
+    ``when_unavailable="run"``; ``notes`` then holds the line for the record's
+    ``tracking_errors`` (the budget, the store's error, "ran ungated").
+    """
+
+    reservation: Reservation | None
+    notes: tuple[str, ...] = ()

@@ -6,10 +6,12 @@ prints a one-line summary to stderr and writes the record. Tracking problems nev
 that exit code; only a budget gate does, on purpose:
 
 * exit 3  (``EXIT_BUDGET_EXCEEDED``): the budget's ``on_exceed`` is ``fail`` and the step would
-  overrun it; the command was not started.
+  overrun it, or its ledger could not be read within the gate's deadline (unless
+  ``--budget-when-unavailable run``); the command was not started.
 * exit 0 with "skipped" on stderr: ``on_exceed`` is ``skip``; the command was not started.
-* exit 2: bad options or settings (store URI, provider, labels, env, carbon.yaml); the command
-  was not started.
+* exit 2: bad options or settings (store URI, provider, labels, env, carbon.yaml), or a strict
+  budget with no way to estimate the step (``--budget-estimate-kg``); the command was not
+  started.
 
 As the container entrypoint, the wrapper must not make a step slower: without a budget to gate
 on, it checks the input, reads the step's energy counters and starts the command before it

@@ -34,6 +34,21 @@ _BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
     "--budget-kg": {"type": float, "help": "budget limit in kg CO2e for --budget-scope"},
     "--budget-period": {"default": "month", "choices": ["month", "quarter", "year", "total"]},
     "--on-exceed": {"default": "fail", "choices": ["fail", "skip"]},
+    "--budget-estimate-kg": {
+        "type": float,
+        "help": "kg CO2e to reserve for a step with no baseline and no earlier run (required "
+        "then for an on-exceed fail budget)",
+    },
+    "--budget-when-unavailable": {
+        "choices": ["refuse", "run"],
+        "help": "when the budget ledger cannot be read: refuse the step (default) or run it "
+        "ungated, noted in its record",
+    },
+    "--budget-gate-timeout-s": {
+        "type": float,
+        "help": "seconds the budget gate may take to decide (default 5); then the ledger "
+        "counts as unavailable",
+    },
 }
 _RUN_OPTIONS: dict[str, dict[str, Any]] = {
     **_IDENTITY_OPTIONS,

@@ -14,7 +14,7 @@ import sys
 from carbonpipe._checks import check_identity
 from carbonpipe.cli.console import configure_logging
 from carbonpipe.cli.options import _RUN_OPTIONS
-from carbonpipe.errors import BudgetExceeded, CarbonpipeError
+from carbonpipe.errors import BudgetExceeded, CarbonpipeError, ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -139,7 +139,48 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
         normalize_provider(args.provider, name="--provider")
     check_attempt(args.attempt, name="--attempt")
     check_identity_settings(settings, _IDENTITY_OPTIONS, _labels(args.label))
+    _check_budget_options(args, settings)
     return settings
+
+
+_BUDGET_TUNING = (
+    ("--budget-estimate-kg", "budget_estimate_kg", "default_step_estimate_kg"),
+    ("--budget-when-unavailable", "budget_when_unavailable", "when_unavailable"),
+    ("--budget-gate-timeout-s", "budget_gate_timeout_s", "gate_timeout_s"),
+)
+
+
+def _check_budget_options(args: argparse.Namespace, settings: Settings) -> None:
+    """Refuse a budget option that has no budget to apply to, or a value out of range."""
+    import math
+
+    given = [flag for flag, dest, _ in _BUDGET_TUNING if getattr(args, dest) is not None]
+    if given and args.budget_scope is None and not settings.budgets:
+        raise ConfigError(
+            f"{given[0]}: no budget gates this step; add --budget-scope and --budget-kg, "
+            "or budgets: to carbon.yaml"
+        )
+    estimate = args.budget_estimate_kg
+    if estimate is not None and not (math.isfinite(estimate) and estimate >= 0):
+        raise ConfigError(f"--budget-estimate-kg: must be a finite kg CO2e >= 0, got {estimate}")
+    timeout = args.budget_gate_timeout_s
+    if timeout is not None:
+        from carbonpipe.budgets.budget import MAX_GATE_TIMEOUT_S
+
+        if not (math.isfinite(timeout) and 0 < timeout <= MAX_GATE_TIMEOUT_S):
+            raise ConfigError(
+                f"--budget-gate-timeout-s: must be > 0 and <= {MAX_GATE_TIMEOUT_S:g} seconds, "
+                f"got {timeout}"
+            )
+
+
+def _budget_tuning(args: argparse.Namespace) -> dict[str, Any]:
+    """The Budget fields the --budget-estimate-kg/-when-unavailable/-gate-timeout-s options set."""
+    return {
+        field: getattr(args, dest)
+        for _, dest, field in _BUDGET_TUNING
+        if getattr(args, dest) is not None
+    }
 
 
 def _tracker(args: argparse.Namespace) -> CarbonTracker:
@@ -154,8 +195,9 @@ def _tracker(args: argparse.Namespace) -> CarbonTracker:
             period=args.budget_period,
             limit_kg_co2e=args.budget_kg,
             on_exceed=args.on_exceed,
+            **_budget_tuning(args),
         )
-    return CarbonTracker(
+    tracker = CarbonTracker(
         project_name=args.project,
         experiment_name=args.experiment,
         output_dir=args.store,
@@ -170,6 +212,17 @@ def _tracker(args: argparse.Namespace) -> CarbonTracker:
         labels=_labels(args.label),
         config_file=args.config,
     )
+    if tracker.budget is not None:
+        # As the tracker estimates (baseline, last run, default), but a strict budget that
+        # could only reserve 0 refuses, naming where the estimate comes from.
+        option = "--budget-estimate-kg KG"
+        if budget is None:  # carbon.yaml's budget gates the step; the options tune it
+            from dataclasses import replace
+
+            tracker.budget = replace(tracker.budget, **_budget_tuning(args))
+            option += ", or default_step_estimate_kg in its carbon.yaml budgets entry"
+        tracker._gate_estimate_option = option
+    return tracker
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -210,7 +210,8 @@ def test_report_summarises_the_store(tmp_path: Path) -> None:
 def test_budget_status_and_config_commands(tmp_path: Path) -> None:
     cfg = tmp_path / "carbon.yaml"
     cfg.write_text(
-        f"store: {tmp_path / 'store'}\nbudgets:\n  - {{scope: 'pipeline:p1', period: month, limit_g_co2e: 100}}\n"
+        f"store: {tmp_path / 'store'}\nbudgets:\n  - {{scope: 'pipeline:p1', period: month, "
+        "limit_g_co2e: 100, default_step_estimate_g: 1}\n"
     )
     env = {**os.environ, "CARBONPIPE_CONFIG": str(cfg)}
     assert (
@@ -338,7 +339,8 @@ def test_a_budget_gates_the_command_before_it_starts(tmp_path: Path) -> None:
     cfg = tmp_path / "carbon.yaml"
     cfg.write_text(
         f"store: {tmp_path / 'store'}\nproject: g\n"
-        "budgets:\n  - {scope: 'pipeline:g', period: month, limit_g_co2e: 1.0e-6}\n"
+        "budgets:\n  - {scope: 'pipeline:g', period: month, limit_g_co2e: 1.0e-6,"
+        " default_step_estimate_g: 1.0e-6}\n"
     )
     marker = tmp_path / "ran"
     env = {**os.environ, "CARBONPIPE_CONFIG": str(cfg)}

@@ -104,7 +104,10 @@ _RUN_OPTIONS = (
     "--budget-kg",
     "--budget-period",
     "--on-exceed",
+    "--budget-estimate-kg",
+    "--budget-when-unavailable",
 )
+_BUDGET_OPTIONS = _RUN_OPTIONS[-6:]
 
 
 def _clean_run_args(args: Sequence[str]) -> list[str]:
@@ -120,8 +123,10 @@ def _clean_run_args(args: Sequence[str]) -> list[str]:
             extra.append(arg)
     budget_kg = out.get("--budget-kg")
     if not out.get("--budget-scope") or budget_kg is None or float(budget_kg) <= 0:
-        for name in ("--budget-scope", "--budget-kg", "--budget-period", "--on-exceed"):
+        for name in _BUDGET_OPTIONS:
             out.pop(name, None)
+    if out.get("--budget-estimate-kg", "").startswith("-"):
+        del out["--budget-estimate-kg"]  # negative: no estimate given
     return [f"{k}={v}" for k, v in out.items()] + extra
 
 

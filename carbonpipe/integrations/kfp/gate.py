@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.errors import BudgetExceeded
+from carbonpipe.errors import BudgetExceeded, BudgetUnavailable
 
 if TYPE_CHECKING:
     pass
@@ -42,6 +42,7 @@ def run_budget_gate(
     default_step_estimate_kg: float = 0.0,
     warn_ratio: float = 0.8,
     strict: bool = False,
+    when_unavailable: str = "refuse",
     store: str = "",
     pipeline: str = "",
     run_id: str = "",
@@ -54,6 +55,10 @@ def run_budget_gate(
     ``default_step_estimate_kg``. Writes the budget status to ``metrics`` and a JSON report to
     ``report_path``. When it does not fit and ``strict`` is true, raises
     :class:`BudgetExceeded` with the figures (which fails the KFP task).
+
+    A ledger that cannot be read within the gate's deadline answers ``skip`` (``strict``:
+    raises :class:`BudgetUnavailable`, naming the store's error), unless ``when_unavailable``
+    is ``run``: then the answer is ``run`` and the report says the step runs ungated.
     """
     from carbonpipe.budgets.budget import Budget
     from carbonpipe.budgets.gate import BudgetGate
@@ -68,6 +73,7 @@ def run_budget_gate(
         warn_ratio=float(warn_ratio),
         on_exceed="fail" if strict else "skip",
         default_step_estimate_kg=float(default_step_estimate_kg),
+        when_unavailable=_given(when_unavailable) or "refuse",
     )
     settings = resolve_settings(store=_given(store), pipeline=_given(pipeline))
     if settings.sources.get("pipeline") == "project" and budget.scope_kind == "pipeline":
@@ -79,7 +85,12 @@ def run_budget_gate(
     gate = BudgetGate(ledger, budget)
     estimate = None if estimate_kg_co2e is None or estimate_kg_co2e < 0 else float(estimate_kg_co2e)
     decision = gate.check(pipeline_name, step_name, estimate_kg=estimate)
-    status = ledger.status(budget)
+    status = None
+    if not decision.unavailable:
+        try:
+            status = ledger.status(budget)
+        except Exception as exc:  # the decision stands; only the figures for the UI are missing
+            print(f"carbonpipe: budget status unavailable: {exc}", file=sys.stderr)
     verdict = "run" if decision.allowed else "skip"
     report = {
         "fits": decision.allowed,
@@ -94,26 +105,38 @@ def run_budget_gate(
         .isoformat(timespec="seconds")
         .replace("+00:00", "Z"),
         "gate": asdict(decision),
-        "status": status.to_dict(),
+        "status": None if status is None else status.to_dict(),
     }
-    publish_metrics(
-        metrics,
-        {
-            "fits": 1.0 if decision.allowed else 0.0,
-            "budget_percent": status.percent,
-            "used_kg_co2e": status.used_kg,
-            "reserved_kg_co2e": status.reserved_kg,
-            "remaining_kg_co2e": status.remaining_kg,
-            "limit_kg_co2e": status.limit_kg,
-            "estimate_kg_co2e": decision.estimate_kg,
-            "burn_rate_kg_per_day": status.burn_rate_kg_per_day,
-            "days_left": status.days_left,
-        },
-    )
+    shown: dict[str, float | None] = {
+        "fits": 1.0 if decision.allowed else 0.0,
+        "ledger_unavailable": 1.0 if decision.unavailable else 0.0,
+        "limit_kg_co2e": decision.limit_kg,
+        "estimate_kg_co2e": decision.estimate_kg,
+    }
+    if status is not None:
+        shown.update(
+            budget_percent=status.percent,
+            used_kg_co2e=status.used_kg,
+            reserved_kg_co2e=status.reserved_kg,
+            remaining_kg_co2e=status.remaining_kg,
+            limit_kg_co2e=status.limit_kg,
+            burn_rate_kg_per_day=status.burn_rate_kg_per_day,
+            days_left=status.days_left,
+        )
+    publish_metrics(metrics, shown)
     _write_json(report_path, report)
     print(
         f"carbonpipe: budget gate for {step_name}: {verdict}: {decision.message}", file=sys.stderr
     )
+    if not decision.allowed and strict and decision.unavailable:
+        raise BudgetUnavailable(
+            f"carbon budget gate (strict) refused step {step_name!r}: {decision.message}",
+            scope=decision.scope,
+            limit_kg=decision.limit_kg,
+            estimate_kg=decision.estimate_kg,
+            on_exceed="fail",
+            store_error=decision.store_error,
+        )
     if not decision.allowed and strict:
         raise BudgetExceeded(
             f"carbon budget gate (strict) refused step {step_name!r}: {decision.message}",
