@@ -22,7 +22,8 @@ from typing import Any
 from carbonpipe.errors import InvalidRecord
 
 SCHEMA = "carbonpipe.record/1"
-STATUSES = ("succeeded", "failed", "killed")
+# "lost": the step's process died before it stopped (kill -9): see carbonpipe.lost_steps.
+STATUSES = ("succeeded", "failed", "killed", "lost")
 DETECTED_BY = ("metadata", "argument", "env", "default", "world")
 METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
 RECORDS_PREFIX = "records/v1"

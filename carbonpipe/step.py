@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 from carbonpipe.record import Record, make_record_id
 
 if TYPE_CHECKING:
+    from carbonpipe.budgets.lease import LeaseKeeper
     from carbonpipe.budgets.status import BudgetStatus, Reservation
     from carbonpipe.impact import Equivalents
     from carbonpipe.measure.meter import Meter
+    from carbonpipe.stores.open_steps import OpenStep
     from carbonpipe.tracker import CarbonTracker
 
 _current_step: contextvars.ContextVar[_Step | None] = contextvars.ContextVar(
@@ -146,6 +148,9 @@ class _Step:
         self.started_at = datetime.now(timezone.utc)
         self.meter: Meter | None = None
         self.reservation: Reservation | None = None
+        self.lease: LeaseKeeper | None = None  # renews the reservation while the step runs
+        # Its entry beside the spool while it runs (carbonpipe.lost_steps): killed, it is not lost.
+        self.open_step: OpenStep | None = None
         self.errors: list[str] = []
         self.remote: dict[str, dict[str, Any]] = {}
         self.metrics: CarbonMetrics | None = None

@@ -28,6 +28,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -38,7 +39,7 @@ from carbonpipe._checks import (
     check_label_keys,
 )
 from carbonpipe.config import Settings, resolve_settings
-from carbonpipe.record import Record, utc_iso
+from carbonpipe.record import Record
 
 if TYPE_CHECKING:
     from carbonpipe.budgets.budget import Budget
@@ -287,6 +288,9 @@ class CarbonTracker:
         if self._store is not None:
             self._store.reset()  # a store that timed out in an earlier step gets a new chance
         _replay_spool_in_background()
+        from carbonpipe import lost_steps
+
+        lost_steps.sweep_in_background()  # steps an earlier process left open get their record
         try:
             if self.budget is not None:
                 self._gate(handle)
@@ -297,6 +301,7 @@ class CarbonTracker:
                 with contextlib.suppress(Exception):
                     meter.stop()  # never started: this only ends the sidecar
             raise
+        handle.open_step = lost_steps.open_entry(self, handle, meter)
         if meter is not None:
             try:
                 meter.start(at=at)
@@ -324,15 +329,18 @@ class CarbonTracker:
             estimate_option=self._gate_estimate_option,
         )
         handle.reservation = admitted.reservation
+        handle.lease = admitted.keeper
         handle.errors.extend(admitted.notes)
 
     def _prepare_meter(self, handle: _Step) -> Meter | None:
         try:
+            from carbonpipe.lost_steps import heartbeat_file
             from carbonpipe.measure.meter import Meter
 
             meter = Meter(
                 tracking_mode=self.settings.meter_mode,
                 measure_power_secs=self.settings.measure_power_secs,
+                heartbeat_path=heartbeat_file(handle.record_id),
             )
             meter.prepare()
             return meter
@@ -379,6 +387,8 @@ class CarbonTracker:
             with contextlib.suppress(ValueError):
                 _current_step.reset(handle._token)
         measurement = self._stop_meter(handle)
+        if handle.lease is not None:
+            handle.lease.stop()  # the charge replaces the reservation: no more renewals
         metrics = self._record(handle, status, measurement)
         with self._lock:
             handle.metrics = metrics
@@ -415,6 +425,21 @@ class CarbonTracker:
                 handle.errors.append(f"energy meter failed to stop: {exc!r}")
         return estimate_without_meter(handle.started_at, datetime.now(timezone.utc))
 
+    def _identity(self, handle: _Step) -> dict[str, Any]:
+        """What names this attempt of the step in its record (pricing.IDENTITY_FIELDS)."""
+        s = self.settings
+        return {
+            "record_id": handle.record_id,
+            "project": s.project,
+            "experiment": s.experiment,
+            "pipeline": s.pipeline,
+            "run_id": self.run_id,
+            "step": handle.name,
+            "team": s.team,
+            "attempt": handle.attempt,
+            "labels": handle.labels,
+        }
+
     def _record(self, handle: _Step, status: str, m: Measurement) -> CarbonMetrics:
         errors = list(handle.errors) + list(m.errors)
         provider = region = country = None
@@ -436,51 +461,26 @@ class CarbonTracker:
             "country_iso": country,
             "detected_by": detected_by,
         }
+        from carbonpipe.pricing import build_record
+
         s = self.settings
-        local_kwh = m.cpu_energy_kwh + m.gpu_energy_kwh + m.ram_energy_kwh
-        remote = [dict(v) for v in handle.remote.values()]
-        remote_kwh = sum(r["energy_kwh"] for r in remote)
-        remote_kg = sum(r["emissions_kg_co2e"] for r in remote)
-        emissions_kg = local_kwh * s.pue * intensity.intensity_g_per_kwh / 1000.0 + remote_kg
-        record = Record(
-            record_id=handle.record_id,
-            project=s.project,
-            experiment=s.experiment,
-            pipeline=s.pipeline,
-            run_id=self.run_id,
-            step=handle.name,
-            team=s.team,
-            attempt=handle.attempt,
-            labels=handle.labels,
-            started_at=utc_iso(m.started_at),
-            ended_at=utc_iso(m.ended_at),
-            duration_s=m.duration_s,
-            status=status,
-            energy_kwh={
-                "cpu": m.cpu_energy_kwh,
-                "gpu": m.gpu_energy_kwh,
-                "ram": m.ram_energy_kwh,
-                "remote": remote_kwh,
-                "total": local_kwh + remote_kwh,
-            },
-            power_w={"cpu": m.cpu_power_w, "gpu": m.gpu_power_w, "ram": m.ram_power_w},
-            pue=s.pue,
-            intensity_g_per_kwh=intensity.intensity_g_per_kwh,
-            emissions_kg_co2e=emissions_kg,
+        record = build_record(
+            self._identity(handle),
+            status,
+            m,
             location=location,
-            intensity_source=intensity.to_source_dict(),
-            measurement={
-                "method": m.method,
-                "tracking_mode": s.tracking_mode,
-                "share": m.share,
-                "codecarbon_version": m.codecarbon_version,
-                "cpu_model": m.cpu_model,
-                "gpu_model": m.gpu_model,
-            },
-            remote=remote,
-            tracking_errors=errors,
-            alerts=self._alerts(handle, emissions_kg),
+            intensity=intensity,
+            pue=s.pue,
+            tracking_mode=s.tracking_mode,
+            remote=list(handle.remote.values()),
+            errors=errors,
         )
+        alerts = self._alerts(handle, record.emissions_kg_co2e)
+        if alerts:
+            record = replace(record, alerts=alerts)
+        if handle.open_step is not None:  # the final record takes the open entry's place
+            with contextlib.suppress(Exception):
+                handle.open_step.finishing(self.store, record.key, record.to_json())
         budget_status = self._deliver(record)
         for e in record.tracking_errors:
             log.warning("carbonpipe: %s", e)
@@ -488,13 +488,13 @@ class CarbonTracker:
             step=handle.name,
             status=status,
             duration_s=m.duration_s,
-            energy_consumed_kwh=local_kwh + remote_kwh,
-            emissions_kg_co2=emissions_kg,
+            energy_consumed_kwh=record.energy_kwh["total"],
+            emissions_kg_co2=record.emissions_kg_co2e,
             carbon_intensity_g_per_kwh=intensity.intensity_g_per_kwh,
             cpu_energy_kwh=m.cpu_energy_kwh,
             gpu_energy_kwh=m.gpu_energy_kwh,
             ram_energy_kwh=m.ram_energy_kwh,
-            remote_energy_kwh=remote_kwh,
+            remote_energy_kwh=record.energy_kwh["remote"],
             cpu_power_w=m.cpu_power_w,
             gpu_power_w=m.gpu_power_w,
             ram_power_w=m.ram_power_w,
@@ -551,9 +551,11 @@ class CarbonTracker:
             return None
         try:
             from carbonpipe.budgets.charges import charge_record
+            from carbonpipe.stores.open_steps import settle
 
             per_run = self.budget is not None and self.budget.scope.startswith("run:")
             charge_record(self.store, record, run_scope=per_run)
+            settle(record.record_id)  # record and charges are safe: the open entry goes
             if self.budget is not None:
                 from carbonpipe.budgets.ledger import BudgetLedger
 

@@ -9,7 +9,7 @@ renders a list input as one JSON string, hence ``--command-json``.
 from typing import Any, List  # noqa: UP035 - KFP's container-component interface wants typing.List
 
 from kfp import dsl
-from kfp.dsl import Metrics, Output
+from kfp.dsl import Artifact, Metrics, Output
 
 from ._identity import PIPELINE_NAME, RUN_ID, TASK_NAME, with_identity
 from ._image import component_image
@@ -22,6 +22,7 @@ def build(image: str | None = None) -> Any:
     def tracked_command(
         command: List[str],  # noqa: UP006
         metrics: Output[Metrics],
+        record: Output[Artifact],
         step: str = "",
         project: str = "",
         store: str = "",
@@ -64,6 +65,7 @@ def build(image: str | None = None) -> Any:
 
         Returns:
             metrics: The step's figures: energy_kwh, emissions_g_co2e, emissions_kg_co2e, intensity_g_per_kwh, duration_s, budget_percent.
+            record: The step's full carbonpipe record (JSON), a copy KFP keeps in the pipeline root for when the store was down and the pod's spool went with the pod: `carbonpipe flush --from <pipeline root>` delivers it once.
         """
         return dsl.ContainerSpec(
             image=resolved_image,
@@ -75,6 +77,8 @@ def build(image: str | None = None) -> Any:
                 "metrics",
                 "--metrics-path",
                 metrics.path,
+                "--record-path",
+                record.path,
                 "--command-json",
                 command,
                 "--",

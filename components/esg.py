@@ -1,7 +1,7 @@
 """``esg_aggregate``: the nightly ESG report of a store, as KFP artifacts.
 
 Interface only; the implementation is :func:`carbonpipe.integrations.kfp.esg.run_esg_aggregate`, which
-calls :func:`carbonpipe.esg.aggregation.run_nightly` (the same function the Airflow DAG runs).
+calls :func:`carbonpipe.esg.nightly.run_nightly` (the same function the Airflow DAG runs).
 """
 
 from typing import Any
@@ -18,6 +18,7 @@ def esg_aggregate(
     summary: Output[Artifact],
     store: str = "",
     period: str = "",
+    sweep_from: str = "",
 ) -> None:
     """Aggregate a period's carbon records into the ESG report (JSON, CSV, HTML, charts).
 
@@ -26,6 +27,7 @@ def esg_aggregate(
     Args:
         store: Store holding the records: a folder, s3://bucket/prefix or gs://bucket/prefix. Empty: CARBONPIPE_STORE.
         period: Period to report, e.g. 2026-11. Empty: the month of the day that just ended (UTC).
+        sweep_from: A pipeline root to sweep first for the carbon_record artifacts of steps whose store was down (each delivered once). Empty: none.
 
     Returns:
         totals: The period's totals for the KFP UI (energy, emissions, records, ...).
@@ -40,6 +42,7 @@ def esg_aggregate(
         metrics=totals,
         report_html_path=report.path,
         report_json_path=summary.path,
+        sweep_from=sweep_from,
     )
 
 

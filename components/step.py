@@ -34,7 +34,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from carbonpipe import __version__
-from carbonpipe.integrations.kfp.context import IDENTITY_INPUTS, METRICS_OUTPUT, step_config
+from carbonpipe.integrations.kfp.context import (
+    IDENTITY_INPUTS,
+    METRICS_OUTPUT,
+    RECORD_OUTPUT,
+    step_config,
+)
 
 from ._image import component_image, is_carbonpipe_image
 
@@ -45,6 +50,9 @@ ADDED_DOCS: dict[str, str] = {
     METRICS_OUTPUT: "This step's carbon footprint, measured by carbonpipe: energy_kwh, "
     "emissions_g_co2e, emissions_kg_co2e, intensity_g_per_kwh, duration_s and, when the step "
     "has a budget, budget_percent.",
+    RECORD_OUTPUT: "This step's full carbonpipe record (JSON), a copy KFP keeps in the pipeline "
+    "root for when the store was down and the pod's spool went with the pod: "
+    "`carbonpipe flush --from <pipeline root>` delivers it once.",
     "carbon_store": "Where the step's carbon record goes: a folder, s3://bucket/prefix or "
     "gs://bucket/prefix. Empty: the component's store, else CARBONPIPE_STORE.",
     "carbon_pipeline": "Pipeline the record belongs to (budgets of scope pipeline:NAME count "
@@ -176,7 +184,7 @@ def generate_step_functions(
     Both carry code objects compiled from one generated source that :mod:`linecache` holds, so
     ``inspect.getsource`` returns exactly what the pod will run.
     """
-    from kfp.dsl import Metrics, Output
+    from kfp.dsl import Artifact, Metrics, Output
 
     source = _user_source(func)
     tree = ast.parse(source)
@@ -186,7 +194,7 @@ def generate_step_functions(
     name = fn.name
     impl = f"{IMPL_PREFIX}{name}"
     params = _parameters(source, fn)
-    clash = {p for p, _, _ in params} & {METRICS_OUTPUT, *IDENTITY_INPUTS}
+    clash = {p for p, _, _ in params} & {METRICS_OUTPUT, RECORD_OUTPUT, *IDENTITY_INPUTS}
     if clash:
         raise ValueError(f"{name}(): parameter name(s) {sorted(clash)} are reserved by carbonpipe")
 
@@ -194,6 +202,7 @@ def generate_step_functions(
     returns = _segment(source, fn.returns)
     wrapper_params = [f"{p}: {ann}" + ("" if d is None else f" = {d}") for p, ann, d in params]
     wrapper_params.append(f"{METRICS_OUTPUT}: Output[Metrics]")
+    wrapper_params.append(f"{RECORD_OUTPUT}: Output[Artifact]")
     wrapper_params += [f"{p}: str = ''" for p in IDENTITY_INPUTS]
     user_args = ", ".join(f"{p!r}: {p}" for p, _, _ in params)
     identity_args = ", ".join(f"{p!r}: {p}" for p in IDENTITY_INPUTS)
@@ -211,6 +220,7 @@ def generate_step_functions(
             f"        config={dict(config)!r},",
             f"        metrics={METRICS_OUTPUT},",
             f"        identity={{{identity_args}}},",
+            f"        record={RECORD_OUTPUT},",
             "    )",
         ]
     )
@@ -230,7 +240,10 @@ def generate_step_functions(
     added = [
         inspect.Parameter(
             METRICS_OUTPUT, inspect.Parameter.KEYWORD_ONLY, annotation=Output[Metrics]
-        )
+        ),
+        inspect.Parameter(
+            RECORD_OUTPUT, inspect.Parameter.KEYWORD_ONLY, annotation=Output[Artifact]
+        ),
     ] + [
         inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default="", annotation=str)
         for p in IDENTITY_INPUTS
@@ -251,8 +264,8 @@ def generate_step_functions(
         wrapper.__annotations__["return"] = signature.return_annotation
     wrapper.__doc__ = _augment_docstring(
         func.__doc__,
-        {k: v for k, v in ADDED_DOCS.items() if k != METRICS_OUTPUT},
-        {METRICS_OUTPUT: ADDED_DOCS[METRICS_OUTPUT]},
+        {k: v for k, v in ADDED_DOCS.items() if k not in (METRICS_OUTPUT, RECORD_OUTPUT)},
+        {k: ADDED_DOCS[k] for k in (METRICS_OUTPUT, RECORD_OUTPUT)},
     )
     wrapper.__qualname__ = func.__qualname__
     wrapper.__module__ = func.__module__

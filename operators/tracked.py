@@ -17,6 +17,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import BaseOperator
 
 from carbonpipe.operators.hooks import CarbonStoreHook
+from carbonpipe.operators.records import RECORD_XCOM_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -281,12 +282,14 @@ class CarbonTrackedOperator(PythonOperator):
         return result
 
     def _publish(self, context: Context, metrics: CarbonMetrics) -> None:
-        """Push the metrics to XCom and log the everyday comparisons.
+        """Push the metrics and the full record to XCom and log the everyday comparisons.
 
         The tracker itself logs the one-line summary (energy, CO2, intensity, location).
         """
         try:
             context["ti"].xcom_push(key=XCOM_KEY, value=metrics.to_dict())
+            if metrics.record is not None:
+                context["ti"].xcom_push(key=RECORD_XCOM_KEY, value=metrics.record.to_dict())
         except Exception as exc:  # never let publishing change the step's outcome
             self.log.warning("carbonpipe: could not push %s to XCom: %s", XCOM_KEY, exc)
         try:

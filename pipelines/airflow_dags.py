@@ -12,7 +12,7 @@ Building a DAG does no I/O: the store is opened, and the period computed, when a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,6 +49,7 @@ def nightly_esg_dag(
     period: str | None = None,
     out_dir: str | None = None,
     start_date: datetime | None = None,
+    sweep_from: Sequence[str] = (),
     **dag_kwargs: Any,
 ) -> DAG:
     """Return a DAG that writes the ESG report of a period every night.
@@ -61,6 +62,10 @@ def nightly_esg_dag(
         the month of the run's data interval, see :func:`month_of`).
     :param out_dir: a local folder to also write the artifacts to.
     :param start_date: the DAG's start date (default 2026-01-01 UTC; no catch-up).
+    :param sweep_from: record copies to sweep into the store first: KFP pipeline roots, or
+        ``airflow:`` (the ``carbon_record`` XComs; needs Airflow's metadata database, which
+        Airflow 3 does not give tasks: run ``carbonpipe flush --from airflow:`` where the
+        scheduler runs instead).
     :param dag_kwargs: any other ``DAG`` argument (tags, default_args, ...).
     """
     dag_kwargs.setdefault("catchup", False)
@@ -74,7 +79,11 @@ def nightly_esg_dag(
 
         @task(task_id="esg_report")
         def esg_report(
-            store: str | None, period: str | None, out_dir: str | None, **context: Any
+            store: str | None,
+            period: str | None,
+            out_dir: str | None,
+            sweep_from: list[str],
+            **context: Any,
         ) -> Any:
             from carbonpipe.config import resolve_settings
             from carbonpipe.esg.nightly import run_nightly
@@ -82,9 +91,9 @@ def nightly_esg_dag(
             store_uri = store or resolve_settings().store
             period = period or month_of(context)
             log.info("carbonpipe: ESG report of %s from %s", period, store_uri)
-            return run_nightly(store_uri, period, out_dir=out_dir)
+            return run_nightly(store_uri, period, out_dir=out_dir, sweep_from=sweep_from)
 
-        esg_report(store, period, out_dir)
+        esg_report(store, period, out_dir, list(sweep_from))
     return dag
 
 

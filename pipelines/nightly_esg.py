@@ -32,14 +32,17 @@ def build_pipeline() -> Any:
     @dsl.pipeline(
         name=PIPELINE_NAME, description="Aggregate the carbon records into the ESG report."
     )
-    def nightly_esg_pipeline(store: str = DEFAULT_STORE, period: str = "") -> None:
+    def nightly_esg_pipeline(
+        store: str = DEFAULT_STORE, period: str = "", sweep_from: str = ""
+    ) -> None:
         """Write the period's ESG report (JSON, CSV, HTML, charts) to the store.
 
         Args:
             store: Store holding the records: a folder, s3://bucket/prefix or gs://bucket/prefix.
             period: Period to report, e.g. 2026-11. Empty: the month of the day that just ended (UTC).
+            sweep_from: The pipeline root of the runs to report, swept first for the records of steps whose store was down. Empty: none.
         """
-        esg_aggregate(store=store, period=period).set_caching_options(False)
+        esg_aggregate(store=store, period=period, sweep_from=sweep_from).set_caching_options(False)
 
     return nightly_esg_pipeline
 

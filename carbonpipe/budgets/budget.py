@@ -27,6 +27,9 @@ DEFAULT_WARN_RATIO = 0.8
 # The gate's whole decision (estimate, ledger read, reservation) gets this long, then a budget
 # whose ledger has not answered counts as unavailable: a failing store never holds a step long.
 DEFAULT_GATE_TIMEOUT_S = 5.0
+#: A reservation's lease when the step has no earlier run to size it from (see budgets.lease).
+DEFAULT_LEASE_S = 900.0
+MAX_LEASE_S = 24 * 3600.0
 MAX_GATE_TIMEOUT_S = 600.0
 
 
@@ -83,7 +86,9 @@ class Budget:
     Give the limit (and the default step estimate) in kg or in g; either way the budget keeps kg.
     When the ledger cannot be read within ``gate_timeout_s`` seconds, ``when_unavailable``
     decides: ``refuse`` (the default) treats the step as over budget (``on_exceed`` applies);
-    ``run`` lets it run ungated and says so in its record.
+    ``run`` lets it run ungated and says so in its record. A step's reservation is a lease
+    that its process renews while it runs; ``lease_s`` is its length when the step has no
+    earlier run to size it from (:mod:`carbonpipe.budgets.lease`).
     """
 
     scope: str
@@ -94,6 +99,7 @@ class Budget:
     default_step_estimate_kg: float = _UNSET
     when_unavailable: str = "refuse"
     gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S
+    lease_s: float = DEFAULT_LEASE_S
     limit_g_co2e: InitVar[float | None] = None
     default_step_estimate_g: InitVar[float | None] = None
 
@@ -133,11 +139,13 @@ class Budget:
         timeout = _check_number(
             "gate_timeout_s", self.gate_timeout_s, positive=True, at_most=MAX_GATE_TIMEOUT_S
         )
+        lease = _check_number("lease_s", self.lease_s, positive=True, at_most=MAX_LEASE_S)
         # Frozen: the unit conversion is the one write __post_init__ is allowed.
         object.__setattr__(self, "limit_kg_co2e", limit)
         object.__setattr__(self, "default_step_estimate_kg", estimate or 0.0)
         object.__setattr__(self, "warn_ratio", float(self.warn_ratio))
         object.__setattr__(self, "gate_timeout_s", timeout)
+        object.__setattr__(self, "lease_s", lease)
 
     @property
     def scope_kind(self) -> str:
@@ -161,6 +169,7 @@ _YAML_FIELDS = (
     "default_step_estimate_g",
     "when_unavailable",
     "gate_timeout_s",
+    "lease_s",
 )
 
 

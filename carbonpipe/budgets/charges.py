@@ -179,6 +179,9 @@ def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = F
             "run_id": record.run_id,
             "ended_at": record.ended_at,
         }
+        duration = getattr(record, "duration_s", None)  # sizes the step's next reservation
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration >= 0:
+            body["duration_s"] = float(duration)
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         keys.append(key)
         outcomes[_deliver(store, key, data)].append(key)

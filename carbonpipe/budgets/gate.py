@@ -21,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
     from carbonpipe.budgets.charges import ChargeableRecord
     from carbonpipe.stores.base import Store
 from carbonpipe.budgets.budget import Budget
-from carbonpipe.budgets.ledger import DEFAULT_RESERVATION_TTL_S, BudgetLedger
+from carbonpipe.budgets.lease import LeaseKeeper, lease_for
+from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.budgets.status import (
     Admission,
     GateDecision,
@@ -197,7 +199,7 @@ class BudgetGate:
             logger.warning("baseline %s is unusable (%s); not using it", key, exc)
         last = self.ledger.last_charge(pipeline, step)
         if last is not None:
-            return StepEstimate(last.emissions_kg_co2e, "last_run")
+            return StepEstimate(last.emissions_kg_co2e, "last_run", last.duration_s)
         return StepEstimate(self.budget.default_step_estimate_kg, "default")
 
     def _estimate(
@@ -252,10 +254,11 @@ class BudgetGate:
         *,
         reservation_id: str,
         estimate_kg: float | None = None,
-        ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        ttl_s: float | None = None,
         estimate_option: str | None = None,
     ) -> Reservation:
-        """Reserve the step's estimate.
+        """Reserve the step's estimate, for ``ttl_s`` or, by default, a lease sized from the
+        step's last run (:func:`carbonpipe.budgets.lease.lease_for`) that the step renews.
 
         Raises :class:`BudgetExceeded` if it does not fit, :class:`BudgetUnavailable` if the
         ledger cannot be read or the reservation written within the deadline (whatever the
@@ -267,7 +270,9 @@ class BudgetGate:
             check_amount("estimate_kg", estimate_kg)
         if not isinstance(reservation_id, str) or not reservation_id:
             raise ValueError(f"reservation_id {reservation_id!r} must be a non-empty string")
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
+        if ttl_s is not None and (
+            isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0
+        ):
             raise ValueError(f"ttl_s {ttl_s!r} must be a number of seconds > 0")
 
         def work(deadline: float) -> Reservation:
@@ -276,7 +281,7 @@ class BudgetGate:
                 self.budget,
                 est.kg_co2e,
                 reservation_id=reservation_id,
-                ttl_s=ttl_s,
+                ttl_s=ttl_s if ttl_s is not None else lease_for(self.budget, est),
                 estimate_source=est.source,
                 pipeline=pipeline,
                 step=step,
@@ -302,7 +307,7 @@ class BudgetGate:
         step: str,
         *,
         reservation_id: str,
-        ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        ttl_s: float | None = None,
         estimate_option: str | None = None,
     ) -> Admission:
         """Reserve the step's estimate, or apply the budget's ``when_unavailable`` when the
@@ -337,7 +342,9 @@ def admit_step(
 ) -> Admission:
     """The tracker's gate: open the ledger in ``store()`` and :meth:`BudgetGate.admit` the step.
 
-    A store that cannot even be opened is a ledger that cannot be read.
+    A store that cannot even be opened is a ledger that cannot be read. The reservation is a
+    lease that a daemon thread renews until the tracker stops ``Admission.keeper`` at the
+    step's end (:mod:`carbonpipe.budgets.lease`).
     """
     try:
         ledger = BudgetLedger(store())
@@ -345,6 +352,11 @@ def admit_step(
         refused = unavailable_decision(budget, _describe(exc)).to_exception()
         assert isinstance(refused, BudgetUnavailable)
         return _ungated(budget, refused)
-    return BudgetGate(ledger, budget).admit(
+    admitted = BudgetGate(ledger, budget).admit(
         pipeline, step, reservation_id=reservation_id, estimate_option=estimate_option
     )
+    held = admitted.reservation
+    if held is None:
+        return admitted
+    lease = (held.expires_at - held.created_at).total_seconds()
+    return replace(admitted, keeper=LeaseKeeper(ledger, held, lease).start())

@@ -185,8 +185,10 @@ class BudgetLedger:
             body = json.loads(self.store.get(entry.key).data)
             ended: str | None = utc_iso(parse_utc(body["ended_at"]))
         except (ObjectNotFound, ValueError, KeyError, TypeError, AttributeError):
-            ended = None  # unreadable body: the entry still counts, it just sorts first
-        return replace(entry, ended_at=ended)
+            return entry  # unreadable body: the entry still counts, it just sorts first
+        duration = body.get("duration_s")
+        ok = isinstance(duration, (int, float)) and not isinstance(duration, bool)
+        return replace(entry, ended_at=ended, duration_s=float(duration) if ok else None)
 
     # -- reservations --------------------------------------------------------------------------
 
@@ -264,15 +266,45 @@ class BudgetLedger:
 
     def release(self, reservation: Reservation) -> bool:
         """Drop a reservation before it expires (a step skipped, or charged under another id)."""
+        return self._rewrite(reservation, "release", lambda entry: None)
+
+    def renew(self, reservation: Reservation, ttl_s: float) -> bool:
+        """Extend a live step's lease: its reservation now expires ``ttl_s`` from now.
+
+        False when the reservation is gone or has already expired: its slice may be another
+        step's by now, so a lapsed lease is never revived (the step runs on, unreserved).
+        """
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
+            raise ValueError(f"ttl_s {ttl_s!r} must be a number of seconds > 0")
+        now = self._now()
+        until = utc_iso(now + timedelta(seconds=float(ttl_s)))
+
+        def extend(entry: dict[str, Any]) -> dict[str, Any] | None:
+            if parse_utc(entry["expires_at"]) <= now:
+                raise _Lapsed
+            return {**entry, "expires_at": until}
+
+        try:
+            return self._rewrite(reservation, "renew", extend)
+        except _Lapsed:
+            return False
+
+    def _rewrite(
+        self,
+        reservation: Reservation,
+        what: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+    ) -> bool:
+        """Compare-and-swap ``change`` onto the reservation's entry (``None`` drops it)."""
         deadline = time.monotonic() + _CAS_DEADLINE_S
         attempt = 0
+        rid = reservation.reservation_id
         while True:
             doc, version = self._read_reservations(reservation.document_key)
-            if version is None or not any(
-                r.get("reservation_id") == reservation.reservation_id for r in doc
-            ):
+            if version is None or not any(r.get("reservation_id") == rid for r in doc):
                 return False
-            kept = [r for r in doc if r.get("reservation_id") != reservation.reservation_id]
+            changed = [r if r.get("reservation_id") != rid else change(r) for r in doc]
+            kept = [r for r in changed if r is not None]
             try:
                 self.store.replace(
                     reservation.document_key,
@@ -284,7 +316,7 @@ class BudgetLedger:
                 return True
             except PreconditionFailed:
                 if time.monotonic() > deadline:
-                    raise BudgetError(f"could not release {reservation.reservation_id}") from None
+                    raise BudgetError(f"could not {what} {rid}") from None
                 _backoff(attempt)
                 attempt += 1
 
@@ -553,6 +585,10 @@ def _valid_entry(entry: object) -> bool:
         return isinstance(entry["reservation_id"], str) and int(entry["estimate_ug"]) >= 0
     except (KeyError, ValueError, TypeError, AttributeError):
         return False
+
+
+class _Lapsed(Exception):
+    """A lease renewed too late: the reservation had already expired."""
 
 
 def _reservation_from(

@@ -20,6 +20,8 @@ from carbonpipe.errors import (
 from carbonpipe.record import utc_iso
 
 if TYPE_CHECKING:
+    from carbonpipe.budgets.lease import LeaseKeeper
+
     pass
 
 
@@ -46,6 +48,7 @@ class ChargeEntry:
     step: str
     key: str
     ended_at: str | None = None
+    duration_s: float | None = None  # from its body too (charges since reservation leases)
 
     @property
     def emissions_kg_co2e(self) -> float:
@@ -113,6 +116,7 @@ class StepEstimate:
 
     kg_co2e: float
     source: str  # given | baseline | last_run | default
+    duration_s: float | None = None  # the last run's, when one is known: sizes the lease
 
 
 @dataclass(frozen=True)
@@ -172,3 +176,4 @@ class Admission:
 
     reservation: Reservation | None
     notes: tuple[str, ...] = ()
+    keeper: LeaseKeeper | None = None  # renews the reservation's lease; stop it at the step's end

@@ -1,7 +1,8 @@
 """The ``carbonpipe`` command: run, detect, report, budget, flush, config, esg, baseline, plot.
 
 ``app`` (the parser, ``main``, dispatch), ``run`` (``carbonpipe run -- CMD``, which starts the
-command before it loads the tracking), ``options`` (``run``'s option tables), ``commands``
+command before it loads the tracking), ``lifeline`` (the command dies with the wrapper; as
+PID 1 the wrapper reaps orphans), ``options`` (``run``'s option tables), ``commands``
 (detect, report, budget, flush, config), ``esg`` (esg, baseline, plot), ``console`` (``--json``
 or text, and ``-v``).
 

@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move the quarantined entries back to pending and replay them with the others",
     )
+    fl.add_argument(
+        "--from",
+        dest="sweep_from",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="also deliver the record copies steps left with their orchestrator: a KFP "
+        "pipeline root (folder, s3://, gs://) or airflow: (XCom); repeatable",
+    )
+    fl.add_argument("--store", help="store the swept records go to (default: CARBONPIPE_STORE)")
+    fl.add_argument("--config", help="carbon.yaml to read (CARBONPIPE_CONFIG)")
     fl.add_argument("--json", action="store_true")
 
     cfg = sub.add_parser("config", help="show the resolved settings and where each came from")

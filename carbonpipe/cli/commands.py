@@ -1,7 +1,7 @@
 """The inspection and maintenance commands: ``detect``, ``report``, ``budget``, ``flush``, ``config``.
 
 Each takes the parsed arguments and returns the exit code; ``--json`` prints the data instead
-of the text (:func:`carbonpipe.cli.app.emit`).
+of the text (:func:`carbonpipe.cli.console.emit`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from carbonpipe.lost_steps import LostReport
     from carbonpipe.stores.spool import ReplayReport
+    from carbonpipe.sweep import SweepReport
 
 
 # -- detect / report / budget / flush / config ----------------------------------------------
@@ -134,26 +136,53 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 def cmd_flush(args: argparse.Namespace) -> int:
     """Deliver every spooled record to its store."""
+    from carbonpipe import lost_steps
     from carbonpipe.stores import spool
 
+    # Steps whose process died first: their records go out (or into the spool) before the replay.
+    lost = lost_steps.sweep(args.spool_dir)
+    swept = _sweep(args)
     report = spool.replay(args.spool_dir, retry_quarantined=args.retry_quarantined)
     data: dict[str, Any] = {
         "delivered": report.delivered,
         "duplicates": report.duplicates,
         "remaining": report.remaining,
         "failed": list(report.failed),
-        "quarantined": len(report.quarantined),
-        "quarantine": [q.to_dict() for q in report.quarantined],
-        "released": report.released,
     }
-    emit(
-        args,
-        data,
+    text = (
         f"delivered {report.delivered}, duplicates {report.duplicates}, remaining {report.remaining}"
         + "".join(f"\n  failed: {f}" for f in report.failed)
-        + _quarantine_text(report),
     )
-    return 0 if report.remaining == 0 and not report.quarantined else 1
+    data["quarantined"] = len(report.quarantined)
+    data["quarantine"] = [q.to_dict() for q in report.quarantined]
+    data["released"] = report.released
+    text += _quarantine_text(report)
+    data["lost_steps"] = lost.to_dict()
+    text += _lost_steps_text(lost)
+    if swept:
+        data["swept"] = [s.to_dict() for s in swept]
+        for s in swept:
+            text += (
+                f"\nswept {s.source}: found {s.found}, delivered {s.delivered}, already there "
+                f"{s.duplicates}, spooled {s.spooled}"
+                + "".join(f"\n  invalid: {i}" for i in s.invalid)
+            )
+    emit(args, data, text)
+    bad = any(s.invalid or s.conflicts for s in swept) or bool(lost.failed)
+    return 0 if report.remaining == 0 and not report.quarantined and not bad else 1
+
+
+def _lost_steps_text(lost: LostReport) -> str:
+    """What flush says about steps whose process died before they stopped."""
+    text = ""
+    if lost.lost or lost.finished:
+        text += (
+            f"\nlost steps: {lost.lost} recorded with status lost, {lost.finished} final "
+            f"record(s) recovered ({lost.spooled} spooled)"
+        )
+    if lost.running:
+        text += f"\nopen steps still running: {lost.running}"
+    return text + "".join(f"\n  lost step not recovered: {f}" for f in lost.failed)
 
 
 def _quarantine_text(report: ReplayReport) -> str:
@@ -171,6 +200,21 @@ def _quarantine_text(report: ReplayReport) -> str:
             "Fix the cause, then: carbonpipe flush --retry-quarantined"
         )
     return text
+
+
+def _sweep(args: argparse.Namespace) -> list[SweepReport]:
+    """Deliver the record copies found in each ``--from`` source (before the spool's replay)."""
+    if not args.sweep_from:
+        return []
+    from carbonpipe.config import resolve_settings
+    from carbonpipe.sweep import sweep
+
+    settings = resolve_settings(config_file=args.config, store=args.store)
+    store = settings.open_store()
+    try:
+        return [sweep(source, store, spool_dir=args.spool_dir) for source in args.sweep_from]
+    finally:
+        store.close()
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -59,6 +59,10 @@ _RUN_OPTIONS: dict[str, dict[str, Any]] = {
     **_BUDGET_OPTIONS,
     "--label": {"action": "append", "default": [], "metavar": "KEY=VALUE"},
     "--metrics-json": {"help": "also write the step's metrics as JSON to this file"},
+    "--record-json": {
+        "help": "also write the step's full record to this file: a copy that outlives the "
+        "pod's spool (a KFP output artifact); `carbonpipe flush --from` delivers it once"
+    },
     "--json": {"action": "store_true", "help": "print the metrics as JSON to stderr"},
 }
 

@@ -264,7 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"carbonpipe: tracking could not start ({exc}); {step} runs untracked", file=sys.stderr
         )
     code, status = child.wait(
-        while_running=None if tracker is None else lambda: tracker._warm_stop_path(summary=True)
+        while_running=None if tracker is None else lambda: tracker._warm_stop_path(summary=True),
+        keep=lambda: _sidecar_of(handle),
     )
     if tracker is not None and handle is not None:
         _report(args, tracker, handle, status)
@@ -286,7 +287,10 @@ def _run_gated(args: argparse.Namespace, cmd: list[str], step: str) -> int:
         code, status = child.exit_code, "failed"
     else:
         child.forward_signals()
-        code, status = child.wait(while_running=lambda: tracker._warm_stop_path(summary=True))
+        code, status = child.wait(
+            while_running=lambda: tracker._warm_stop_path(summary=True),
+            keep=lambda: _sidecar_of(handle),
+        )
     _report(args, tracker, handle, status)
     return code
 
@@ -303,14 +307,34 @@ def _report(args: argparse.Namespace, tracker: CarbonTracker, handle: _Step, sta
             if args.metrics_json:
                 with open(args.metrics_json, "w") as fh:
                     json.dump(metrics.to_dict(), fh, indent=2, sort_keys=True)
+        if args.record_json and metrics.record is not None:
+            with open(args.record_json, "wb") as fh:
+                fh.write(metrics.record.to_json())
     except Exception as exc:  # the command's exit code stands, whatever tracking did
         print(
             f"carbonpipe: tracking failed after the step ({exc!r}); exit code kept", file=sys.stderr
         )
 
 
+def _spawn(cmd: list[str], mask: Any, default: list[int]) -> int:
+    """Start the command: on Linux tied to the wrapper's life (see :mod:`carbonpipe.cli.lifeline`)."""
+    if sys.platform.startswith("linux"):
+        from carbonpipe.cli.lifeline import spawn_tied
+
+        return spawn_tied(cmd, sigmask=mask, sigdefault=default)
+    return os.posix_spawnp(cmd[0], cmd, os.environ, setsigmask=mask, setsigdef=default)
+
+
+def _sidecar_of(handle: _Step | None) -> list[int]:
+    """The step's measuring sidecar, which its meter waits for (never reaped as an orphan)."""
+    meter = None if handle is None else handle.meter
+    pid = None if meter is None else meter.sidecar_pid
+    return [] if pid is None else [pid]
+
+
 class _Child:
-    """The command, started with ``posix_spawn`` before anything heavy is imported.
+    """The command, started with ``posix_spawn`` (on Linux: fork, a parent-death signal, exec)
+    before anything heavy is imported.
 
     The forwarded signals are blocked from just before the spawn until :meth:`forward_signals`
     has its handlers in place, so one sent meanwhile reaches the command instead of killing the
@@ -337,7 +361,7 @@ class _Child:
         mask = core.pthread_sigmask(core.SIG_BLOCK, forwarded)
         default = [getattr(core, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(core, n)]
         try:
-            pid = os.posix_spawnp(cmd[0], cmd, os.environ, setsigmask=mask, setsigdef=default)
+            pid = _spawn(cmd, mask, default)
         except OSError as exc:
             core.pthread_sigmask(core.SIG_SETMASK, mask)
             return cls._not_started(cmd, exc)
@@ -377,19 +401,34 @@ class _Child:
         if self._mask is not None:  # what came meanwhile goes on now
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
-    def wait(self, *, while_running: Callable[[], None] | None = None) -> tuple[int, str]:
-        """Wait for the command; return its exit code (128+N for signal N) and the step status."""
+    def wait(
+        self,
+        *,
+        while_running: Callable[[], None] | None = None,
+        keep: Callable[[], list[int]] = list,
+    ) -> tuple[int, str]:
+        """Wait for the command; return its exit code (128+N for signal N) and the step status.
+
+        As PID 1 the wrapper also reaps orphans meanwhile, but neither the command nor the
+        children ``keep()`` names (see :mod:`carbonpipe.cli.lifeline`).
+        """
         import contextlib
         import signal
 
+        reaper: Any = contextlib.nullcontext()
+        if os.getpid() == 1 and self._popen is None:
+            from carbonpipe.cli.lifeline import OrphanReaper
+
+            reaper = OrphanReaper(lambda: [self.pid, *keep()])
         try:
-            if while_running is not None:
-                with contextlib.suppress(Exception):  # never in the way of the command
-                    while_running()
-            if self._popen is not None:
-                rc = self._popen.wait()
-            else:  # retried after each forwarded signal (PEP 475)
-                rc = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            with reaper:
+                if while_running is not None:
+                    with contextlib.suppress(Exception):  # never in the way of the command
+                        while_running()
+                if self._popen is not None:
+                    rc = self._popen.wait()
+                else:  # retried after each forwarded signal and SIGCHLD (PEP 475)
+                    rc = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         finally:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)

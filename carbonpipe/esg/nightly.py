@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,17 +156,26 @@ def run_nightly(
     compact_first: bool = True,
     config: EsgConfig | Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    sweep_from: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Compact closed days, aggregate the period, write the artifacts; return URIs and totals.
 
     This is what the KFP component and the Airflow DAG call. Its result is JSON-ready:
     ``{"artifacts": {name: store URI}, "local": {name: path under out_dir}, "totals": {...},
     "regressions": [...], "regression_action": "warn" | "fail", "compaction": {...},
-    "read": {...}}``.
+    "read": {...}, "lost_steps": {...}}``. First, steps whose process died before they stopped
+    and left an open entry in this machine's spool get their ``lost`` record
+    (:func:`carbonpipe.lost_steps.sweep`), so the night counts them. Then the record copies
+    that steps left with their orchestrator in each ``sweep_from`` source (a KFP pipeline root,
+    ``airflow:``) are delivered once (:func:`carbonpipe.sweep.sweep`; ``"swept"`` in the result).
     """
+    from carbonpipe import lost_steps
     from carbonpipe.baseline import regression_action
+    from carbonpipe.sweep import sweep
 
+    lost = lost_steps.sweep()
     store = open_store(store_uri)
+    swept = [sweep(source, store).to_dict() for source in sweep_from]
     per = parse_period(period)
     cfg = config if isinstance(config, EsgConfig) else load_esg_config(config)
     done = compact(store, per, now=now) if compact_first else []
@@ -178,6 +187,7 @@ def run_nightly(
         "totals": headline(report),
         "regressions": report["regressions"],
         "regression_action": regression_action(),
+        "swept": swept,
         "compaction": {
             "days_compacted": sum(c.written for c in done),
             "records_added": sum(c.added for c in done),
@@ -187,4 +197,5 @@ def run_nightly(
             "json_records": agg.stats.json_records,
             "invalid_records": agg.stats.invalid_records,
         },
+        "lost_steps": lost.to_dict(),
     }

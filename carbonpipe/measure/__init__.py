@@ -1,8 +1,10 @@
 """The meter: a step's energy, measured with CodeCarbon in a sidecar, or estimated.
 
 ``base`` (the :class:`EnergyMeter` interface and :class:`Measurement`), ``meter`` (CodeCarbon in a
-sidecar process), ``sidecar`` and ``sidecar_imports`` (what runs in that process), ``process``
-(its pipes and reaping), ``counters`` (the cheap counters a window opens and closes at),
+sidecar process), ``sidecar`` and ``sidecar_imports`` (what runs in that process), ``heartbeat``
+(its one sampling thread, and the energy so far it leaves for a step that dies), ``inbox`` (its
+stdin, read while it watches the step's process), ``steptree`` (the step's process tree in
+``/proc``), ``process`` (its pipes and reaping), ``counters`` (the cheap counters a window opens and closes at),
 ``hwprofile`` (hardware detection cached on disk), ``estimate`` (the fallback).
 
 May import: ``errors`` and the standard library; CodeCarbon only inside functions.

@@ -121,6 +121,9 @@ class Meter:
         share: In process mode, where the step's CPU time comes from: "auto" (the cgroup inside a
             container when readable, else the process tree), "process" or "cgroup".
         stop_timeout_s: The longest ``stop()`` waits for the sidecar before estimating.
+        heartbeat_path: A file the sidecar rewrites after every measurement with the energy
+            measured so far, and once more if the step dies without stopping (see
+            :mod:`carbonpipe.measure.heartbeat`); ``None`` for none.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Meter:
         cache_dir: str | os.PathLike[str] | None = None,
         share: str = "auto",
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        heartbeat_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if tracking_mode not in TRACKING_MODES:
             raise ValueError(
@@ -147,6 +151,13 @@ class Meter:
         self._tracking_mode = tracking_mode
         self._share_wanted = share
         self._cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        if heartbeat_path is not None and not isinstance(heartbeat_path, (str, os.PathLike)):
+            raise TypeError(
+                f"heartbeat_path must be a path or None, got {type(heartbeat_path).__name__}"
+            )
+        self._heartbeat_path = (
+            None if heartbeat_path is None else os.path.abspath(os.fspath(heartbeat_path))
+        )
         self._share = "machine" if tracking_mode == "machine" else "process"
         self._cgroup_file: str | None = None
         self._t0: _Edge | None = None
@@ -295,6 +306,7 @@ class Meter:
                     "cgroup_file": self._cgroup_file,
                     "measure_power_secs": self._measure_power_secs,
                     "cache_dir": self._cache_dir,
+                    "heartbeat_path": self._heartbeat_path,
                 }
             )
         except BaseException:

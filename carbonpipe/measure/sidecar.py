@@ -4,13 +4,17 @@ It runs CodeCarbon outside the step's process, so neither CodeCarbon's cold star
 threads ever hold the step's GIL. Protocol, one JSON document per line:
 
 1. When spawned (``Meter.prepare()``, or ``start()``), the step writes its configuration on our
-   stdin: its pid, the tracking mode, how CPU is shared, the cache folder. We import CodeCarbon
-   and apply the saved hardware profile (or detect and save one) meanwhile.
+   stdin: its pid, the tracking mode, how CPU is shared, the cache folder, the heartbeat file.
+   We import CodeCarbon and apply the saved hardware profile (or detect and save one) meanwhile.
 2. At ``start()`` it writes ``t0``, the cheap counters it read as the step started: monotonic and
    wall clocks, its own CPU time, the cgroup's CPU time, ``/proc/stat``, RAPL ``energy_uj``. We
    start the tracker *back-dated to t0*: its clocks and every baseline it keeps are set to the
-   step's snapshot, so the window is the whole step however late we got ready.
-3. The step writes ``stop``. Whenever stdin closes instead (the step died), we exit silently.
+   step's snapshot, so the window is the whole step however late we got ready. From then on
+   one thread samples, measures every ``measure_power_secs`` and rewrites the heartbeat
+   (:mod:`carbonpipe.measure.heartbeat`).
+3. The step writes ``stop``. When it dies instead (stdin closes, or its process is gone while a
+   forked child still holds the pipe: :mod:`carbonpipe.measure.inbox`), we write a last
+   heartbeat for its lost record and exit without an answer.
 4. We take a last sample and write the raw result; :mod:`carbonpipe.measure.meter` turns it into a
    :class:`~carbonpipe.measure.meter.Measurement`. On any failure we write ``{"ok": false, ...}`` at once
    and exit, and the step falls back to its own estimate.
@@ -26,24 +30,21 @@ import contextlib
 import io
 import json
 import logging
-import math
 import os
 import sys
 import threading
 import time
 import traceback
 import warnings
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from carbonpipe.measure.counters import read_cgroup_cpu_s
-
-if TYPE_CHECKING:
-    pass
+from carbonpipe.measure.heartbeat import Sampler
+from carbonpipe.measure.inbox import Inbox
 from carbonpipe.measure.sidecar_imports import _skip_unused_imports
+from carbonpipe.measure.steptree import StepTree, _own_cpu_s
 
 _MAX_ERRORS = 8
 _STDERR_TAIL_CHARS = 4000
-_SCAN_REUSE_S = 0.05
 
 
 class _Tail(io.TextIOBase):
@@ -84,149 +85,6 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
-
-
-class _Step:
-    """The step's share of the machine as CodeCarbon should see it: its process tree, or its cgroup.
-
-    This sidecar is the step's child, so it (and whatever it runs, such as ``lscpu``) is always
-    left out. CPU time is counted as own + reaped children's time for every live process, so a
-    child that exits between two samples keeps its CPU time (it moves into its parent's count).
-    The tree is walked through ``/proc/<pid>/task/<tid>/children``, which costs the same on a
-    node with thousands of processes as in a pod; psutil's full ``/proc`` scan is the fallback.
-    """
-
-    def __init__(self, config: dict[str, Any], t0: dict[str, Any]) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.pid = int(config["ppid"])
-        self.root = psutil.Process(self.pid)
-        self.share = config["share"]
-        self.cgroup_file = config.get("cgroup_file")
-        self._me = os.getpid()
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._walkable = os.path.exists(f"/proc/{self.pid}/task/{self.pid}/children")
-        self._scanned: list[int] = []
-        self._scanned_at = -math.inf
-        self._t0_boot = None if t0.get("boot") is None else float(t0["boot"])
-        if self.share == "cgroup" and t0.get("cgroup_cpu_s") is None:
-            self.share = "process"  # readable when the step resolved it, not at its start
-        if self.share == "cgroup":
-            self.baseline_cpu_s = float(t0["cgroup_cpu_s"])
-        else:
-            # Processes that already ran before the step started count from now, not from birth.
-            older = sum(self._cpu_of(p) for p in self.descendants() if self._born_before_t0(p))
-            self.baseline_cpu_s = float(t0["proc_cpu_s"]) + older
-        self.last_cpu_s = self.baseline_cpu_s
-
-    def _stat(self, pid: int) -> list[bytes] | None:
-        """Return /proc/<pid>/stat's fields after the command name (state first), or None."""
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                return f.read().rpartition(b")")[2].split()
-        except OSError:
-            return None
-
-    def _born_before_t0(self, pid: int) -> bool:
-        # psutil's create_time() rests on a boot time rounded to the second: too coarse to tell a
-        # child spawned just after the step started. /proc's start time is in clock ticks since
-        # boot, the clock the step read at t0.
-        fields = self._stat(pid)
-        if self._t0_boot is None or fields is None or len(fields) < 20:
-            return False
-        return int(fields[19]) / self._tick < self._t0_boot - 0.02
-
-    def _cpu_of(self, pid: int) -> float:
-        fields = self._stat(pid)
-        if fields is not None and len(fields) >= 15:
-            # utime, stime, cutime, cstime
-            return sum(int(v) for v in fields[11:15]) / self._tick
-        try:
-            t = self._psutil.Process(pid).cpu_times()
-        except Exception:  # the process is gone or hidden: it no longer counts
-            return 0.0
-        return float(t.user + t.system + t.children_user + t.children_system)
-
-    def _rss_of(self, pid: int) -> int:
-        try:
-            with open(f"/proc/{pid}/statm", "rb") as f:
-                return int(f.read().split()[1]) * self._page
-        except (OSError, IndexError, ValueError):
-            pass
-        try:
-            return int(self._psutil.Process(pid).memory_info().rss)
-        except Exception:
-            return 0
-
-    def descendants(self) -> list[int]:
-        """Return the pids of the step's live descendants, without this sidecar's subtree."""
-        # One walk serves both the CPU and the RAM reading of the same measurement.
-        now = time.monotonic()
-        if now - self._scanned_at >= _SCAN_REUSE_S:
-            self._scanned = self._walk() if self._walkable else self._scan()
-            self._scanned_at = now
-        return self._scanned
-
-    def _walk(self) -> list[int]:
-        found: list[int] = []
-        frontier = [self.pid]
-        while frontier:
-            pid = frontier.pop()
-            try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue  # it exited meanwhile
-            for tid in tids:
-                try:
-                    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                        kids = [int(k) for k in f.read().split()]
-                except (OSError, ValueError):
-                    continue
-                for kid in kids:
-                    if kid != self._me:
-                        found.append(kid)
-                        frontier.append(kid)
-        return found
-
-    def _scan(self) -> list[int]:
-        try:
-            procs = self.root.children(recursive=True)
-        except self._psutil.Error:
-            return []
-        kept = []
-        for proc in procs:
-            try:
-                if proc.pid == self._me or proc.ppid() == self._me:
-                    continue
-            except self._psutil.Error:
-                continue
-            kept.append(proc.pid)
-        return kept
-
-    def cpu_s(self) -> float:
-        """Return the step's cumulative CPU seconds, on the same scale as the t0 baseline."""
-        total: float | None = None
-        if self.share == "cgroup" and self.cgroup_file:
-            usage = read_cgroup_cpu_s(self.cgroup_file)
-            if usage is not None:
-                # This sidecar lives in the same cgroup: its own cost is not the step's.
-                total = usage - _own_cpu_s()
-        else:
-            total = self._cpu_of(self.pid) + sum(self._cpu_of(p) for p in self.descendants())
-        if total is None:
-            total = self.last_cpu_s
-        self.last_cpu_s = total
-        return total
-
-    def rss_of_descendants(self) -> list[int]:
-        return [self._rss_of(pid) for pid in self.descendants()]
-
-
 class _Session:
     """One measurement: get CodeCarbon ready, start it back-dated to the step's t0, report at stop."""
 
@@ -238,13 +96,14 @@ class _Session:
         self.errors: list[str] = []
         self.profile = "none"
         self.tracker: Any = None
-        self.step: _Step | None = None
+        self.step: StepTree | None = None
         self.covered: dict[str, bool] = {"cpu": True, "gpu": True, "ram": True}
         self.cc_started_perf = 0.0
         self.ready_cpu_s = 0.0
         self.window_start_perf = 0.0
         self.log = _ErrorLog()
         self.measure_lock = threading.RLock()
+        self.sampler: Sampler | None = None
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -264,7 +123,7 @@ class _Session:
         self.t0 = t0
         self.window_start_perf = float(t0["perf"])
         if self.mode == "process":
-            self.step = _Step(self.config, t0)
+            self.step = StepTree(self.config, t0)
             self._attribute_to_step(tracker, self.step)
         self.ready_cpu_s = time.process_time()
         try:
@@ -279,6 +138,29 @@ class _Session:
             tracker._start_time = None  # let the public start() run even if ours got that far
             self.cc_started_perf = time.perf_counter()
             tracker.start()
+            self._stop_codecarbon_schedulers(tracker)
+        # One thread for CodeCarbon's periodic work and the heartbeat (see measure.heartbeat).
+        self.sampler = Sampler(self, self.config.get("heartbeat_path"))
+        self.sampler.start()
+
+    def abandon(self) -> None:
+        """The step died without stopping: leave a last heartbeat for its lost record."""
+        sampler = self.sampler
+        if sampler is None:
+            return
+        sampler.stop()
+        # The machine and the cgroup are still there to measure; a dead process tree is not.
+        if self.mode == "machine" or (self.step is not None and self.step.share == "cgroup"):
+            with contextlib.suppress(Exception), self.measure_lock:
+                self.tracker._measure_power_and_energy()
+        sampler.beat(owner_gone=True)
+
+    @staticmethod
+    def _stop_codecarbon_schedulers(tracker: Any) -> None:
+        for name in ("_scheduler", "_scheduler_monitor_power"):
+            scheduler = getattr(tracker, name, None)
+            if scheduler is not None:
+                scheduler.stop()
 
     def _tracker_with_hardware(self, hwprofile: Any) -> Any:
         mode, secs = self.mode, float(self.config["measure_power_secs"])
@@ -323,7 +205,7 @@ class _Session:
                 )
         return tracker
 
-    def _attribute_to_step(self, tracker: Any, step: _Step) -> None:
+    def _attribute_to_step(self, tracker: Any, step: StepTree) -> None:
         """Point CodeCarbon's process-mode CPU and RAM at the step's tree instead of this sidecar."""
         for hw in tracker._hardware:
             kind = type(hw).__name__
@@ -358,8 +240,6 @@ class _Session:
                 part = {"GPU": "gpu", "RAM": "ram"}.get(getattr(hw, "chip_part", ""), "cpu")
                 self.covered[part] = False
         self._make_intervals_contiguous(tracker)
-        tracker._scheduler.start()
-        tracker._scheduler_monitor_power.start()
         tracker._measure_power_and_energy()
 
     def _make_intervals_contiguous(self, tracker: Any) -> None:
@@ -378,7 +258,6 @@ class _Session:
                 tracker._last_measured_time = began
 
         tracker._measure_power_and_energy = contiguous
-        tracker._scheduler.function = contiguous
 
     def _backdate_cpu(self, cpu: Any) -> bool:
         t0 = self.t0
@@ -488,8 +367,9 @@ class _Session:
 
     def _finish(self, tracker: Any) -> tuple[dict[str, float], float]:
         """CodeCarbon's ``stop()`` without its emissions part, which would import pandas (~0.4 s)."""
-        tracker._scheduler.stop()
-        tracker._scheduler_monitor_power.stop()
+        if self.sampler is not None:
+            self.sampler.stop()
+        self._stop_codecarbon_schedulers(tracker)
         # Held across the last sample and the read, so a scheduled sample that was already
         # running finishes first and none slips in between.
         with self.measure_lock:
@@ -566,22 +446,28 @@ def main() -> int:
     protocol = _take_stdout()
     tail = _Tail()
     sys.stdout = sys.stderr = tail
-    line = sys.stdin.readline()
+    inbox = Inbox(sys.stdin.fileno())
+    line = inbox.readline()
     if not line:
         return 0
     session: _Session | None = None
     try:
         session = _Session(json.loads(line), tail)
+        inbox.watch(session.config.get("ppid"))
         session.prepare()
-        line = sys.stdin.readline()
+        line = inbox.readline()
         if not line:
             return 0  # the step never started (or died): nobody is listening
         session.begin(json.loads(line)["t0"])
     except Exception as exc:
         _write(protocol, _failure(session.errors if session else [], exc, tail))
         return 1
-    if not sys.stdin.readline():
-        return 0  # the step closed the pipe without asking: it died, nobody is listening
+    if not inbox.readline():
+        # The step died without asking (its pipe closed, or its process is gone while a forked
+        # child still holds the pipe): leave its energy so far for its lost record, and go.
+        with contextlib.suppress(Exception):
+            session.abandon()
+        return 0
     try:
         result = session.finish()
     except Exception as exc:

@@ -6,7 +6,8 @@ store URI with no import), ``opener`` (:func:`open_store`, a scheme table), ``sp
 store could not take waits on disk for replay), ``quarantine`` (what a store will never take,
 kept with the reason), ``background`` (replay off the step's path), ``redact`` (secrets out of
 errors and envelopes), ``deadline`` (every object-store call ends within ``store_timeout_s``),
-``breaker`` (after one timeout a step stops waiting on that store).
+``breaker`` (after one timeout a step stops waiting on that store), ``open_steps`` (a running
+step's entry beside the spool, so a killed step still gets its record).
 
 May import: ``errors`` and the standard library; boto3 and google-cloud-storage only inside the
 backend that needs them.

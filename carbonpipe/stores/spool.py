@@ -283,6 +283,17 @@ def deliver(
                 error,
                 path,
             )
+            orchestrator = ephemeral_task()
+            if orchestrator is not None:
+                log.warning(
+                    "this %s task runs in a pod whose disk goes with it: %s may be lost with "
+                    "the spool. The step's record is also kept by %s (%s) for `carbonpipe "
+                    "flush --from`; or set CARBONPIPE_SPOOL_DIR to a persistent volume",
+                    orchestrator,
+                    key,
+                    orchestrator,
+                    _COPY_KEPT_BY[orchestrator],
+                )
         return Delivery(
             key=key, stored=False, spooled=True, duplicate=False, error=error, spool_path=str(path)
         )
@@ -323,6 +334,29 @@ def _quarantine_now(root: Path, path: Path, store: Store, key: str, error: str) 
         ).path
     except OSError:  # a concurrent replay took it, or the move failed: pending keeps it
         return path
+
+
+# Where each orchestrator keeps the step's second copy of its record (see carbonpipe.sweep).
+_COPY_KEPT_BY = {
+    "KFP": "the carbon_record output artifact in the pipeline root",
+    "Airflow": "the carbon_record XCom",
+}
+
+
+def ephemeral_task() -> str | None:
+    """``"KFP"`` or ``"Airflow"`` when this is an orchestrator's task in a container whose local
+    disk (and so the default spool) is gone when the task ends; None otherwise, or when
+    ``CARBONPIPE_SPOOL_DIR`` names a spool that may well be on a persistent volume."""
+    env = os.environ
+    if env.get("CARBONPIPE_SPOOL_DIR"):
+        return None
+    if "KUBERNETES_SERVICE_HOST" not in env and not os.path.exists("/.dockerenv"):
+        return None
+    if env.get("KFP_POD_NAME") or env.get("KFP_POD_UID"):
+        return "KFP"
+    if env.get("AIRFLOW_CTX_DAG_ID"):
+        return "Airflow"
+    return None
 
 
 def _spool(root: Path, store: Store, key: str, data: bytes, content_type: str, error: str) -> Path:

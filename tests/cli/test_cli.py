@@ -286,7 +286,7 @@ _SPAWN_PROBE = """
 import json, os, sys
 seen = {}
 def hook(event, args):
-    if event == "os.posix_spawn" and not seen:
+    if event in ("os.posix_spawn", "os.fork") and not seen:
         seen["modules"] = sorted(sys.modules)
 sys.addaudithook(hook)
 from carbonpipe.cli.app import main

@@ -83,7 +83,7 @@ def test_cli_compiles_the_pipeline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     spec = yaml.safe_load(out.read_text())
     assert spec["pipelineInfo"]["name"] == "nightly-esg"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"store", "period"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"store", "period", "sweep_from"}
     outputs = spec["components"]["comp-esg-aggregate"]["outputDefinitions"]["artifacts"]
     assert outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     assert outputs["totals"]["artifactType"]["schemaTitle"] == "system.Metrics"

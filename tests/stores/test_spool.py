@@ -385,3 +385,42 @@ def test_a_store_read_error_after_a_lost_race_still_spools(spool: Path, tmp_path
     result = deliver(target, key, data)
     assert result.spooled and "read timed out" in (result.error or "")
     assert replay(store=LocalStore(target.root)).duplicates == 1
+
+
+# -- a pod's spool goes with the pod ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        pytest.param({"KFP_POD_NAME": "train-abc"}, "carbon_record output artifact", id="kfp"),
+        pytest.param({"AIRFLOW_CTX_DAG_ID": "train"}, "carbon_record XCom", id="airflow"),
+    ],
+)
+def test_an_orchestrator_task_in_a_pod_is_told_its_spool_may_be_lost(
+    tmp_path: Path,
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    env: dict[str, str],
+    says: str,
+) -> None:
+    from carbonpipe.stores.spool import deliver
+    from tests.object_servers import unreachable_store
+
+    monkeypatch.delenv("CARBONPIPE_SPOOL_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default spool, under ~/.cache
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")  # only read, never contacted
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    store = unreachable_store("s3", closed_port)
+    caplog.set_level(logging.WARNING, logger="carbonpipe")
+    delivery = deliver(store, "records/v1/date=2026-12-04/pipeline=p/r.json", b"{}")
+    assert delivery.spooled and str(tmp_path) in str(delivery.spool_path)
+    assert any(says in r.getMessage() for r in caplog.records), caplog.text
+    assert any("CARBONPIPE_SPOOL_DIR" in r.getMessage() for r in caplog.records)
+
+    caplog.clear()
+    monkeypatch.setenv("CARBONPIPE_SPOOL_DIR", str(tmp_path / "persistent-volume"))
+    deliver(store, "records/v1/date=2026-12-04/pipeline=p/s.json", b"{}")
+    assert not any(says in r.getMessage() for r in caplog.records)

@@ -46,12 +46,15 @@ def run_command(
     executor_input: Mapping[str, Any] | None = None,
     metrics_output: str = "metrics",
     metrics_path: str | None = None,
+    record_path: str | None = None,
 ) -> int:
     """Run ``command`` under ``carbonpipe run RUN_ARGS`` and hand its metrics to KFP.
 
     The metrics JSON is written to ``metrics_path`` (the artifact's file) and, as the artifact's
     metadata, to the executor output file the executor input names, so the KFP UI shows the
-    figures. Returns ``carbonpipe run``'s exit code (the command's, or 3 for a refused budget).
+    figures. The full record goes to ``record_path`` (the ``record`` artifact's file), the copy
+    KFP keeps in the pipeline root. Returns ``carbonpipe run``'s exit code (the command's, or 3
+    for a refused budget).
     """
     from carbonpipe.cli.app import main as cli_main
 
@@ -59,7 +62,10 @@ def run_command(
         raise ValueError("command must name the program to run, e.g. ['python', 'train.py']")
     with tempfile.TemporaryDirectory(prefix="carbonpipe-cmd-") as tmp:
         metrics_json = os.path.join(tmp, "metrics.json")
-        code = cli_main(["run", *run_args, "--metrics-json", metrics_json, "--", *command])
+        extra = ["--record-json", record_path] if record_path else []
+        if record_path:
+            os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
+        code = cli_main(["run", *run_args, "--metrics-json", metrics_json, *extra, "--", *command])
         figures: dict[str, Any] = {}
         if os.path.exists(metrics_json):
             with open(metrics_json) as fh:
@@ -83,6 +89,7 @@ def _command_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--executor-input", default="", help="KFP's executor input JSON ({{$}})")
     cmd.add_argument("--metrics-output", default="metrics", help="name of the Metrics output")
     cmd.add_argument("--metrics-path", default="", help="local path of the Metrics artifact")
+    cmd.add_argument("--record-path", default="", help="local path of the record artifact")
     cmd.add_argument("--command-json", required=True, help="the command, a JSON list of strings")
     cmd.add_argument("run_args", nargs=argparse.REMAINDER, help="-- then `carbonpipe run` options")
     return parser
@@ -150,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor_input=executor_input,
         metrics_output=args.metrics_output,
         metrics_path=_given(args.metrics_path),
+        record_path=_given(args.record_path),
     )
 
 

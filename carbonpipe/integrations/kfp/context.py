@@ -21,11 +21,15 @@ from carbonpipe.errors import BudgetExceeded
 
 if TYPE_CHECKING:
     from carbonpipe.budgets.budget import Budget
+    from carbonpipe.record import Record
 
 log = logging.getLogger("carbonpipe")
 
 #: The output every tracked step adds to its user's signature.
 METRICS_OUTPUT = "carbon_metrics"
+#: The output that keeps the step's full record in the pipeline root, KFP's own artifact store:
+#: the pod's spool dies with the pod, this copy does not (``carbonpipe flush --from ROOT``).
+RECORD_OUTPUT = "carbon_record"
 #: Inputs a tracked step adds, filled by the component from KFP placeholders or the pipeline.
 IDENTITY_INPUTS = (
     "carbon_store",
@@ -61,6 +65,13 @@ class MetricsArtifact(Protocol):
     """What we use of ``kfp.dsl.Metrics``."""
 
     def log_metric(self, metric: str, value: float) -> None: ...
+
+
+class RecordArtifact(Protocol):
+    """What we use of ``kfp.dsl.Artifact``: its local file and its metadata."""
+
+    path: str
+    metadata: dict[str, Any]
 
 
 class StepSkipped(BudgetExceeded):
@@ -170,6 +181,18 @@ def publish_metrics(artifact: MetricsArtifact | None, values: Mapping[str, float
         number = float(value)
         if math.isfinite(number):
             artifact.log_metric(name, number)
+
+
+def publish_record(artifact: RecordArtifact | None, record: Record | None) -> None:
+    """Write the step's full record to its ``carbon_record`` artifact, a second durable copy."""
+    if artifact is None or record is None:
+        return
+    path = Path(artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(record.to_json())
+    artifact.metadata.update(
+        {"record_id": record.record_id, "key": record.key, "schema": "carbonpipe.record/1"}
+    )
 
 
 def _write_json(path: str | os.PathLike[str] | None, data: Any) -> None:

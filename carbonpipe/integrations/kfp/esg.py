@@ -30,14 +30,17 @@ def run_esg_aggregate(
     metrics: MetricsArtifact | None = None,
     report_html_path: str | None = None,
     report_json_path: str | None = None,
+    sweep_from: str = "",
 ) -> dict[str, Any]:
-    """Run :func:`carbonpipe.esg.aggregation.run_nightly` on ``store`` for ``period`` and publish the result.
+    """Run :func:`carbonpipe.esg.nightly.run_nightly` on ``store`` for ``period`` and publish the result.
 
     ``period`` is what ``run_nightly`` accepts (e.g. ``2026-11``); empty means
     :func:`nightly_period`.
 
     The totals go to ``metrics``; the HTML report is copied to ``report_html_path`` and the
-    summary (artifact URIs and totals) written to ``report_json_path``. Returns the summary.
+    summary (artifact URIs and totals) written to ``report_json_path``. ``sweep_from`` (a
+    pipeline root) is swept for the records steps left there as ``carbon_record`` artifacts
+    first, so steps whose store was down are counted. Returns the summary.
     """
     from carbonpipe.config import resolve_settings
     from carbonpipe.esg.nightly import run_nightly
@@ -45,7 +48,8 @@ def run_esg_aggregate(
     store_uri = resolve_settings(store=_given(store)).store
     period = _given(period) or nightly_period()
     with tempfile.TemporaryDirectory(prefix="carbonpipe-esg-") as out_dir:
-        result = dict(run_nightly(store_uri, period, out_dir=out_dir))
+        sources = [s for s in [_given(sweep_from)] if s]
+        result = dict(run_nightly(store_uri, period, out_dir=out_dir, sweep_from=sources))
         totals = result.get("totals")
         figures = _numbers(totals if isinstance(totals, Mapping) else {})
         if "total_emissions_kg_co2e" in figures:

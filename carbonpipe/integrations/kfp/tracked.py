@@ -21,8 +21,10 @@ from carbonpipe.integrations.kfp.context import (
     ATTEMPT_ENV,
     KfpContext,
     MetricsArtifact,
+    RecordArtifact,
     StepSkipped,
     publish_metrics,
+    publish_record,
 )
 
 log = logging.getLogger("carbonpipe")
@@ -121,13 +123,15 @@ def run_tracked_step(
     config: Mapping[str, Any],
     metrics: MetricsArtifact | None = None,
     identity: Mapping[str, object] | None = None,
+    record: RecordArtifact | None = None,
 ) -> Any:
     """Run ``func(**kwargs)`` as one tracked step and return its result.
 
     The budget (if any) gates the step before it starts; ``BudgetExceeded`` propagates when its
     ``on_exceed`` is ``fail``. With ``skip`` the function is not called and ``None`` returned
     (a component that declares a return value cannot be skipped: :class:`StepSkipped`). The
-    step's figures go to ``metrics`` and its record to the store; a tracking failure never
+    step's figures go to ``metrics`` and its record to the store and, as a copy KFP keeps in the
+    pipeline root when the pod and its spool are gone, to ``record``; a tracking failure never
     changes the function's result or exception.
     """
     from carbonpipe.step_identity import step_identity
@@ -169,6 +173,7 @@ def run_tracked_step(
     try:
         figures = tracker.stop_tracking(step)
         publish_metrics(metrics, step_metrics(figures))
+        publish_record(record, figures.record)
         print(
             f"carbonpipe: step {who.step!r} attempt {who.attempt} of run {tracker.run_id} "
             f"recorded as {figures.record_id} in {tracker.settings.store}",

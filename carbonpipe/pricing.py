@@ -1,0 +1,118 @@
+"""Price a measured step in CO2e and build its record: one pure function for every record.
+
+The tracker prices a step it stopped; :mod:`carbonpipe.lost_steps` prices a step whose process
+died, from its last heartbeat. Both go through :func:`build_record`, so a lost record is priced
+exactly like any other: local energy x PUE x the grid intensity, plus what remote model servers
+reported (``x_carbon_trace``). No I/O here: the location and the intensity come in resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from carbonpipe.record import Record, utc_iso
+
+if TYPE_CHECKING:
+    from carbonpipe.intensity.base import Intensity
+    from carbonpipe.measure.base import Measurement
+
+#: What names one step attempt in a record (its id is derived from the others).
+IDENTITY_FIELDS = (
+    "record_id",
+    "project",
+    "experiment",
+    "pipeline",
+    "run_id",
+    "step",
+    "team",
+    "attempt",
+    "labels",
+)
+
+
+def emissions_kg_co2e(
+    local_kwh: float, *, pue: float, intensity_g_per_kwh: float, remote_kg: float = 0.0
+) -> float:
+    """Local energy at the data centre's PUE and the grid's intensity, plus remote emissions."""
+    return local_kwh * pue * intensity_g_per_kwh / 1000.0 + remote_kg
+
+
+def build_record(
+    identity: Mapping[str, Any],
+    status: str,
+    m: Measurement,
+    *,
+    location: Mapping[str, Any],
+    intensity: Intensity,
+    pue: float,
+    tracking_mode: str,
+    remote: Sequence[Mapping[str, Any]] = (),
+    errors: Sequence[str] = (),
+    alerts: Sequence[Mapping[str, Any]] = (),
+) -> Record:
+    """The record of one step attempt measured as ``m``, priced at ``intensity`` and ``pue``.
+
+    Args:
+        identity: The step's :data:`IDENTITY_FIELDS`.
+        status: ``succeeded``, ``failed``, ``killed`` or ``lost``.
+        m: What the meter measured over the step's window.
+        location: ``{provider, region, country_iso, detected_by}``.
+        intensity: The grid intensity of that location, with its source.
+        pue: The data centre's power usage effectiveness, applied to local energy.
+        tracking_mode: The tracker's mode as configured (``offline`` included).
+        remote: Energy and emissions attributed to remote calls, one mapping per server.
+        errors: Tracking problems to write into ``tracking_errors``.
+        alerts: Baseline regression alerts.
+
+    Returns:
+        The record, not yet validated against the store's schema (``Record.from_dict`` does).
+    """
+    local_kwh = m.cpu_energy_kwh + m.gpu_energy_kwh + m.ram_energy_kwh
+    remote_list = [dict(r) for r in remote]
+    remote_kwh = sum((r["energy_kwh"] for r in remote_list), 0.0)
+    remote_kg = sum((r["emissions_kg_co2e"] for r in remote_list), 0.0)
+    return Record(
+        record_id=identity["record_id"],
+        project=identity["project"],
+        experiment=identity["experiment"],
+        pipeline=identity["pipeline"],
+        run_id=identity["run_id"],
+        step=identity["step"],
+        team=identity["team"],
+        attempt=identity["attempt"],
+        labels=dict(identity["labels"]),
+        started_at=utc_iso(m.started_at),
+        ended_at=utc_iso(m.ended_at),
+        duration_s=m.duration_s,
+        status=status,
+        energy_kwh={
+            "cpu": m.cpu_energy_kwh,
+            "gpu": m.gpu_energy_kwh,
+            "ram": m.ram_energy_kwh,
+            "remote": remote_kwh,
+            "total": local_kwh + remote_kwh,
+        },
+        power_w={"cpu": m.cpu_power_w, "gpu": m.gpu_power_w, "ram": m.ram_power_w},
+        pue=pue,
+        intensity_g_per_kwh=intensity.intensity_g_per_kwh,
+        emissions_kg_co2e=emissions_kg_co2e(
+            local_kwh,
+            pue=pue,
+            intensity_g_per_kwh=intensity.intensity_g_per_kwh,
+            remote_kg=remote_kg,
+        ),
+        location=dict(location),
+        intensity_source=intensity.to_source_dict(),
+        measurement={
+            "method": m.method,
+            "tracking_mode": tracking_mode,
+            "share": m.share,
+            "codecarbon_version": m.codecarbon_version,
+            "cpu_model": m.cpu_model,
+            "gpu_model": m.gpu_model,
+        },
+        remote=remote_list,
+        tracking_errors=list(errors),
+        alerts=[dict(a) for a in alerts],
+    )
