@@ -220,8 +220,8 @@ def _settle_claim(
     report: LostReport,
     spool_dir: str | os.PathLike[str] | None,
 ) -> None:
+    from carbonpipe.delivery import deliver_record
     from carbonpipe.measure.heartbeat import read_heartbeat
-    from carbonpipe.stores.spool import deliver
 
     final = claimed.final
     if (
@@ -230,19 +230,20 @@ def _settle_claim(
         and isinstance(final.get("key"), str)
     ):
         record = Record.from_json(final["data"])
-        where, data, key = final, final["data"].encode(), final["key"]
+        where, data = final, final["data"].encode()  # its own bytes, under its record's key
     else:
         record = lost_record(claimed.entry, read_heartbeat(claimed.heartbeat))
-        where, data, key = claimed.entry, record.to_json(), record.key
+        where, data = claimed.entry, record.to_json()
     store = _open(where, stores)
-    delivery = deliver(store, key, data, spool_dir=spool_dir)
-    if delivery.error is not None and not delivery.spooled:
-        report.failed.append(delivery.error)  # different bytes under that id: ours kept aside
-    else:
-        _charge(store, record, bool(claimed.entry.get("run_scope")), report)
+    run_scope = bool(claimed.entry.get("run_scope"))
+    done = deliver_record(store, record, data=data, run_scope=run_scope, spool_dir=spool_dir)
+    if done.conflict:
+        report.failed.append(str(done.delivery.error))  # different bytes under that id: kept aside
+    elif done.charge_error is not None:
+        report.failed.append(done.charge_error)
     claimed.done()
     report.record_ids.append(record.record_id)
-    report.spooled += delivery.spooled
+    report.spooled += done.delivery.spooled
     if final is None:
         report.lost += 1
     else:
@@ -259,15 +260,6 @@ def _open(where: Mapping[str, Any], stores: dict[str, Store]) -> Store:
     if uri not in stores:
         stores[uri] = open_store(uri, **{str(k): str(v) for k, v in options.items()})
     return stores[uri]
-
-
-def _charge(store: Store, record: Record, run_scope: bool, report: LostReport) -> None:
-    try:
-        from carbonpipe.budgets.charges import charge_record
-
-        charge_record(store, record, run_scope=run_scope)
-    except Exception as exc:  # the record is safe; the charge is retried by nobody: say so
-        report.failed.append(f"{record.record_id}: budget ledger charge failed: {exc}")
 
 
 def lost_record(entry: Mapping[str, Any], heartbeat: Mapping[str, Any] | None) -> Record:

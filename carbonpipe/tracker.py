@@ -532,38 +532,35 @@ class CarbonTracker:
         return [alert] if alert else []
 
     def _deliver(self, record: Record) -> BudgetStatus | None:
-        """Write the record (spooling if the store is down) and charge the ledger."""
-        from carbonpipe.stores.spool import deliver
+        """Write the record (spooling if the store is down), charge it, close the open entry."""
+        from carbonpipe.delivery import deliver_record
+        from carbonpipe.stores.open_steps import settle
 
+        per_run = self.budget is not None and self.budget.scope.startswith("run:")
         try:
-            delivery = deliver(self.store, record.key, record.to_json())
-            if delivery.spooled:
-                log.warning(
-                    "carbonpipe: store %s unavailable, record %s spooled for replay: %s",
-                    self.store.uri,
-                    record.record_id,
-                    delivery.error,
-                )
+            done = deliver_record(self.store, record, run_scope=per_run)
         except Exception as exc:
             log.error(
                 "carbonpipe: record %s could not be written or spooled: %s", record.record_id, exc
             )
             return None
+        if done.delivery.spooled:
+            log.warning(
+                "carbonpipe: store %s unavailable, record %s spooled for replay: %s",
+                self.store.uri,
+                record.record_id,
+                done.delivery.error,
+            )
+        if done.charge_error is not None:
+            return None  # logged; the open entry stays, so a sweep charges the record later
         try:
-            from carbonpipe.budgets.charges import charge_record
-            from carbonpipe.stores.open_steps import settle
-
-            per_run = self.budget is not None and self.budget.scope.startswith("run:")
-            charge_record(self.store, record, run_scope=per_run)
             settle(record.record_id)  # record and charges are safe: the open entry goes
             if self.budget is not None:
                 from carbonpipe.budgets.ledger import BudgetLedger
 
                 return BudgetLedger(self.store).status(self.budget)
         except Exception as exc:
-            log.warning(
-                "carbonpipe: budget ledger charge deferred for %s: %s", record.record_id, exc
-            )
+            log.warning("carbonpipe: budget status after %s unavailable: %s", record.record_id, exc)
         return None
 
     # -- decorator --------------------------------------------------------------------------
