@@ -7,12 +7,14 @@ The running step is found through a context variable, so remote attribution
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from carbonpipe.record import Record, make_record_id
 
@@ -20,9 +22,12 @@ if TYPE_CHECKING:
     from carbonpipe.budgets.lease import LeaseKeeper
     from carbonpipe.budgets.status import BudgetStatus, Reservation
     from carbonpipe.impact import Equivalents
+    from carbonpipe.measure.base import Measurement
     from carbonpipe.measure.meter import Meter
     from carbonpipe.stores.open_steps import OpenStep
     from carbonpipe.tracker import CarbonTracker
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _current_step: contextvars.ContextVar[_Step | None] = contextvars.ContextVar(
     "carbonpipe_current_step", default=None
@@ -59,6 +64,36 @@ class CarbonMetrics:
     tracking_errors: tuple[str, ...] = ()
     budget_status: BudgetStatus | None = None
     alerts: tuple[Mapping[str, Any], ...] = field(default=())
+
+    @classmethod
+    def from_record(
+        cls, record: Record, m: Measurement, budget_status: BudgetStatus | None = None
+    ) -> CarbonMetrics:
+        """The step's figures as its record states them, with the meter's per-device powers."""
+        loc = record.location
+        return cls(
+            step=record.step,
+            status=record.status,
+            duration_s=m.duration_s,
+            energy_consumed_kwh=record.energy_kwh["total"],
+            emissions_kg_co2=record.emissions_kg_co2e,
+            carbon_intensity_g_per_kwh=record.intensity_g_per_kwh,
+            cpu_energy_kwh=m.cpu_energy_kwh,
+            gpu_energy_kwh=m.gpu_energy_kwh,
+            ram_energy_kwh=m.ram_energy_kwh,
+            remote_energy_kwh=record.energy_kwh["remote"],
+            cpu_power_w=m.cpu_power_w,
+            gpu_power_w=m.gpu_power_w,
+            ram_power_w=m.ram_power_w,
+            cloud_provider=loc.get("provider"),
+            cloud_region=loc.get("region"),
+            country_iso_code=loc.get("country_iso"),
+            record_id=record.record_id,
+            record=record,
+            tracking_errors=tuple(record.tracking_errors),
+            budget_status=budget_status,
+            alerts=tuple(record.alerts),
+        )
 
     @property
     def emissions_kg_co2e(self) -> float:
@@ -191,3 +226,51 @@ def _status_for(exc: BaseException | None) -> str:
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "killed"
     return "failed"
+
+
+def tracked_function(fn: F, start: Callable[[str], _Step], name: str) -> F:
+    """``fn`` (sync or async) wrapped so that every call runs inside ``start(name)``."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with start(name):
+                return await fn(*args, **kwargs)
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with start(name):
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def summary_report(
+    finished: Sequence[CarbonMetrics], head: Mapping[str, Any], recommendations: list[str]
+) -> dict[str, Any]:
+    """The guide's summary of a tracker's finished steps: totals, per-step figures, advice."""
+    from carbonpipe.impact import emissions_comparison
+
+    energy = sum(m.energy_consumed_kwh for m in finished)
+    emissions = sum(m.emissions_kg_co2 for m in finished)
+    summary = {
+        **{k: head[k] for k in ("project", "experiment", "pipeline", "run_id")},
+        "steps": len(finished),
+        "failed_steps": sum(1 for m in finished if m.status != "succeeded"),
+        "total_energy_kwh": energy,
+        "total_emissions_kg_co2": emissions,
+        "total_duration_s": sum(m.duration_s for m in finished),
+        **{
+            k: v
+            for k, v in head.items()
+            if k not in ("project", "experiment", "pipeline", "run_id")
+        },
+        "comparisons": emissions_comparison(energy, emissions),
+    }
+    return {
+        "summary": summary,
+        "steps": [m.to_dict() for m in finished],
+        "recommendations": recommendations,
+    }

@@ -22,8 +22,6 @@ Every tracking failure is logged and written into the record's ``tracking_errors
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import logging
 import threading
 import uuid
@@ -50,7 +48,7 @@ if TYPE_CHECKING:
     from carbonpipe.measure.meter import Meter
     from carbonpipe.stores.base import Store
     from carbonpipe.stores.breaker import BreakerStore
-from carbonpipe.step import CarbonMetrics, _current_step, _Step
+from carbonpipe.step import CarbonMetrics, _current_step, _Step, summary_report, tracked_function
 from carbonpipe.stores.background import _replay_spool_in_background
 
 log = logging.getLogger("carbonpipe")
@@ -484,29 +482,7 @@ class CarbonTracker:
         budget_status = self._deliver(record)
         for e in record.tracking_errors:
             log.warning("carbonpipe: %s", e)
-        metrics = CarbonMetrics(
-            step=handle.name,
-            status=status,
-            duration_s=m.duration_s,
-            energy_consumed_kwh=record.energy_kwh["total"],
-            emissions_kg_co2=record.emissions_kg_co2e,
-            carbon_intensity_g_per_kwh=intensity.intensity_g_per_kwh,
-            cpu_energy_kwh=m.cpu_energy_kwh,
-            gpu_energy_kwh=m.gpu_energy_kwh,
-            ram_energy_kwh=m.ram_energy_kwh,
-            remote_energy_kwh=record.energy_kwh["remote"],
-            cpu_power_w=m.cpu_power_w,
-            gpu_power_w=m.gpu_power_w,
-            ram_power_w=m.ram_power_w,
-            cloud_provider=provider,
-            cloud_region=region,
-            country_iso_code=country,
-            record_id=record.record_id,
-            record=record,
-            tracking_errors=tuple(record.tracking_errors),
-            budget_status=budget_status,
-            alerts=tuple(record.alerts),
-        )
+        metrics = CarbonMetrics.from_record(record, m, budget_status)
         if log.isEnabledFor(logging.INFO):  # the comparisons load the factors file: only if shown
             log.info("%s", metrics.summary_line())
         return metrics
@@ -568,22 +544,7 @@ class CarbonTracker:
         """Decorate a function (sync or async) so every call is a tracked step."""
 
         def decorate(fn: F) -> F:
-            name = step or fn.__name__
-            if inspect.iscoroutinefunction(fn):
-
-                @functools.wraps(fn)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    with self.start_tracking(name):
-                        return await fn(*args, **kwargs)
-
-                return cast(F, async_wrapper)
-
-            @functools.wraps(fn)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self.start_tracking(name):
-                    return fn(*args, **kwargs)
-
-            return cast(F, wrapper)
+            return tracked_function(fn, self.start_tracking, step or fn.__name__)
 
         return decorate
 
@@ -607,33 +568,20 @@ class CarbonTracker:
 
     def get_summary_report(self) -> dict[str, Any]:
         """Summary of every finished step: totals, per-step figures and comparisons."""
-        from carbonpipe.impact import emissions_comparison
-
         with self._lock:
             finished = list(self._finished)
-        energy = sum(m.energy_consumed_kwh for m in finished)
-        emissions = sum(m.emissions_kg_co2 for m in finished)
         loc = self.location
-        return {
-            "summary": {
-                "project": self.settings.project,
-                "experiment": self.settings.experiment,
-                "pipeline": self.settings.pipeline,
-                "run_id": self.run_id,
-                "steps": len(finished),
-                "failed_steps": sum(1 for m in finished if m.status != "succeeded"),
-                "total_energy_kwh": energy,
-                "total_emissions_kg_co2": emissions,
-                "total_duration_s": sum(m.duration_s for m in finished),
-                "carbon_intensity_g_per_kwh": self.intensity.intensity_g_per_kwh,
-                "cloud_provider": loc.provider,
-                "cloud_region": loc.region,
-                "country_iso_code": loc.country_iso,
-                "comparisons": emissions_comparison(energy, emissions),
-            },
-            "steps": [m.to_dict() for m in finished],
-            "recommendations": self.get_regional_recommendations(),
+        head = {
+            "project": self.settings.project,
+            "experiment": self.settings.experiment,
+            "pipeline": self.settings.pipeline,
+            "run_id": self.run_id,
+            "carbon_intensity_g_per_kwh": self.intensity.intensity_g_per_kwh,
+            "cloud_provider": loc.provider,
+            "cloud_region": loc.region,
+            "country_iso_code": loc.country_iso,
         }
+        return summary_report(finished, head, self.get_regional_recommendations())
 
 
 def carbon_tracked(step: str | Callable[..., Any] | None = None, **tracker_kwargs: Any) -> Any:
