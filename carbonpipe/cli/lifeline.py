@@ -12,8 +12,9 @@ it reaps orphans, as tini does.
   checking the parent pid right after it. This costs the command's start ~2 ms over
   ``posix_spawnp`` (measured spawn-to-exit of ``/bin/true``: 1.2 ms, 3.8 ms); exec'ing through
   ``setpriv --pdeathsig KILL`` costs ~1 ms, but util-linux before 2.33 (RHEL 8) has no such
-  option and minimal images have no ``setpriv``, and it cannot close that race. Elsewhere (macOS, BSD) there is no such signal: the
-  command runs on, and its ``lost`` record covers it up to the wrapper's death only.
+  option and minimal images have no ``setpriv``, and it cannot close that race. Elsewhere
+  (macOS, BSD) there is no such signal: the command runs on, and its ``lost`` record covers it
+  up to the wrapper's death only.
 * **PID 1 reaps** (:class:`OrphanReaper`). In a fresh PID namespace (a container whose
   entrypoint is ``carbonpipe run``) every orphan is re-parented to the wrapper; unreaped, each
   stays a zombie. On SIGCHLD the wrapper reaps every exited child except the ones it waits for
