@@ -315,23 +315,7 @@ def _no_measurement(entry: Mapping[str, Any]) -> Measurement:
 
     started = parse_utc(str(entry.get("started_at"))).astimezone(timezone.utc)
     mode = "process" if entry.get("tracking_mode") == "process" else "machine"
-    return Measurement(
-        started_at=started,
-        ended_at=started,
-        duration_s=0.0,
-        cpu_energy_kwh=0.0,
-        gpu_energy_kwh=0.0,
-        ram_energy_kwh=0.0,
-        cpu_power_w=0.0,
-        gpu_power_w=0.0,
-        ram_power_w=0.0,
-        method="estimate",
-        tracking_mode=mode,
-        share="machine" if mode == "machine" else "process",
-        codecarbon_version=None,
-        cpu_model=None,
-        gpu_model=None,
-    )
+    return Measurement.nothing(started, tracking_mode=mode, share=mode)
 
 
 def _locate(entry: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[str]]:

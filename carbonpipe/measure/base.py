@@ -53,6 +53,37 @@ class Measurement:
     errors: tuple[str, ...] = ()
     cpu_method: str | None = None
 
+    @classmethod
+    def nothing(
+        cls,
+        at: datetime,
+        *,
+        tracking_mode: str,
+        share: str,
+        errors: tuple[str, ...] = (),
+        cpu_method: str | None = None,
+    ) -> Measurement:
+        """No energy measured at all: an empty window at ``at``, flagged as an estimate."""
+        return cls(
+            started_at=at,
+            ended_at=at,
+            duration_s=0.0,
+            cpu_energy_kwh=0.0,
+            gpu_energy_kwh=0.0,
+            ram_energy_kwh=0.0,
+            cpu_power_w=0.0,
+            gpu_power_w=0.0,
+            ram_power_w=0.0,
+            method="estimate",
+            tracking_mode=tracking_mode,
+            share=share,
+            codecarbon_version=None,
+            cpu_model=None,
+            gpu_model=None,
+            errors=errors,
+            cpu_method=cpu_method,
+        )
+
     @property
     def total_energy_kwh(self) -> float:
         """Return CPU + GPU + RAM energy in kWh."""

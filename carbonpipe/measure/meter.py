@@ -497,23 +497,10 @@ def _positive(name: str, value: object) -> float:
 
 
 def _empty_measurement(meter: Meter, errors: tuple[str, ...]) -> Measurement:
-    now = datetime.now(timezone.utc)
-    return Measurement(
-        started_at=now,
-        ended_at=now,
-        duration_s=0.0,
-        cpu_energy_kwh=0.0,
-        gpu_energy_kwh=0.0,
-        ram_energy_kwh=0.0,
-        cpu_power_w=0.0,
-        gpu_power_w=0.0,
-        ram_power_w=0.0,
-        method="estimate",
+    return Measurement.nothing(
+        datetime.now(timezone.utc),
         tracking_mode=meter.tracking_mode,
         share=meter._share,
-        codecarbon_version=None,
-        cpu_model=None,
-        gpu_model=None,
         errors=errors,
         cpu_method="estimate",
     )

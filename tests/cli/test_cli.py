@@ -353,7 +353,9 @@ def test_a_budget_gates_the_command_before_it_starts(tmp_path: Path) -> None:
     )
     assert code == 3 and not marker.exists()
     assert loaded == []  # refused by the gate: nothing was spawned
-    code, loaded = _spawn_probe(tmp_path, ["run", *WHERE, "--", sys.executable, "-c", "pass"])
+    code, loaded = _spawn_probe(
+        tmp_path, ["run", *WHERE, "--", sys.executable, "-c", "pass"], cwd=tmp_path
+    )  # no --store: the default ./carbon-artifacts, under the test's folder
     assert code == 0 and "carbonpipe.tracker" not in loaded  # without the file: no gate
 
 
