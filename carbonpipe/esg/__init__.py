@@ -3,7 +3,8 @@
 By stage: ``period`` (which days), ``config`` (the ``esg:`` settings and the report's
 statements), ``rows`` (reading a day's JSON records and Parquet part), ``compaction`` (closed
 days rewritten as Parquet), ``aggregation`` (exact sums by day, team, pipeline, step, region),
-``report`` (the report document, one function per section), ``charts`` (matplotlib PNGs),
+``report`` (the report document, one function per section), ``advice`` (region moves and
+recommendations), ``charts`` (matplotlib PNGs),
 ``html`` (the self-contained page), ``nightly`` (the artifacts and the nightly job).
 
 May import: everything below the tracker (``errors``, ``record``, ``stores``, ``intensity``,
