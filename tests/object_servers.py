@@ -126,6 +126,41 @@ def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stor
     store.close()
 
 
+@pytest.fixture(scope="session")
+def s3_concurrent_endpoint() -> Iterator[str]:
+    """A second moto S3 server that serves its requests concurrently, as S3 itself does.
+
+    Without the serialiser its conditional writes are not atomic (see ``_OneRequestAtATime``),
+    so only tests whose correctness does not rest on one object's compare-and-swap use it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_concurrent_store(
+    s3_concurrent_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Store]:
+    """An S3Store on a fresh bucket of the concurrently serving moto."""
+    from carbonpipe.stores.s3 import S3Store
+
+    reset_moto(s3_concurrent_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_concurrent_endpoint)
+    store = S3Store(
+        "carbonpipe-concurrent", STORE_PREFIX, endpoint_url=s3_concurrent_endpoint, max_attempts=2
+    )
+    store.client.create_bucket(Bucket="carbonpipe-concurrent")
+    yield store
+    store.close()
+
+
 def s3_put_many(store: Any, keys: list[str], data: bytes = b"{}") -> None:
     """Create many objects in moto's S3 at once, straight in its in-process backend (fast)."""
     from moto.core import DEFAULT_ACCOUNT_ID
