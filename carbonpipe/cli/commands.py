@@ -64,9 +64,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from carbonpipe.config import resolve_settings
     from carbonpipe.impact import format_energy, format_mass
     from carbonpipe.report import summarize
-    from carbonpipe.stores.opener import open_store
 
-    store = open_store(args.store or resolve_settings().store)
+    store = resolve_settings(store=args.store).open_store()
     summary = summarize(store, start=args.start, end=args.end, pipeline=args.pipeline)
     data = {"store": store.uri, **summary.to_dict()}
     lines = [
@@ -89,7 +88,6 @@ def cmd_budget(args: argparse.Namespace) -> int:
     from carbonpipe.budgets.budget import Budget
     from carbonpipe.budgets.ledger import BudgetLedger
     from carbonpipe.config import resolve_settings
-    from carbonpipe.stores.opener import open_store
 
     s = resolve_settings(config_file=args.config, store=args.store)
     budgets = list(s.budgets)
@@ -118,7 +116,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
         raise CarbonpipeError(
             "no budgets configured: give SCOPE and --limit-kg, or add budgets to carbon.yaml"
         )
-    ledger = BudgetLedger(open_store(s.store))
+    ledger = BudgetLedger(s.open_store())
     statuses = [ledger.status(b) for b in budgets]
     data = [st.to_dict() for st in statuses]
     lines = []

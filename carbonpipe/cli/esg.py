@@ -61,11 +61,9 @@ def register(subparsers: Any) -> None:
 
 def _store(args: argparse.Namespace) -> Any:
     from carbonpipe.config import resolve_settings
-    from carbonpipe.stores.opener import open_store
 
-    if args.store:
-        return open_store(args.store)
-    return open_store(resolve_settings(config_file=args.config).store)
+    # Every call bounded by the user's store_timeout_s (argument, env or carbon.yaml).
+    return resolve_settings(config_file=args.config, store=args.store).open_store()
 
 
 class ProgressBar:

@@ -304,3 +304,24 @@ def test_a_bad_store_timeout_is_refused_naming_the_setting(
         CarbonTracker()
     with pytest.raises(ValueError, match="timeout_s"):
         open_store("s3://bucket-a/p", timeout_s=value)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["report"], id="report"),
+        pytest.param(["budget", "status", "pipeline:p", "--limit-kg", "1"], id="budget-status"),
+    ],
+)
+def test_the_read_commands_give_up_on_a_hung_store_at_the_users_deadline(
+    flaky_store: Flaky, command: list[str]
+) -> None:
+    flaky_store.proxy.hang()
+    env = {**_cli_env(flaky_store), "CARBONPIPE_STORE": flaky_store.direct.uri}
+    t0 = time.monotonic()
+    out = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=120, env=env)
+    took = time.monotonic() - t0
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"within {DEADLINE_S:g} s (store_timeout_s)" in out.stderr  # the user's, not 5 s
+    # The user's store_timeout_s bounds each call, not the 5 s default: a few calls at most.
+    assert took <= 4 * DEADLINE_S + MARGIN_S, took

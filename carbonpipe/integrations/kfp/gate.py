@@ -64,7 +64,6 @@ def run_budget_gate(
     from carbonpipe.budgets.gate import BudgetGate
     from carbonpipe.budgets.ledger import BudgetLedger
     from carbonpipe.config import resolve_settings
-    from carbonpipe.stores.opener import open_store
 
     budget = Budget(
         scope=scope,
@@ -81,7 +80,7 @@ def run_budget_gate(
     else:
         pipeline_name = settings.pipeline
     step_name = _given(step) or "step"
-    ledger = BudgetLedger(open_store(settings.store))
+    ledger = BudgetLedger(settings.open_store())  # every call bounded by store_timeout_s
     gate = BudgetGate(ledger, budget)
     estimate = None if estimate_kg_co2e is None or estimate_kg_co2e < 0 else float(estimate_kg_co2e)
     decision = gate.check(pipeline_name, step_name, estimate_kg=estimate)
