@@ -5,28 +5,5 @@ It lives in :mod:`carbonpipe.integrations.optuna`; this module re-exports its pu
 
 from __future__ import annotations
 
-from carbonpipe.integrations.optuna import (
-    CARBON_G_CO2,
-    CARBON_INTENSITY,
-    DURATION_S,
-    ENERGY_KWH,
-    N_STEPS,
-    RECORD_ID,
-    REMOTE_G_CO2,
-    CarbonBudgetPruner,
-    CarbonProjection,
-    CarbonTrialTracker,
-)
-
-__all__ = [
-    "CARBON_G_CO2",
-    "CARBON_INTENSITY",
-    "DURATION_S",
-    "ENERGY_KWH",
-    "N_STEPS",
-    "RECORD_ID",
-    "REMOTE_G_CO2",
-    "CarbonBudgetPruner",
-    "CarbonProjection",
-    "CarbonTrialTracker",
-]
+from carbonpipe.integrations.optuna import *  # noqa: F403 - the re-export is the point
+from carbonpipe.integrations.optuna import __all__ as __all__

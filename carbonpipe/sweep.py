@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from carbonpipe.errors import ConfigError, InvalidRecord
@@ -57,15 +57,7 @@ class SweepReport:
     invalid: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "source": self.source,
-            "found": self.found,
-            "delivered": self.delivered,
-            "duplicates": self.duplicates,
-            "spooled": self.spooled,
-            "conflicts": self.conflicts,
-            "invalid": list(self.invalid),
-        }
+        return asdict(self)
 
 
 class StoreRecords:
