@@ -285,6 +285,10 @@ class CarbonTracker:
         meter = self._prepare_meter(handle)
         if self._store is not None:
             self._store.reset()  # a store that timed out in an earlier step gets a new chance
+        else:
+            from carbonpipe.stores import breaker
+
+            breaker.new_step()  # a whole store deadline for this step
         _replay_spool_in_background()
         from carbonpipe import lost_steps
 

@@ -17,6 +17,7 @@ import threading
 from carbonpipe.budgets.budget import MAX_LEASE_S, Budget
 from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.budgets.status import Reservation, StepEstimate
+from carbonpipe.stores.breaker import background_calls
 
 log = logging.getLogger("carbonpipe.budgets")
 
@@ -63,7 +64,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self.lease_s / 3.0):
             try:
-                alive = self.ledger.renew(self.reservation, self.lease_s)
+                with background_calls():  # the step does not wait on these calls
+                    alive = self.ledger.renew(self.reservation, self.lease_s)
             except Exception as exc:  # the store hiccups: the lease still has two thirds left
                 log.warning(
                     "carbonpipe: could not renew the reservation of %s: %s",

@@ -44,9 +44,10 @@ def _replay_quietly() -> None:
 
 @atexit.register
 def _replay_at_exit() -> None:
-    """Replay what is pending, keeping the interpreter at most one store deadline.
+    """Replay what is pending, keeping the interpreter at most what is left of the store deadline.
 
-    Skipped while a store's breaker is open (it timed out in this process): ``carbonpipe
+    Skipped while a store's breaker is open (it timed out in this process) or the step's failed
+    store calls already took the whole deadline: ``carbonpipe
     flush`` or the next run delivers. A replay still running at the deadline is left to die
     with the process; an envelope is removed only after its object is stored, so nothing is lost.
     """
@@ -55,13 +56,14 @@ def _replay_at_exit() -> None:
 
         if not spool.pending():
             return
-        if breaker.any_open():
+        wait_s = breaker.exit_wait_s()
+        if wait_s <= 0:
             log.info("carbonpipe: a store timed out in this process; spool left for later replay")
             return
         worker = threading.Thread(
             target=_replay_quietly, name="carbonpipe-exit-replay", daemon=True
         )
         worker.start()
-        worker.join(breaker.longest_deadline())
+        worker.join(wait_s)
     except Exception:  # interpreter shutdown: nothing useful left to do
         pass

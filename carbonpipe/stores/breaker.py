@@ -6,12 +6,17 @@ a hung store each would wait its own deadline. :class:`BreakerStore` wraps the t
 and *opens* after one call times out, or after failed calls have together taken the deadline;
 while open, every call raises :class:`StoreTimeout` at once, without a request, so the record
 goes straight to the spool. The tracker closes it again when the next step starts, and it
-closes by itself after ``cooldown_s``. So a step pays a stalled store one deadline, plus at
-most one more in failures that each answered within it.
+closes by itself after ``cooldown_s``.
 
-The process remembers which breakers are open, and the longest deadline it has used, even after
-the breakers themselves are gone: the spool replay at exit skips while one is open
-(``carbonpipe flush`` or the next run delivers) and waits at most that deadline.
+The deadline is one budget for the whole step, not one per call: the seconds failed calls took
+are counted for the process (all its breakers together, since the last :meth:`BreakerStore.reset`),
+and once some were spent, the next call is only given what is left. So a step pays a stalled or
+failing store at most one deadline in all, however many objects it writes.
+
+The process remembers which breakers are open, the longest deadline it has used and what it has
+spent of it, even after the breakers themselves are gone: the spool replay at exit skips while
+one is open (``carbonpipe flush`` or the next run delivers) and otherwise waits at most what is
+left of the deadline (:func:`exit_wait_s`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, TypeVar
 
 from carbonpipe.errors import StoreTimeout, StoreUnavailable
 from carbonpipe.stores.base import Store, StoredObject
-from carbonpipe.stores.deadline import DEFAULT_STORE_TIMEOUT_S, check_timeout
+from carbonpipe.stores.deadline import DEFAULT_STORE_TIMEOUT_S, call_with_deadline, check_timeout
 
 T = TypeVar("T")
 
@@ -34,6 +39,8 @@ TIMEOUT_ENV = "CARBONPIPE_STORE_TIMEOUT_S"
 _registry_lock = threading.Lock()
 _open_until: dict[int, float] = {}  # id of an open breaker -> when it cools down (monotonic)
 _longest_s: float | None = None
+_spent_s = 0.0  # seconds this process's failed store calls took since the last reset
+_background = threading.local()  # .on: calls of this thread do not make the step wait
 
 
 class BreakerStore(Store):
@@ -78,11 +85,16 @@ class BreakerStore(Store):
             return self._opened_at is not None and not self._cooled(time.monotonic())
 
     def reset(self) -> None:
-        """Close the breaker and forget earlier failures (the tracker does so at each step)."""
+        """Close the breaker and forget earlier failures (the tracker does so at each step).
+
+        The process's spent deadline starts again from zero: a new step, a new deadline.
+        """
+        global _spent_s
         with self._lock:
             self._opened_at, self._reason, self._failed_s = None, "", 0.0
         with _registry_lock:
             _open_until.pop(id(self), None)
+            _spent_s = 0.0
 
     def _cooled(self, now: float) -> bool:
         return self._opened_at is not None and now - self._opened_at >= self.cooldown_s
@@ -93,10 +105,12 @@ class BreakerStore(Store):
         with self._lock:
             if self._opened_at is None:
                 return
-            if self._cooled(now):
+            if self._cooled(now):  # a new try, with a whole deadline again
+                global _spent_s
                 self._opened_at, self._reason, self._failed_s = None, "", 0.0
                 with _registry_lock:
                     _open_until.pop(id(self), None)
+                    _spent_s = 0.0
                 return
             ago, reason = now - self._opened_at, self._reason
         raise StoreTimeout(
@@ -106,10 +120,15 @@ class BreakerStore(Store):
         )
 
     def _failed(self, exc: StoreUnavailable, elapsed_s: float) -> None:
+        global _spent_s
+        waited_s = 0.0 if in_background() else elapsed_s
+        with _registry_lock:
+            _spent_s += waited_s
+            spent = _spent_s
         with self._lock:
-            self._failed_s += elapsed_s
+            self._failed_s += waited_s
             if self._opened_at is None and (
-                isinstance(exc, StoreTimeout) or self._failed_s >= self.timeout_s
+                isinstance(exc, StoreTimeout) or max(self._failed_s, spent) >= self.timeout_s
             ):
                 self._opened_at = time.monotonic()
                 self._reason = str(exc)[:300]
@@ -118,8 +137,18 @@ class BreakerStore(Store):
 
     def _guard(self, fn: Callable[[], T]) -> T:
         self._admit()
+        left = self.timeout_s if in_background() else self.timeout_s - spent_s()
+        if left <= 0:  # another breaker of this step spent the deadline: open this one too
+            exc = StoreTimeout(
+                f"{self.uri} not called: this step already waited {self.timeout_s:g} s "
+                "(store_timeout_s) on failing store calls"
+            )
+            self._failed(exc, 0.0)
+            raise exc
         start = time.monotonic()
         try:
+            if left < self.timeout_s:  # earlier failures spent part of the deadline
+                return call_with_deadline(fn, left, lambda: f"cannot call {self.uri}")
             return fn()
         except StoreUnavailable as exc:
             self._failed(exc, time.monotonic() - start)
@@ -186,6 +215,51 @@ def any_open() -> bool:
     now = time.monotonic()
     with _registry_lock:
         return any(until > now for until in _open_until.values())
+
+
+class background_calls:  # noqa: N801 - used as a context manager, like contextlib's
+    """Calls of this thread, inside the ``with``, are not the step's wait.
+
+    For daemon threads that call the store while the step runs (the budget lease's renewals):
+    their failures neither use up the step's deadline nor are cut short by it. A timeout still
+    opens the breaker, since it says the store is hung.
+    """
+
+    def __enter__(self) -> None:
+        self._was = getattr(_background, "on", False)
+        _background.on = True
+
+    def __exit__(self, *exc: object) -> None:
+        _background.on = self._was
+
+
+def in_background() -> bool:
+    """Whether this thread is inside :class:`background_calls`."""
+    return bool(getattr(_background, "on", False))
+
+
+def new_step() -> None:
+    """Start a new step's deadline: forget what failed calls took before (open breakers stay)."""
+    global _spent_s
+    with _registry_lock:
+        _spent_s = 0.0
+
+
+def spent_s() -> float:
+    """Seconds this process's failed store calls took since a breaker was last reset."""
+    with _registry_lock:
+        return _spent_s
+
+
+def exit_wait_s() -> float:
+    """How long the spool replay at exit may keep the interpreter: what is left of the deadline.
+
+    Zero while a breaker is open; otherwise :func:`longest_deadline` less what failed calls
+    already took, so a step and its exit replay wait one deadline together, not one each.
+    """
+    if any_open():
+        return 0.0
+    return max(0.0, longest_deadline() - spent_s())
 
 
 def longest_deadline() -> float:

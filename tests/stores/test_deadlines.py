@@ -155,6 +155,35 @@ def test_slow_failures_that_add_up_to_the_deadline_open_the_breaker(
     assert all(isinstance(exc, StoreUnavailable) for _, exc in outcomes)
     assert 2 <= len(slow) <= 3  # 0.8 s each: the third reaches the 2 s deadline
     assert "not called" in str(outcomes[-1][1]) and outcomes[-1][0] < 0.5
+    # One deadline in all: the third call is only given what the first two left of it.
+    assert sum(slow) <= DEADLINE_S + 1.0, slow  # in-process: no start-up to allow for
+
+
+def store_get(store: BreakerStore) -> Any:
+    return lambda: store.get("k.json")
+
+
+def test_a_step_waits_one_deadline_in_all_across_its_stores(flaky_store: Flaky) -> None:
+    first = BreakerStore(via_proxy(flaky_store, **_fail_fast(flaky_store)), cooldown_s=600)
+    second = BreakerStore(via_proxy(flaky_store, **_fail_fast(flaky_store)), cooldown_s=600)
+    first.reset()  # a new step
+    flaky_store.proxy.fail(503, delay_s=0.6)
+    waits = [timed(store_get(store))[0] for store in (first, second) * 3]
+    assert sum(waits) <= DEADLINE_S + 1.0, waits  # one store alone: 3 x 0.6 each
+    assert first.is_open and second.is_open
+    assert breaker.exit_wait_s() == 0.0  # and the exit replay adds nothing
+    first.reset()
+    assert breaker.spent_s() == 0.0
+
+
+def test_calls_in_the_background_do_not_spend_the_steps_deadline(flaky_store: Flaky) -> None:
+    guarded = BreakerStore(via_proxy(flaky_store, **_fail_fast(flaky_store)), cooldown_s=600)
+    guarded.reset()
+    flaky_store.proxy.fail(503, delay_s=0.6)
+    with breaker.background_calls():
+        for _ in range(5):
+            timed(lambda: guarded.get("k.json"))
+    assert breaker.spent_s() == 0.0 and not guarded.is_open
 
 
 # -- a tracked step and ``carbonpipe run`` ---------------------------------------------------
@@ -199,7 +228,7 @@ def test_a_tracked_step_pays_a_stalled_store_one_deadline_and_loses_nothing(
     seen = flaky_store.proxy.requests
     stalled_s, stalled = _tracked_step(flaky_store, "stalled")
     assert stalled.status == "succeeded"
-    assert stalled_s <= healthy_s + 2 * DEADLINE_S + MARGIN_S, (healthy_s, stalled_s)
+    assert stalled_s <= healthy_s + DEADLINE_S + MARGIN_S, (healthy_s, stalled_s)
     # One call waited (the baseline read); the record and the charges went straight to the spool.
     assert flaky_store.proxy.requests - seen <= 2
     assert _spooled_record_keys() == [stalled.record.key]
@@ -236,7 +265,7 @@ def test_carbonpipe_run_pays_a_stalled_store_one_deadline_and_loses_nothing(
     stalled_s, stalled = _carbonpipe_run(flaky_store, "stalled")
     assert stalled.returncode == 0, stalled.stderr
     assert "spooled" in stalled.stderr
-    assert stalled_s <= healthy_s + 2 * DEADLINE_S + MARGIN_S, (healthy_s, stalled_s)
+    assert stalled_s <= healthy_s + DEADLINE_S + MARGIN_S, (healthy_s, stalled_s)
     assert flaky_store.proxy.requests - seen <= 2  # and no replay at exit
     [key] = _spooled_record_keys()
     flaky_store.proxy.up()
