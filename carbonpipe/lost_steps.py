@@ -419,7 +419,12 @@ def _sweep_quietly() -> None:
 
 
 def _wait_at_exit() -> None:
-    """Let the sweep finish its deliveries (bounded): an entry is removed only once delivered."""
+    """Let the sweep finish its deliveries, within what is left of the store deadline at exit.
+
+    An entry is removed only once delivered, so one cut short is swept again by the next process.
+    """
     worker = _worker
     if worker is not None:
-        worker.join(EXIT_WAIT_S)
+        from carbonpipe.stores import breaker
+
+        worker.join(min(EXIT_WAIT_S, breaker.exit_wait_left()))

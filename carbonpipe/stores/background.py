@@ -56,7 +56,7 @@ def _replay_at_exit() -> None:
 
         if not spool.pending():
             return
-        wait_s = breaker.exit_wait_s()
+        wait_s = breaker.exit_wait_left()
         if wait_s <= 0:
             log.info("carbonpipe: a store timed out in this process; spool left for later replay")
             return

@@ -40,6 +40,7 @@ _registry_lock = threading.Lock()
 _open_until: dict[int, float] = {}  # id of an open breaker -> when it cools down (monotonic)
 _longest_s: float | None = None
 _spent_s = 0.0  # seconds this process's failed store calls took since the last reset
+_exit_until: float | None = None  # when the exit's waits end (monotonic), fixed by the first
 _background = threading.local()  # .on: calls of this thread do not make the step wait
 
 
@@ -260,6 +261,21 @@ def exit_wait_s() -> float:
     if any_open():
         return 0.0
     return max(0.0, longest_deadline() - spent_s())
+
+
+def exit_wait_left() -> float:
+    """Seconds an exit hook may still wait; every exit hook of the process shares one deadline.
+
+    The first call fixes the end (now + :func:`exit_wait_s`); later calls get what is left of it,
+    so the spool's exit replay and the lost-step sweep do not wait one deadline each.
+    """
+    global _exit_until
+    wait_s = exit_wait_s()
+    now = time.monotonic()
+    with _registry_lock:
+        if _exit_until is None:
+            _exit_until = now + wait_s
+        return max(0.0, min(wait_s, _exit_until - now))
 
 
 def longest_deadline() -> float:

@@ -354,3 +354,51 @@ def test_the_read_commands_give_up_on_a_hung_store_at_the_users_deadline(
     assert f"within {DEADLINE_S:g} s (store_timeout_s)" in out.stderr  # the user's, not 5 s
     # The user's store_timeout_s bounds each call, not the 5 s default: a few calls at most.
     assert took <= 4 * DEADLINE_S + MARGIN_S, took
+
+
+# -- the exit's waits share one deadline -----------------------------------------------------
+
+_KILLED_STEP = """
+import sys, time
+from carbonpipe import CarbonTracker
+tracker = CarbonTracker(project_name="deadlines", output_dir=sys.argv[1], run_id="killed",
+                        cloud_provider="gcp", cloud_region="europe-west1", measure_power_secs=0.5)
+with tracker.start_tracking("work"):
+    print("started", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_step_after_a_killed_one_waits_one_deadline_at_exit_in_all(flaky_store: Flaky) -> None:
+    """The lost-step sweep and the spool replay at exit share the step's deadline."""
+    from carbonpipe.stores.open_steps import entries, read_json, waiting_on
+
+    deadline_s = 4.0
+    env = {**_cli_env(flaky_store), "CARBONPIPE_STORE_TIMEOUT_S": f"{deadline_s:g}"}
+    cmd = [*CLI, "run", "--store", flaky_store.direct.uri, *WHERE, "--step", "next", "--", "true"]
+    base_s, base = timed(lambda: subprocess.run(cmd, capture_output=True, text=True, env=env))
+    assert base.returncode == 0, base.stderr
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_STEP, flaky_store.direct.uri],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert killed.stdout is not None and killed.stdout.readline().strip() == "started"
+    killed.kill()
+    killed.wait(timeout=30)
+    give_up = time.monotonic() + 30
+    while any(waiting_on(read_json(p) or {}, p) for p in entries()):
+        assert time.monotonic() < give_up, "the killed step's sidecar never went"
+        time.sleep(0.1)
+    flaky_store.proxy.hang()
+    exit_s, out = timed(lambda: subprocess.run(cmd, capture_output=True, text=True, env=env))
+    assert out.returncode == 0, out.stderr
+    # Waiting a deadline each (the record, then the sweep's lost record) would take 2 x 4 s.
+    assert exit_s <= base_s + deadline_s + 3.0, (base_s, exit_s)
+    flaky_store.proxy.up()
+    flushed = _flush(env)
+    assert flushed["remaining"] == 0
+    keys = list(flaky_store.direct.list("records/"))
+    statuses = sorted(Record.from_json(flaky_store.direct.get(k).data).status for k in keys)
+    assert statuses == ["lost", "succeeded", "succeeded"], statuses
