@@ -293,6 +293,7 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 
 # ``esg:`` (organisation, boundary, team sizes, targets) is read by carbonpipe.esg.aggregation itself.
 _FILE_KEYS = set(_ENV) | {"location", "budgets", "esg"}
+_LOCATION_KEYS = ("provider", "region", "country")
 
 
 def resolve_settings(
@@ -331,7 +332,12 @@ def resolve_settings(
         raise ConfigError(
             f"{path}: location has unknown key(s) {sorted(extra)}; use provider, region, country"
         )
-    for key in ("provider", "region", "country"):
+    from carbonpipe.location.validate import check_location
+
+    p, r, c = (None if location.get(k) is None else str(location[k]) for k in _LOCATION_KEYS)
+    names = (f"{path} location.provider", f"{path} location.region", f"{path} location.country")
+    check_location(p, r, c, names=names)
+    for key in _LOCATION_KEYS:
         if location.get(key) is not None:
             values[f"default_{key}"] = str(location[key])
             sources[f"default_{key}"] = "file"

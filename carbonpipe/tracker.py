@@ -137,10 +137,12 @@ class CarbonTracker:
             self._store = self._guarded(output_dir)
         self._store_options = dict(store_options or {})
         self._arg_location = (cloud_provider, cloud_region, country_iso_code)
-        if cloud_provider is not None:
-            from carbonpipe.location.providers import normalize_provider
+        from carbonpipe.location.validate import check_given_location
 
-            normalize_provider(cloud_provider)  # fail fast on a typo, naming the argument
+        # A typo in a provider or region is refused now, with the nearest names, not priced.
+        check_given_location(
+            self._arg_location, ("cloud_provider", "cloud_region", "country_iso_code")
+        )
         self._location: Location | None = None
         self._intensity: Intensity | None = None
         self.budget: Budget | None = self._resolve_budget(budget, carbon_budget_g)

@@ -121,7 +121,7 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
     """Resolve and check what the tracker will be built from, so bad input stops the run early."""
     from carbonpipe._checks import check_attempt, check_identity_settings
     from carbonpipe.config import resolve_settings
-    from carbonpipe.location.providers import normalize_provider
+    from carbonpipe.location.validate import check_given_location
     from carbonpipe.stores.uri import parse_store_uri
 
     settings = resolve_settings(
@@ -135,8 +135,9 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
         tracking_mode=args.tracking_mode,
     )
     parse_store_uri(settings.store)
-    if args.provider is not None:
-        normalize_provider(args.provider, name="--provider")
+    check_given_location(
+        (args.provider, args.region, args.country), ("--provider", "--region", "--country")
+    )
     check_attempt(args.attempt, name="--attempt")
     check_identity_settings(settings, _IDENTITY_OPTIONS, _labels(args.label))
     _check_budget_options(args, settings)

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from carbonpipe.errors import ConfigError
+from carbonpipe.location.countries import normalize_country
 from carbonpipe.location.providers import (
     CACHE_TTL_S,
     DEFAULT_DEADLINE_S,
@@ -39,8 +40,6 @@ from carbonpipe.location.providers import (
     ENV_REGION,
     MAX_BODY_BYTES,
     PROVIDERS,
-    REGION_EXAMPLE,
-    REGION_RE,
     normalize_provider,
 )
 
@@ -55,30 +54,6 @@ __all__ = [
     "normalize_country",
     "normalize_provider",
 ]
-
-# ISO 3166-1 alpha-2 -> alpha-3, the 249 officially assigned codes (ISO 3166 Maintenance Agency,
-# as packaged by pycountry 26.2.16). Pairs are written together: "BEBEL" is BE -> BEL.
-_ISO_PAIRS = (
-    "ADAND AEARE AFAFG AGATG AIAIA ALALB AMARM AOAGO AQATA ARARG ASASM ATAUT AUAUS AWABW AXALA "
-    "AZAZE BABIH BBBRB BDBGD BEBEL BFBFA BGBGR BHBHR BIBDI BJBEN BLBLM BMBMU BNBRN BOBOL BQBES "
-    "BRBRA BSBHS BTBTN BVBVT BWBWA BYBLR BZBLZ CACAN CCCCK CDCOD CFCAF CGCOG CHCHE CICIV CKCOK "
-    "CLCHL CMCMR CNCHN COCOL CRCRI CUCUB CVCPV CWCUW CXCXR CYCYP CZCZE DEDEU DJDJI DKDNK DMDMA "
-    "DODOM DZDZA ECECU EEEST EGEGY EHESH ERERI ESESP ETETH FIFIN FJFJI FKFLK FMFSM FOFRO FRFRA "
-    "GAGAB GBGBR GDGRD GEGEO GFGUF GGGGY GHGHA GIGIB GLGRL GMGMB GNGIN GPGLP GQGNQ GRGRC GSSGS "
-    "GTGTM GUGUM GWGNB GYGUY HKHKG HMHMD HNHND HRHRV HTHTI HUHUN IDIDN IEIRL ILISR IMIMN ININD "
-    "IOIOT IQIRQ IRIRN ISISL ITITA JEJEY JMJAM JOJOR JPJPN KEKEN KGKGZ KHKHM KIKIR KMCOM KNKNA "
-    "KPPRK KRKOR KWKWT KYCYM KZKAZ LALAO LBLBN LCLCA LILIE LKLKA LRLBR LSLSO LTLTU LULUX LVLVA "
-    "LYLBY MAMAR MCMCO MDMDA MEMNE MFMAF MGMDG MHMHL MKMKD MLMLI MMMMR MNMNG MOMAC MPMNP MQMTQ "
-    "MRMRT MSMSR MTMLT MUMUS MVMDV MWMWI MXMEX MYMYS MZMOZ NANAM NCNCL NENER NFNFK NGNGA NINIC "
-    "NLNLD NONOR NPNPL NRNRU NUNIU NZNZL OMOMN PAPAN PEPER PFPYF PGPNG PHPHL PKPAK PLPOL PMSPM "
-    "PNPCN PRPRI PSPSE PTPRT PWPLW PYPRY QAQAT REREU ROROU RSSRB RURUS RWRWA SASAU SBSLB SCSYC "
-    "SDSDN SESWE SGSGP SHSHN SISVN SJSJM SKSVK SLSLE SMSMR SNSEN SOSOM SRSUR SSSSD STSTP SVSLV "
-    "SXSXM SYSYR SZSWZ TCTCA TDTCD TFATF TGTGO THTHA TJTJK TKTKL TLTLS TMTKM TNTUN TOTON TRTUR "
-    "TTTTO TVTUV TWTWN TZTZA UAUKR UGUGA UMUMI USUSA UYURY UZUZB VAVAT VCVCT VEVEN VGVGB VIVIR "
-    "VNVNM VUVUT WFWLF WSWSM YEYEM YTMYT ZAZAF ZMZMB ZWZWE"
-)
-_ALPHA3_BY_ALPHA2 = {pair[:2]: pair[2:] for pair in _ISO_PAIRS.split()}
-_ALPHA3 = frozenset(_ALPHA3_BY_ALPHA2.values())
 
 
 @dataclass(frozen=True)
@@ -110,21 +85,6 @@ class Location:
             "zone": self.zone,
             "notes": list(self.notes),
         }
-
-
-def normalize_country(value: str, *, name: str = "country_iso") -> str:
-    """Return the ISO 3166-1 alpha-3 code (``"BEL"``) for an alpha-2 or alpha-3 code, else ValueError."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    code = value.strip().upper()
-    if len(code) == 2 and code in _ALPHA3_BY_ALPHA2:
-        return _ALPHA3_BY_ALPHA2[code]
-    if len(code) == 3 and code in _ALPHA3:
-        return code
-    raise ValueError(
-        f"{name}={value!r} is not an ISO 3166-1 country code; use alpha-2 or alpha-3, "
-        "e.g. 'BE' or 'BEL'"
-    )
 
 
 def detect_location(
@@ -232,43 +192,19 @@ def _claim(
     error: type[ValueError] = ValueError,
 ) -> _Claim:
     """Validate and normalise one source's values, naming the argument or variable at fault."""
+    from carbonpipe.location.validate import check_provider, check_region
+
+    r = None
     try:
-        p = None if provider is None else normalize_provider(provider, name=names[0])
+        p = None if provider is None else check_provider(provider, name=names[0])
         c = None if country is None else normalize_country(country, name=names[2])
-        r = None if region is None else _normalize_region(region, p, name=names[1])
+        if region is not None:  # a region of the table, or refused with the nearest names
+            p, r = check_region(p, region, name=names[1])
     except ValueError as exc:
-        if error is ValueError:
+        if error is ValueError or isinstance(exc, error):
             raise
         raise error(str(exc)) from None
-    if r is not None and p is None:
-        p = _provider_of_region(r)
     return _Claim(source, p, r, c)
-
-
-def _normalize_region(value: str, provider: str | None, *, name: str) -> str:
-    """Return the region lower-cased if it has its provider's shape, else ValueError."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    region = value.strip().lower()
-    if provider is not None:
-        if not REGION_RE[provider].fullmatch(region):
-            raise ValueError(
-                f"{name}={value!r} is not a region name of {provider} "
-                f"(expected e.g. {REGION_EXAMPLE[provider]!r})"
-            )
-        return region
-    if _provider_of_region(region) is None:
-        raise ValueError(
-            f"{name}={value!r} is not a region of gcp (e.g. 'europe-west1'), aws (e.g. "
-            "'eu-west-1') or azure (e.g. 'westeurope'); give the provider too"
-        )
-    return region
-
-
-def _provider_of_region(region: str) -> str | None:
-    """Return the one provider whose region shape matches, or None."""
-    matches = [p for p in PROVIDERS if REGION_RE[p].fullmatch(region)]
-    return matches[0] if len(matches) == 1 else None
 
 
 def _settle(levels: list[_Claim], notes: list[str], started: float) -> Location:
@@ -319,8 +255,13 @@ def _country_for_region(provider: str | None, region: str | None, notes: list[st
     except (LookupError, ValueError, OSError) as exc:
         notes.append(f"country of {provider} {region} unknown: {exc}")
         return None
-    if found is None:
-        return None
+    if found is None:  # only a detected region can be unknown: a given one was refused
+        from carbonpipe.location.validate import unknown_region_country, unknown_region_note
+
+        found = unknown_region_country(provider, region)
+        notes.append(unknown_region_note(provider, region, found))
+        if found is None:
+            return None
     try:
         return normalize_country(found)
     except (TypeError, ValueError):

@@ -7,6 +7,7 @@ imports nothing; :func:`open_store` picks the backend from a scheme table and im
 from __future__ import annotations
 
 import os
+import re
 
 from carbonpipe.errors import InvalidStoreURI
 
@@ -16,6 +17,10 @@ DEFAULT_STORE_TIMEOUT_S = 5.0
 ACCEPTED_FORMS = (
     "a local folder path, file:///abs/path, s3://bucket[/prefix] or gs://bucket[/prefix]"
 )
+
+# A known scheme missing its "://" ("s3:/x", "gs:x", "s3//x", "gcs:\\x"): refused, never a folder.
+_MISTYPED_SCHEME = re.compile(r"(s3|s3a|s3n|gs|gcs|file)(?::|//|\\)", re.IGNORECASE)
+_FORM_OF = {"s3": "s3://BUCKET[/PREFIX]", "gs": "gs://BUCKET[/PREFIX]", "file": "file://PATH"}
 
 _EDGE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _S3_CHARS = _EDGE_CHARS | frozenset(".-")  # S3 general purpose bucket naming rules
@@ -48,6 +53,7 @@ def parse_store_uri(uri: str | os.PathLike[str] | None) -> tuple[str, str, str]:
         raise InvalidStoreURI(f"store URI {uri!r} is empty or not a string; use {ACCEPTED_FORMS}")
     uri = uri.strip()
     scheme, sep, rest = uri.partition("://")
+    _refuse_mistyped_scheme(uri, scheme if sep else None)
     scheme = scheme.lower() if sep else ""
     if scheme == "s3":
         parts = _bucket_and_prefix(rest, _S3_CHARS, 63) if uri.startswith("s3://") else None
@@ -65,9 +71,32 @@ def parse_store_uri(uri: str | os.PathLike[str] | None) -> tuple[str, str, str]:
             )
         return ("gs", *parts)
     if scheme == "file":
+        if not rest.strip():
+            raise InvalidStoreURI(f"store URI {uri!r} names no folder; use {ACCEPTED_FORMS}")
         return "file", rest, ""
     if scheme:
         raise InvalidStoreURI(
             f"store URI {uri!r} has unsupported scheme {scheme!r}; use {ACCEPTED_FORMS}"
         )
     return "file", uri, ""
+
+
+def _refuse_mistyped_scheme(uri: str, scheme: str | None) -> None:
+    """Refuse a URI whose scheme is mistyped: its "://" broken, or not in lower case."""
+    folder = ""
+    if scheme is None:
+        typo = _MISTYPED_SCHEME.match(uri)
+        if typo is None:
+            return
+        meant = typo.group(1).lower()
+        problem = f"looks like a mistyped {meant}:// URI"
+        folder = f" (for a local folder of that name, write ./{uri})"
+    elif scheme.lower() in ("s3", "gs", "gcs", "file") and scheme != scheme.lower():
+        meant = scheme.lower()
+        problem = f"has its scheme in upper case ({scheme}://)"
+    else:
+        return
+    form = _FORM_OF["s3" if meant.startswith("s3") else "gs" if meant == "gcs" else meant]
+    raise InvalidStoreURI(
+        f"store URI {uri!r} {problem}: write {form}; accepted: {ACCEPTED_FORMS}{folder}"
+    )

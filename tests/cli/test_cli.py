@@ -257,8 +257,9 @@ def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_run_keeps_the_exit_code_when_the_warm_up_fails(tmp_path: Path) -> None:
-    # While the command runs, the wrapper resolves the location; a bad region fails there (and
-    # again at stop, where it is recorded), never the command.
+    # While the command runs, the wrapper resolves the location; a detection switch it cannot
+    # read fails there (and again at stop, where it is recorded), never the command. (A bad
+    # region no longer gets this far: it is refused before the command starts.)
     out = _run(
         [
             "run",
@@ -266,13 +267,12 @@ def test_run_keeps_the_exit_code_when_the_warm_up_fails(tmp_path: Path) -> None:
             str(tmp_path),
             "--provider",
             "gcp",
-            "--region",
-            "not-a-region!",
             "--",
             sys.executable,
             "-c",
             "import sys; sys.exit(3)",
-        ]
+        ],
+        env={**os.environ, "CARBONPIPE_CLOUD_DETECTION": "sometimes"},
     )
     assert out.returncode == 3, out.stderr
     [rec] = _records(tmp_path)

@@ -1,0 +1,45 @@
+"""ISO 3166-1 country codes, import-free: ``carbonpipe run`` checks ``--country`` before it starts
+the command, so this module loads nothing a step would wait for."""
+
+from __future__ import annotations
+
+__all__ = ["normalize_country"]
+
+# ISO 3166-1 alpha-2 -> alpha-3, the 249 officially assigned codes (ISO 3166 Maintenance Agency,
+# as packaged by pycountry 26.2.16). Pairs are written together: "BEBEL" is BE -> BEL.
+_ISO_PAIRS = (
+    "ADAND AEARE AFAFG AGATG AIAIA ALALB AMARM AOAGO AQATA ARARG ASASM ATAUT AUAUS AWABW AXALA "
+    "AZAZE BABIH BBBRB BDBGD BEBEL BFBFA BGBGR BHBHR BIBDI BJBEN BLBLM BMBMU BNBRN BOBOL BQBES "
+    "BRBRA BSBHS BTBTN BVBVT BWBWA BYBLR BZBLZ CACAN CCCCK CDCOD CFCAF CGCOG CHCHE CICIV CKCOK "
+    "CLCHL CMCMR CNCHN COCOL CRCRI CUCUB CVCPV CWCUW CXCXR CYCYP CZCZE DEDEU DJDJI DKDNK DMDMA "
+    "DODOM DZDZA ECECU EEEST EGEGY EHESH ERERI ESESP ETETH FIFIN FJFJI FKFLK FMFSM FOFRO FRFRA "
+    "GAGAB GBGBR GDGRD GEGEO GFGUF GGGGY GHGHA GIGIB GLGRL GMGMB GNGIN GPGLP GQGNQ GRGRC GSSGS "
+    "GTGTM GUGUM GWGNB GYGUY HKHKG HMHMD HNHND HRHRV HTHTI HUHUN IDIDN IEIRL ILISR IMIMN ININD "
+    "IOIOT IQIRQ IRIRN ISISL ITITA JEJEY JMJAM JOJOR JPJPN KEKEN KGKGZ KHKHM KIKIR KMCOM KNKNA "
+    "KPPRK KRKOR KWKWT KYCYM KZKAZ LALAO LBLBN LCLCA LILIE LKLKA LRLBR LSLSO LTLTU LULUX LVLVA "
+    "LYLBY MAMAR MCMCO MDMDA MEMNE MFMAF MGMDG MHMHL MKMKD MLMLI MMMMR MNMNG MOMAC MPMNP MQMTQ "
+    "MRMRT MSMSR MTMLT MUMUS MVMDV MWMWI MXMEX MYMYS MZMOZ NANAM NCNCL NENER NFNFK NGNGA NINIC "
+    "NLNLD NONOR NPNPL NRNRU NUNIU NZNZL OMOMN PAPAN PEPER PFPYF PGPNG PHPHL PKPAK PLPOL PMSPM "
+    "PNPCN PRPRI PSPSE PTPRT PWPLW PYPRY QAQAT REREU ROROU RSSRB RURUS RWRWA SASAU SBSLB SCSYC "
+    "SDSDN SESWE SGSGP SHSHN SISVN SJSJM SKSVK SLSLE SMSMR SNSEN SOSOM SRSUR SSSSD STSTP SVSLV "
+    "SXSXM SYSYR SZSWZ TCTCA TDTCD TFATF TGTGO THTHA TJTJK TKTKL TLTLS TMTKM TNTUN TOTON TRTUR "
+    "TTTTO TVTUV TWTWN TZTZA UAUKR UGUGA UMUMI USUSA UYURY UZUZB VAVAT VCVCT VEVEN VGVGB VIVIR "
+    "VNVNM VUVUT WFWLF WSWSM YEYEM YTMYT ZAZAF ZMZMB ZWZWE"
+)
+_ALPHA3_BY_ALPHA2 = {pair[:2]: pair[2:] for pair in _ISO_PAIRS.split()}
+_ALPHA3 = frozenset(_ALPHA3_BY_ALPHA2.values())
+
+
+def normalize_country(value: str, *, name: str = "country_iso") -> str:
+    """Return the ISO 3166-1 alpha-3 code (``"BEL"``) for an alpha-2 or alpha-3 code, else ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    code = value.strip().upper()
+    if len(code) == 2 and code in _ALPHA3_BY_ALPHA2:
+        return _ALPHA3_BY_ALPHA2[code]
+    if len(code) == 3 and code in _ALPHA3:
+        return code
+    raise ValueError(
+        f"{name}={value!r} is not an ISO 3166-1 country code; use alpha-2 or alpha-3, "
+        "e.g. 'BE' or 'BEL'"
+    )
