@@ -25,7 +25,7 @@ from carbonpipe.location.detect import clear_cache, detect_location
 from carbonpipe.location.validate import check_region
 from carbonpipe.tracker import CarbonTracker
 from tests import metadata_servers as _servers
-from tests.metadata_servers import DMI_GCP, CloudMetadata
+from tests.metadata_servers import DMI_AWS, DMI_AZURE, DMI_GCP, CloudMetadata
 
 cloud_metadata = _servers.cloud_metadata
 metadata_servers = _servers.metadata_servers
@@ -239,24 +239,29 @@ def test_a_known_region_without_a_figure_is_priced_at_its_country_and_says_so(
 
 
 @pytest.mark.parametrize(
-    ("zone", "region", "country"),
+    ("provider", "answer", "region", "country"),
     [
-        pytest.param("us-central9-a", "us-central9", "USA", id="family-in-one-country"),
-        pytest.param("europe-west99-b", "europe-west99", None, id="family-across-countries"),
+        pytest.param("gcp", "us-central9-a", "us-central9", "USA", id="gcp-family-in-one-country"),
+        pytest.param("gcp", "europe-west99-b", "europe-west99", None, id="gcp-family-across"),
+        pytest.param("aws", "us-east-9", "us-east-9", "USA", id="aws-family-in-one-country"),
+        pytest.param("aws", "ap-southeast-9", "ap-southeast-9", None, id="aws-family-across"),
+        pytest.param("azure", "germanycentral", "germanycentral", "DEU", id="azure-country-name"),
     ],
 )
 def test_a_detected_unknown_region_is_kept_priced_at_its_country_and_noted(
     cloud_metadata: CloudMetadata,
     tmp_path: Path,
-    zone: str,
+    provider: str,
+    answer: str,
     region: str,
     country: str | None,
 ) -> None:
-    cloud_metadata.gcp.region = zone  # the loopback GCE server now answers this zone
-    cloud_metadata.write_dmi(DMI_GCP)
+    # The loopback server of that provider now answers this zone or region.
+    cloud_metadata.servers[provider].region = answer
+    cloud_metadata.write_dmi({"gcp": DMI_GCP, "aws": DMI_AWS, "azure": DMI_AZURE}[provider])
     # Warm the metadata cache with a deadline a loaded box cannot miss; the CLI reads it back.
     warm = detect_location(deadline_s=5.0)
-    assert (warm.provider, warm.region) == ("gcp", region)
+    assert (warm.provider, warm.region) == (provider, region)
     record_file = tmp_path / "record.json"
     marker = tmp_path / "ran"
 
