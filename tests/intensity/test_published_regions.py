@@ -61,8 +61,15 @@ def test_gcp_us_east7_is_priced_at_google_s_figure_not_the_world_average() -> No
     assert value.intensity_g_per_kwh != TABLE.world.intensity_g_per_kwh
 
 
+CHECKED_BOTOCORE = "1.44.8"  # the botocore whose endpoints.json the AWS list was read from
+
+
 def test_the_installed_aws_sdk_lists_no_region_the_published_list_lacks() -> None:
     botocore = pytest.importorskip("botocore")
+    if botocore.__version__ != CHECKED_BOTOCORE:
+        # botocore is not pinned: a release that adds a region must not turn an unrelated CI run
+        # red. Re-read the list from the new endpoints.json and move CHECKED_BOTOCORE on.
+        pytest.skip(f"botocore {botocore.__version__}, the list was read from {CHECKED_BOTOCORE}")
     endpoints = Path(botocore.__file__).parent / "data" / "endpoints.json"
     data = json.loads(endpoints.read_text(encoding="utf-8"))
     public = {"aws", "aws-cn", "aws-us-gov", "aws-eusc"}  # aws-iso*: classified regions
