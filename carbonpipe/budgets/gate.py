@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from carbonpipe.budgets.charges import ChargeableRecord
     from carbonpipe.stores.base import Store
 from carbonpipe.budgets.budget import Budget
+from carbonpipe.budgets.definitions import remember_definition
 from carbonpipe.budgets.lease import LeaseKeeper, lease_for
 from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.budgets.status import (
@@ -239,13 +240,23 @@ class BudgetGate:
             return self.ledger.check(self.budget, est.kg_co2e, estimate_source=est.source)
 
         try:
-            return _within(self.timeout_s, work)
+            decided = _within(self.timeout_s, work)
         except Exception as exc:
             decision = unavailable_decision(
                 self.budget, _describe(exc), estimate_kg=estimate_kg, estimate_source="given"
             )
             logger.warning("carbonpipe: %s", decision.message)
             return decision
+        self._remember(pipeline, step)
+        return decided
+
+    def _remember(self, pipeline: str, step: str) -> None:
+        """Record the budget's definition in the store (once per process; never fails the step).
+
+        Only after the ledger answered: a store that is down is not asked twice."""
+        remember_definition(
+            self.ledger.store, self.budget, pipeline=pipeline, step=step, timeout_s=self.timeout_s
+        )
 
     def reserve(
         self,
@@ -289,11 +300,17 @@ class BudgetGate:
             )
 
         try:
-            return _within(self.timeout_s, work, late=self.ledger.release)
-        except (BudgetExceeded, ConfigError):
+            held = _within(self.timeout_s, work, late=self.ledger.release)
+        except BudgetExceeded as exc:
+            if not isinstance(exc, BudgetUnavailable):  # the ledger answered: over budget
+                self._remember(pipeline, step)
+            raise
+        except ConfigError:
             raise
         except Exception as exc:  # the arguments were checked above: this is the ledger
             raise self._unavailable(exc, estimate_kg) from None
+        self._remember(pipeline, step)
+        return held
 
     def _unavailable(self, exc: BaseException, estimate_kg: float | None) -> BudgetExceeded:
         decision = unavailable_decision(

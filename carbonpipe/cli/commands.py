@@ -12,9 +12,13 @@ from carbonpipe.errors import CarbonpipeError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
     from typing import Any
 
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.budgets.definitions import SourcedBudget
     from carbonpipe.lost_steps import LostReport
+    from carbonpipe.stores.base import Store
     from carbonpipe.stores.spool import ReplayReport
     from carbonpipe.sweep import SweepReport
 
@@ -84,39 +88,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    """Print the status of one budget, or of every budget in carbon.yaml."""
-    from carbonpipe.budgets.budget import Budget
+    """Print the status of one budget, or of every budget in carbon.yaml and the store."""
     from carbonpipe.budgets.ledger import BudgetLedger
     from carbonpipe.config import resolve_settings
 
     s = resolve_settings(config_file=args.config, store=args.store)
-    budgets = list(s.budgets)
-    if args.scope:
-        budgets = [b for b in budgets if b.scope == args.scope]
-        if args.limit_kg is not None:
-            budgets = [
-                Budget(scope=args.scope, period=args.period or "month", limit_kg_co2e=args.limit_kg)
-            ]
-        if not budgets:
-            raise CarbonpipeError(
-                f"no budget for scope {args.scope!r} in carbon.yaml; pass --limit-kg (and --period)"
-            )
-    if args.period:
-        budgets = [
-            Budget(
-                scope=b.scope,
-                period=args.period,
-                limit_kg_co2e=b.limit_kg_co2e,
-                warn_ratio=b.warn_ratio,
-                on_exceed=b.on_exceed,
-            )
-            for b in budgets
-        ]
-    if not budgets:
-        raise CarbonpipeError(
-            "no budgets configured: give SCOPE and --limit-kg, or add budgets to carbon.yaml"
-        )
-    ledger = BudgetLedger(s.open_store())
+    store = s.open_store()
+    chosen = _status_budgets(args, s.budgets, store)
+    budgets = [c.budget for c in chosen]
+    ledger = BudgetLedger(store)
     statuses = [ledger.status(b) for b in budgets]
     data = [st.to_dict() for st in statuses]
     lines = []
@@ -128,8 +108,53 @@ def cmd_budget(args: argparse.Namespace) -> int:
             f"reserved of {st.limit_kg * 1000:.3f} g ({st.percent:.1f}%), "
             f"{st.burn_rate_kg_per_day * 1000:.3f} g/day, {days} days left{flag}"
         )
+    for entry, c in zip(data, chosen, strict=True):  # which definition the status used
+        entry["defined_in"] = c.describe()
+    lines = [f"{line}\n  defined in: {c.describe()}" for line, c in zip(lines, chosen, strict=True)]
     emit(args, data if args.scope is None else data[0], "\n".join(lines))
     return 0
+
+
+def _status_budgets(
+    args: argparse.Namespace, configured: Sequence[Budget], store: Store
+) -> list[SourcedBudget]:
+    """The budgets ``budget status`` shows: ``--limit-kg``'s, else carbon.yaml's, then the
+    store's definitions of budgets given in code (carbon.yaml wins for a scope's period)."""
+    from carbonpipe.budgets.budget import Budget
+    from carbonpipe.budgets.definitions import SourcedBudget, read_definitions, union_budgets
+
+    if args.scope and args.limit_kg is not None:
+        given = Budget(scope=args.scope, period=args.period or "month", limit_kg_co2e=args.limit_kg)
+        return [SourcedBudget(given, "--limit-kg")]
+    mine = [b for b in configured if not args.scope or b.scope == args.scope]
+    chosen = union_budgets(mine, read_definitions(store, args.scope))
+    if args.period:
+        exact = [c for c in chosen if c.budget.period == args.period]
+        chosen = exact or [
+            SourcedBudget(
+                Budget(
+                    scope=c.budget.scope,
+                    period=args.period,
+                    limit_kg_co2e=c.budget.limit_kg_co2e,
+                    warn_ratio=c.budget.warn_ratio,
+                    on_exceed=c.budget.on_exceed,
+                ),
+                c.source,
+                c.definition,
+            )
+            for c in chosen
+        ]
+    if args.scope and not chosen:
+        raise CarbonpipeError(
+            f"no budget for scope {args.scope!r} in carbon.yaml or in the store's budget "
+            f"definitions ({store.url_for('budgets/definitions/')}); pass --limit-kg (and --period)"
+        )
+    if not chosen:
+        raise CarbonpipeError(
+            "no budgets configured: give SCOPE and --limit-kg, add budgets to carbon.yaml, "
+            "or run a step with a budget (its definition is kept in the store)"
+        )
+    return chosen
 
 
 def cmd_flush(args: argparse.Namespace) -> int:

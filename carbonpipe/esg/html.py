@@ -99,7 +99,10 @@ def _cards(report: Mapping[str, Any]) -> str:
 
 def _budget_bars(budgets: Sequence[Mapping[str, Any]]) -> str:
     if not budgets:
-        return '<p class="note">No budgets configured (carbon.yaml <code>budgets:</code>).</p>'
+        return (
+            '<p class="note">No budgets configured (carbon.yaml <code>budgets:</code>) '
+            "and none used by a step (store <code>budgets/definitions/</code>).</p>"
+        )
     rows = []
     for b in budgets:
         pct = b["percent"]
@@ -113,9 +116,11 @@ def _budget_bars(budgets: Sequence[Mapping[str, Any]]) -> str:
                 f"{sig(pct)}%",
                 _e(mass(b["used_kg_co2e"])),
                 _e(mass(b["limit_kg_co2e"])),
+                _e(b.get("defined_in", "carbon.yaml")),
             ]
         )
-    return _table(["Scope", "Period", "Utilisation", "%", "Used", "Limit"], rows, numeric=(3, 4, 5))
+    head = ["Scope", "Period", "Utilisation", "%", "Used", "Limit", "Defined in"]
+    return _table(head, rows, numeric=(3, 4, 5))
 
 
 def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:

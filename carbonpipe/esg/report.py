@@ -369,12 +369,15 @@ def _fixed_clock(at: datetime) -> Callable[[], datetime]:
 
 
 def _budgets(agg: Aggregate, config: EsgConfig, store: Store | None) -> list[dict[str, Any]]:
-    if not config.budgets or store is None:
+    if store is None:
         return []
+    from carbonpipe.budgets.definitions import read_definitions, union_budgets
     from carbonpipe.budgets.ledger import BudgetLedger
 
     out = []
-    for budget in config.budgets:
+    # carbon.yaml's budgets, and those given in code that steps recorded in the store.
+    for sourced in union_budgets(config.budgets, read_definitions(store)):
+        budget = sourced.budget
         for w in _budget_windows(budget, agg.period):
             # Status as of the window's (or the period's) last instant: repeatable, unlike "now".
             end = min(w.end or agg.period.end_exclusive, agg.period.end_exclusive)
@@ -398,6 +401,7 @@ def _budgets(agg: Aggregate, config: EsgConfig, store: Store | None) -> list[dic
                     "on_exceed": budget.on_exceed,
                     "charges": st.charges,
                     "source": "budget ledger (charges by record)",
+                    "defined_in": sourced.source,
                 }
             )
     return out
