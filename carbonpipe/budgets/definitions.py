@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFINITIONS_PREFIX",
     "DEFINITION_SCHEMA",
+    "LISTED_KINDS",
     "SourcedBudget",
     "StoredDefinition",
     "budget_fields",
@@ -61,6 +62,8 @@ DEFINITION_SCHEMA = "carbonpipe.budget_definition/1"
 DEFINITIONS_PREFIX = f"{BUDGETS_PREFIX}/definitions"
 #: Compare-and-swap attempts before a contended definition is given up (and logged).
 MAX_ATTEMPTS = 10
+#: The scope kinds that listings of every budget show (a ``run:`` budget is one run's guard).
+LISTED_KINDS = ("pipeline", "team")
 CONFIG_SOURCE = "carbon.yaml"
 STORE_SOURCE = "store"
 
@@ -299,13 +302,27 @@ def _read(store: Store, keys: Iterable[str]) -> list[StoredDefinition]:
     return out
 
 
-def read_definitions(store: Store, scope: str | None = None) -> list[StoredDefinition]:
-    """The current definitions in the store (of ``scope`` only, if given), by scope and period.
+def read_definitions(
+    store: Store, scope: str | None = None, *, kinds: Sequence[str] | None = None
+) -> list[StoredDefinition]:
+    """The current definitions in the store, by scope and period: of ``scope`` only, if given,
+    else of the scope ``kinds`` (default: all; :data:`LISTED_KINDS` leaves out the one-per-run
+    ``run:`` budgets, so a listing does not grow with every run).
 
     Store errors propagate.
     """
-    base = f"{DEFINITIONS_PREFIX}/" + (f"{scope_key(scope)}/" if scope else "")
-    current = [k for k in store.list(base) if len(k[len(DEFINITIONS_PREFIX) + 1 :].split("/")) == 2]
+    if scope:
+        bases = [f"{DEFINITIONS_PREFIX}/{scope_key(scope)}/"]
+    elif kinds is not None:
+        bases = [f"{DEFINITIONS_PREFIX}/{kind}=" for kind in kinds]
+    else:
+        bases = [f"{DEFINITIONS_PREFIX}/"]
+    current = [
+        k
+        for base in bases
+        for k in store.list(base)
+        if len(k[len(DEFINITIONS_PREFIX) + 1 :].split("/")) == 2
+    ]
     found = [d for d in _read(store, current) if scope is None or d.budget.scope == scope]
     return sorted(found, key=lambda d: (d.budget.scope, d.budget.period))
 

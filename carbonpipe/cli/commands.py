@@ -121,13 +121,20 @@ def _status_budgets(
     """The budgets ``budget status`` shows: ``--limit-kg``'s, else carbon.yaml's, then the
     store's definitions of budgets given in code (carbon.yaml wins for a scope's period)."""
     from carbonpipe.budgets.budget import Budget
-    from carbonpipe.budgets.definitions import SourcedBudget, read_definitions, union_budgets
+    from carbonpipe.budgets.definitions import (
+        LISTED_KINDS,
+        SourcedBudget,
+        read_definitions,
+        union_budgets,
+    )
 
     if args.scope and args.limit_kg is not None:
         given = Budget(scope=args.scope, period=args.period or "month", limit_kg_co2e=args.limit_kg)
         return [SourcedBudget(given, "--limit-kg")]
     mine = [b for b in configured if not args.scope or b.scope == args.scope]
-    chosen = union_budgets(mine, read_definitions(store, args.scope))
+    # Every budget: pipelines' and teams' (a run's is shown when its scope is asked for).
+    stored = read_definitions(store, args.scope, kinds=None if args.scope else LISTED_KINDS)
+    chosen = union_budgets(mine, stored)
     if args.period:
         exact = [c for c in chosen if c.budget.period == args.period]
         chosen = exact or [

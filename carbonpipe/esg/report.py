@@ -371,12 +371,13 @@ def _fixed_clock(at: datetime) -> Callable[[], datetime]:
 def _budgets(agg: Aggregate, config: EsgConfig, store: Store | None) -> list[dict[str, Any]]:
     if store is None:
         return []
-    from carbonpipe.budgets.definitions import read_definitions, union_budgets
+    from carbonpipe.budgets.definitions import LISTED_KINDS, read_definitions, union_budgets
     from carbonpipe.budgets.ledger import BudgetLedger
 
     out = []
     # carbon.yaml's budgets, and those given in code that steps recorded in the store.
-    for sourced in union_budgets(config.budgets, read_definitions(store)):
+    stored = read_definitions(store, kinds=LISTED_KINDS)
+    for sourced in union_budgets(config.budgets, stored):
         budget = sourced.budget
         for w in _budget_windows(budget, agg.period):
             # Status as of the window's (or the period's) last instant: repeatable, unlike "now".

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from carbonpipe import Budget, CarbonTracker
 from carbonpipe.budgets.budget import PERIODS
 from carbonpipe.budgets.definitions import (
+    LISTED_KINDS,
     budget_fields,
     definition_history,
     definition_key,
@@ -218,3 +219,22 @@ def test_any_definition_reads_back_exactly_and_changes_only_when_it_differs(
     assert outcome == ("unchanged" if again == first else "replaced")
     history = definition_history(store, first.scope, first.period)
     assert [d.budget for d in history] == ([first] if again == first else [first, again])
+
+
+def test_a_per_run_budget_is_defined_but_left_out_of_listings(local_store: Store) -> None:
+    tracker = CarbonTracker(
+        project_name="defined",
+        output_dir=local_store,
+        carbon_budget_g=1000.0,
+        cloud_provider="gcp",
+        cloud_region="europe-west1",
+    )
+    with tracker.start_tracking("train"):
+        pass
+    _steps(local_store, _budget(1.0), "train")
+    scope = f"run:{tracker.run_id}"
+    [own] = read_definitions(local_store, scope)
+    assert (own.budget.period, own.budget.limit_kg_co2e) == ("total", 1.0)
+    assert {d.budget.scope for d in read_definitions(local_store)} == {scope, SCOPE}
+    # One definition per run: listings of every budget (ESG, budget status) leave them out.
+    assert [d.budget.scope for d in read_definitions(local_store, kinds=LISTED_KINDS)] == [SCOPE]
