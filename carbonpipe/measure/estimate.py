@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     pass
 from carbonpipe.measure.base import _KWH_PER_J, TRACKING_MODES, Measurement, _Edge, _measurement
+from carbonpipe.measure.counters import read_memory_used_bytes
+from carbonpipe.measure.share import fraction, stat_busy_total
 
 # The estimate reuses CodeCarbon 3.3's models and defaults (codecarbon/external/hardware.py and
 # codecarbon/external/ram.py), so a failed sidecar does not change the order of magnitude:
@@ -33,7 +35,8 @@ def estimate_without_meter(
     """Estimate a window no :class:`Meter` watched (one could not even be built), from its length.
 
     Without counters there is no load to go on: machine mode takes CodeCarbon's constant mode
-    (half the TDP), process mode one busy core (TDP / CPU count); RAM follows CodeCarbon's model.
+    (half the TDP), process mode one busy core's share of it (1 / CPU count); RAM follows
+    CodeCarbon's model for the machine, process mode charged its peak memory's share of it.
     """
     if tracking_mode not in TRACKING_MODES:
         raise ValueError(
@@ -43,14 +46,15 @@ def estimate_without_meter(
 
     duration = max((ended_at - started_at).total_seconds(), 0.0)
     tdp_w = hwprofile.find_cpu_tdp_w(None) or _DEFAULT_TDP_W
+    cpu_w, ram_w = tdp_w * _CONSTANT_LOAD_RATIO, _ram_power_w(_machine_memory_gb())
     if tracking_mode == "process":
-        cpu_w, memory_gb = tdp_w / (os.cpu_count() or 1), _peak_rss_gb()
-    else:
-        cpu_w, memory_gb = tdp_w * _CONSTANT_LOAD_RATIO, _machine_memory_gb()
+        # Never more than the machine: a share of machine mode's figures (see measure.share).
+        cpu_w *= fraction(1.0, os.cpu_count() or 1)
+        ram_w *= fraction(_peak_rss_gb() * 1024**3, read_memory_used_bytes())
     energy = {
         "cpu": cpu_w * duration * _KWH_PER_J,
         "gpu": 0.0,
-        "ram": _ram_power_w(memory_gb) * duration * _KWH_PER_J,
+        "ram": ram_w * duration * _KWH_PER_J,
     }
     t0 = _Edge(
         perf_s=0.0,
@@ -77,36 +81,14 @@ def estimate_without_meter(
     )
 
 
-def _stat_totals(stat: tuple[int, ...]) -> tuple[int, int]:
-    """Return (busy, total) ticks the way CodeCarbon's SystemCPULoadMeter counts them."""
-    padded = stat + (0,) * max(0, 10 - len(stat))
-    user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice = padded[:10]
-    # Guest time is already inside user and nice time.
-    total = sum(padded[:10]) - guest - guest_nice
-    return total - idle - iowait, total
-
-
 def _machine_load(start: tuple[int, ...] | None, end: tuple[int, ...] | None) -> float | None:
     if not start or not end:
         return None
-    busy0, total0 = _stat_totals(start)
-    busy1, total1 = _stat_totals(end)
+    busy0, total0 = stat_busy_total(start)
+    busy1, total1 = stat_busy_total(end)
     if total1 <= total0:
         return None
     return min(max((busy1 - busy0) / (total1 - total0), 0.0), 1.0)
-
-
-def _busy_fraction(
-    step_cpu_s: object, start: tuple[int, ...] | None, end: tuple[int, ...] | None
-) -> float | None:
-    """Return the step's fraction of the machine's busy CPU time over the window."""
-    if not isinstance(step_cpu_s, (int, float)) or not start or not end:
-        return None
-    busy_ticks = _stat_totals(end)[0] - _stat_totals(start)[0]
-    if busy_ticks <= 0:
-        return None
-    busy_s = busy_ticks / os.sysconf("SC_CLK_TCK")
-    return min(max(float(step_cpu_s) / busy_s, 0.0), 1.0)
 
 
 def _peak_rss_gb() -> float:

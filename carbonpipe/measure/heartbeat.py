@@ -6,7 +6,8 @@ In an idle step the sidecar's CPU is almost all wake-ups, and a thread created p
 more than the sample itself. :class:`Sampler` does the same work from one thread that wakes only
 when a sample is needed: every second only where CodeCarbon's figure depends on it (machine-mode
 CPU load, whose power model is cubic in the load; GPUs, whose devices without an energy counter
-integrate power samples), otherwise every ``measure_power_secs``. It skips the utilisation
+integrate power samples) or in process mode (the step's shares of the machine, whose memory
+moves), otherwise every ``measure_power_secs``. It skips the utilisation
 history CodeCarbon keeps for its own CSV output, which carbonpipe never reads.
 
 After each measurement the sampler rewrites the heartbeat file named in the sidecar's
@@ -31,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from carbonpipe.measure.base import _KWH_PER_J, METHODS, Measurement
+from carbonpipe.measure.share import apportion
 
 HEARTBEAT_SCHEMA = "carbonpipe.heartbeat/1"
 # CodeCarbon's own power-sampling period, kept where its figures depend on it.
@@ -44,9 +46,15 @@ def needs_power_samples(tracker: Any, tracking_mode: str) -> bool:
         kind = type(hw).__name__
         if kind == "GPU":
             return True  # a device may fall back to integrating power at any time
-        if kind == "CPU" and tracking_mode == "machine" and getattr(hw, "_mode", "") == "cpu_load":
+        if kind == "CPU" and _machine_load_cpu(hw, tracking_mode):
             return True
     return False
+
+
+def _machine_load_cpu(hw: Any, tracking_mode: str) -> bool:
+    # Process mode measures the machine too (the sidecar switches CodeCarbon's CPU to it).
+    mode = getattr(hw, "_tracking_mode", tracking_mode)
+    return mode == "machine" and getattr(hw, "_mode", "") == "cpu_load"
 
 
 class Sampler:
@@ -62,6 +70,8 @@ class Sampler:
         self._session = session
         self._measure_every_s = float(session.config["measure_power_secs"])
         self._sample = needs_power_samples(session.tracker, session.mode)
+        # Process mode samples the step's shares of the machine (its memory moves) every second.
+        self._shares = getattr(session, "shares", None) is not None
         self._path = heartbeat_path
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,14 +92,18 @@ class Sampler:
             self._thread.join(_STOP_JOIN_S)
 
     def _run(self) -> None:
+        every_second = self._sample or self._shares
         period = (
-            min(POWER_SAMPLE_S, self._measure_every_s) if self._sample else self._measure_every_s
+            min(POWER_SAMPLE_S, self._measure_every_s) if every_second else self._measure_every_s
         )
         next_measure = time.monotonic() + self._measure_every_s
         while not self._stop.wait(period):
             try:
                 if self._sample:
                     self._sample_power()
+                if self._shares:
+                    with self._session.measure_lock:
+                        self._session.sample_shares()
                 if time.monotonic() >= next_measure - period / 2:
                     next_measure += self._measure_every_s
                     with self._session.measure_lock:
@@ -102,7 +116,7 @@ class Sampler:
         mode = self._session.mode
         for hw in self._session.tracker._hardware:
             kind = type(hw).__name__
-            if kind == "GPU" or (kind == "CPU" and mode == "machine" and hw._mode == "cpu_load"):
+            if kind == "GPU" or (kind == "CPU" and _machine_load_cpu(hw, mode)):
                 hw.monitor_power()
 
     def beat(self, *, owner_gone: bool = False) -> None:
@@ -143,12 +157,12 @@ class Sampler:
             energy[part] = value if math.isfinite(value) and value > 0 else 0.0
         static = self._static_fields()
         errors: list[str] = []
-        if session.mode == "process" and static["cpu_method"] == "rapl":
-            fraction = self._rapl_share()
-            if fraction is None:
-                errors.append("RAPL energy is the whole CPU package's: it could not be apportioned")
+        if session.mode == "process":
+            shares = getattr(session, "shares", None)
+            if shares is None:
+                errors.append("the step's share of the machine is unknown: the machine was charged")
             else:
-                energy["cpu"] *= fraction
+                energy = apportion(energy, shares.shares())
         started = float(session.t0["wall"])
         return {
             "schema": HEARTBEAT_SCHEMA,
@@ -181,17 +195,6 @@ class Sampler:
                 "gpu_model": hardware.get("gpu_model") or None,
             }
         return self._static
-
-    def _rapl_share(self) -> float | None:
-        from carbonpipe.measure.counters import read_proc_stat
-        from carbonpipe.measure.estimate import _busy_fraction
-
-        step = self._session.step
-        if step is None:
-            return None
-        stat = self._session.t0.get("stat")
-        start = tuple(stat) if stat else None
-        return _busy_fraction(step.last_cpu_s - step.baseline_cpu_s, start, read_proc_stat())
 
 
 def write_heartbeat(path: str, document: dict[str, Any]) -> None:

@@ -27,12 +27,15 @@ Tracking modes:
 * ``"machine"``: the whole machine as CodeCarbon sees it. Inside a container that is the *node*:
   ``/proc/stat`` and ``/proc/meminfo`` show all of the node's CPUs and memory, not the container's
   limits, so the figure includes every other pod on the node (and this meter's own sidecar).
-* ``"process"``: the step's own share. CPU is charged by CPU time at CodeCarbon's TDP per core,
-  RAM by the resident memory of the step's process tree. The share is taken from the container's
-  cgroup CPU accounting when readable inside a container (``share="cgroup"``: it also catches
-  daemonised children), else from the step's process tree (``share="process"``). Either way the
-  sidecar's own CPU time is left out. With RAPL, CodeCarbon only measures the whole package; the
-  step is then charged the package energy times its fraction of the machine's busy CPU time.
+* ``"process"``: the step's share of what machine mode measures, over the same window and with
+  the same power model, so never more than the machine (:mod:`carbonpipe.measure.share`): CPU
+  energy times the step's fraction of the machine's busy CPU time (``/proc/stat``), RAM energy
+  times the step's resident memory over the machine's used memory (a time-weighted mean), each
+  capped at 1. Steps' CPU times are disjoint, so concurrent steps sum to at most the machine. The
+  step's CPU time comes from its container's cgroup (``share="cgroup"``: it also catches
+  daemonised children) only when that cgroup is the step's own: not the root cgroup, holding no
+  process outside the step's tree and its ancestors; else from the step's process tree
+  (``share="process"``). Either way the sidecar's own CPU time is left out.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from carbonpipe.measure import counters as _counters
+from carbonpipe.measure import share as _share
 
 if TYPE_CHECKING:
     import subprocess
@@ -66,7 +70,6 @@ from carbonpipe.measure.base import (
 from carbonpipe.measure.estimate import (
     _CONSTANT_LOAD_RATIO,
     _DEFAULT_TDP_W,
-    _busy_fraction,
     _machine_load,
     _machine_memory_gb,
     _peak_rss_gb,
@@ -119,7 +122,8 @@ class Meter:
         cache_dir: Folder for hardware profiles; default ``$CARBONPIPE_CACHE_DIR`` or
             ``~/.cache/carbonpipe``.
         share: In process mode, where the step's CPU time comes from: "auto" (the cgroup inside a
-            container when readable, else the process tree), "process" or "cgroup".
+            container when it is the step's own, else the process tree), "process" or "cgroup"
+            (the same, with a note in ``errors`` when the cgroup could not be used).
         stop_timeout_s: The longest ``stop()`` waits for the sidecar before estimating.
         heartbeat_path: A file the sidecar rewrites after every measurement with the energy
             measured so far, and once more if the step dies without stopping (see
@@ -212,13 +216,11 @@ class Meter:
             return
         self._prepared = True
         try:
-            self._share, self._cgroup_file = _counters.resolve_share(
+            self._share, self._cgroup_file, why_not = _counters.choose_share(
                 self._tracking_mode, self._share_wanted
             )
             if self._share_wanted == "cgroup" and self._share != "cgroup":
-                self._errors.append(
-                    "cgroup CPU accounting is not readable; the process tree was charged"
-                )
+                self._errors.append(f"{why_not}; the process tree was charged, not the cgroup")
             self._spawn()
         except Exception as exc:
             self._errors.append(f"could not start the measuring sidecar: {_describe(exc)}")
@@ -415,14 +417,17 @@ class Meter:
                 )
             energy[part] = max(value, 0.0) if math.isfinite(value) else 0.0
         cpu_method = str(raw["cpu_method"])
-        if self._tracking_mode == "process" and cpu_method == "rapl":
-            fraction = _busy_fraction(raw.get("tree_cpu_s"), t0.stat, t1.stat)
-            if fraction is None:
+        if self._tracking_mode == "process":
+            shares = raw.get("shares")
+            if not isinstance(shares, dict):
                 self._errors.append(
-                    "RAPL energy is the whole CPU package's: it could not be apportioned"
+                    "the step's share of the machine is unknown: the machine was charged"
                 )
             else:
-                energy["cpu"] *= fraction
+                energy = _share.apportion(
+                    energy,
+                    _share.Shares(cpu=_number(shares.get("cpu")), ram=_number(shares.get("ram"))),
+                )
         method = "nvml" if raw.get("gpu_method") == "nvml" else cpu_method
         if method not in METHODS:
             method = "tdp"
@@ -445,9 +450,16 @@ class Meter:
         from carbonpipe.measure import hwprofile
 
         duration = max(t1.perf_s - t0.perf_s, 0.0)
-        cpus = os.cpu_count() or 1
         tdp_w = hwprofile.find_cpu_tdp_w(self._cache_dir) or _DEFAULT_TDP_W
         share = self._share
+        # The machine as machine mode estimates it; process mode charges the step its share.
+        load = _machine_load(t0.stat, t1.stat)
+        ratio = _CONSTANT_LOAD_RATIO if load is None else 0.1 + 0.9 * load**3
+        energy = {
+            "cpu": tdp_w * ratio * duration * _KWH_PER_J,
+            "gpu": 0.0,
+            "ram": _ram_power_w(_machine_memory_gb()) * duration * _KWH_PER_J,
+        }
         if self._tracking_mode == "process":
             if share == "cgroup" and t0.cgroup_cpu_s is not None and t1.cgroup_cpu_s is not None:
                 # The sidecar ran inside the same cgroup until the end: its CPU is not the step's.
@@ -455,18 +467,12 @@ class Meter:
             else:
                 share = "process"
                 cpu_s = t1.proc_cpu_s - t0.proc_cpu_s
-            cpu_j = tdp_w / cpus * max(cpu_s, 0.0)
-            memory_gb = _peak_rss_gb()
-        else:
-            load = _machine_load(t0.stat, t1.stat)
-            ratio = _CONSTANT_LOAD_RATIO if load is None else 0.1 + 0.9 * load**3
-            cpu_j = tdp_w * ratio * duration
-            memory_gb = _machine_memory_gb()
-        energy = {
-            "cpu": cpu_j * _KWH_PER_J,
-            "gpu": 0.0,
-            "ram": _ram_power_w(memory_gb) * duration * _KWH_PER_J,
-        }
+            busy_s = _share.busy_seconds(t0.stat, t1.stat, os.sysconf("SC_CLK_TCK"))
+            shares = _share.Shares(
+                cpu=_share.cpu_share(cpu_s, busy_s, window_s=duration, cpus=os.cpu_count() or 1),
+                ram=_share.ram_share(_peak_rss_gb() * 1024**3, _counters.read_memory_used_bytes()),
+            )
+            energy = _share.apportion(energy, shares)
         self._errors.append(
             "energy estimated from the step's own counters; GPUs, if any, are not counted"
         )
@@ -493,6 +499,12 @@ def _positive(name: str, value: object) -> float:
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
     return float(value)
 
 

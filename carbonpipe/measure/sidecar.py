@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from carbonpipe.measure.heartbeat import Sampler
 from carbonpipe.measure.inbox import Inbox
+from carbonpipe.measure.share import StepShares
 from carbonpipe.measure.sidecar_imports import _skip_unused_imports
 from carbonpipe.measure.steptree import StepTree, _own_cpu_s
 
@@ -97,6 +98,7 @@ class _Session:
         self.profile = "none"
         self.tracker: Any = None
         self.step: StepTree | None = None
+        self.shares: StepShares | None = None
         self.covered: dict[str, bool] = {"cpu": True, "gpu": True, "ram": True}
         self.cc_started_perf = 0.0
         self.ready_cpu_s = 0.0
@@ -124,7 +126,13 @@ class _Session:
         self.window_start_perf = float(t0["perf"])
         if self.mode == "process":
             self.step = StepTree(self.config, t0)
-            self._attribute_to_step(tracker, self.step)
+            self.shares = StepShares(
+                self.window_start_perf,
+                t0.get("stat"),
+                os.sysconf("SC_CLK_TCK"),
+                os.cpu_count() or 1,
+            )
+            self._measure_the_machine(tracker)
         self.ready_cpu_s = time.process_time()
         try:
             self._start_backdated(tracker)
@@ -153,6 +161,7 @@ class _Session:
         if self.mode == "machine" or (self.step is not None and self.step.share == "cgroup"):
             with contextlib.suppress(Exception), self.measure_lock:
                 self.tracker._measure_power_and_energy()
+                self.sample_shares(rss=False)
         sampler.beat(owner_gone=True)
 
     @staticmethod
@@ -205,19 +214,23 @@ class _Session:
                 )
         return tracker
 
-    def _attribute_to_step(self, tracker: Any, step: StepTree) -> None:
-        """Point CodeCarbon's process-mode CPU and RAM at the step's tree instead of this sidecar."""
+    @staticmethod
+    def _measure_the_machine(tracker: Any) -> None:
+        """Process mode measures the machine as machine mode does; the step is charged a share.
+
+        CodeCarbon's own process mode charges CPU time at TDP / cores and RAM by a power model of
+        the process's memory: together more than machine mode charges the whole machine (its
+        power is cubic in the load, its RAM model has a floor). The shares are carbonpipe's
+        (:mod:`carbonpipe.measure.share`).
+        """
         for hw in tracker._hardware:
-            kind = type(hw).__name__
-            if kind == "CPU":
-                hw._pid = step.pid
-                hw._process = step.root
-                # One synthetic entry: CodeCarbon diffs per pid, and a pid that appears between two
-                # samples would otherwise lose its CPU time from before it was first seen.
-                hw._get_process_cpu_times = lambda: {step.pid: step.cpu_s()}
-            elif kind == "RAM":
-                hw._pid = step.pid
-                hw._get_children_memories = step.rss_of_descendants
+            if type(hw).__name__ in ("CPU", "RAM"):
+                hw._tracking_mode = "machine"
+
+    def sample_shares(self, *, rss: bool = True) -> None:
+        """Sample the step's CPU time, memory and the machine's counters for its shares."""
+        if self.step is not None and self.shares is not None:
+            self.step.sample(self.shares, time.perf_counter(), rss=rss)
 
     def _start_backdated(self, tracker: Any) -> None:
         """CodeCarbon's ``start()``, with every clock and baseline moved back to the step's t0."""
@@ -241,6 +254,7 @@ class _Session:
                 self.covered[part] = False
         self._make_intervals_contiguous(tracker)
         tracker._measure_power_and_energy()
+        self.sample_shares()
 
     def _make_intervals_contiguous(self, tracker: Any) -> None:
         """Stop CodeCarbon 3.3 dropping the time a measurement takes from every interval.
@@ -264,10 +278,6 @@ class _Session:
         with cpu._power_history_lock:
             cpu._last_sample_time = self.window_start_perf
             if cpu._mode == "cpu_load":
-                if self.step is not None:
-                    cpu._last_measurement_time = float(t0["wall"])
-                    cpu._last_cpu_times = {self.step.pid: self.step.baseline_cpu_s}
-                    return True
                 return self._backdate_load_meter(cpu._cpu_load_meter, t0.get("stat"))
             if cpu._mode == "constant":
                 return True
@@ -330,9 +340,11 @@ class _Session:
             measured_until = time.perf_counter()
         hardware = tracker.get_detected_hardware()
         cpu_method, gpu_method, tdp_w = self._methods(tracker)
-        tree_cpu_s = None
-        if self.step is not None:
-            tree_cpu_s = self.step.last_cpu_s - self.step.baseline_cpu_s
+        tree_cpu_s = shares = None
+        if self.shares is not None:
+            tree_cpu_s = self.shares.step_cpu_s
+            current = self.shares.shares()
+            shares = {"cpu": current.cpu, "ram": current.ram}
         return {
             "ok": True,
             "codecarbon_version": _codecarbon_version(),
@@ -348,14 +360,13 @@ class _Session:
                 part: {
                     "energy_kwh": float(energies[part]),
                     "covered": self.covered[part],
-                    # Process-mode cpu_load energy is CPU time x TDP share, not a rate x time.
-                    "per_time": not (
-                        part == "cpu" and self.mode == "process" and cpu_method == "cpu_load"
-                    ),
+                    # Every part is the machine's, a rate x time (process mode applies shares).
+                    "per_time": True,
                 }
                 for part in ("cpu", "gpu", "ram")
             },
             "tree_cpu_s": tree_cpu_s,
+            "shares": shares,
             "share": self.step.share if self.step is not None else "machine",
             "profile": self.profile,
             "sidecar_cpu_s": _own_cpu_s(),
@@ -374,6 +385,7 @@ class _Session:
         # running finishes first and none slips in between.
         with self.measure_lock:
             tracker._measure_power_and_energy()
+            self.sample_shares()
             energies = {
                 "cpu": tracker._total_cpu_energy.kWh,
                 "gpu": tracker._total_gpu_energy.kWh,

@@ -1,7 +1,8 @@
 """The step's process tree as the sidecar sees it: its CPU time and memory, read from ``/proc``.
 
-:class:`StepTree` is what CodeCarbon's process-mode CPU and RAM readings are pointed at (see
-``_Session._attribute_to_step`` in :mod:`carbonpipe.measure.sidecar`).
+:class:`StepTree` gives the step's side of its shares of the machine (see
+:mod:`carbonpipe.measure.share`): the sidecar samples it, with ``/proc/stat`` and the machine's
+used memory, at CodeCarbon's start, every second and at the end (:meth:`StepTree.sample`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import time
 from typing import Any
 
-from carbonpipe.measure.counters import read_cgroup_cpu_s
+from carbonpipe.measure.counters import read_cgroup_cpu_s, read_memory_used_bytes, read_proc_stat
+from carbonpipe.measure.share import StepShares
 
 _SCAN_REUSE_S = 0.05
 
@@ -22,7 +24,7 @@ def _own_cpu_s() -> float:
 
 
 class StepTree:
-    """The step's share of the machine as CodeCarbon should see it: its process tree, or its cgroup.
+    """The step as process mode charges it: its process tree's CPU and memory, or its own cgroup's CPU.
 
     This sidecar is the step's child, so it (and whatever it runs, such as ``lscpu``) is always
     left out. CPU time is counted as own + reaped children's time for every live process, so a
@@ -48,6 +50,9 @@ class StepTree:
         self._t0_boot = None if t0.get("boot") is None else float(t0["boot"])
         if self.share == "cgroup" and t0.get("cgroup_cpu_s") is None:
             self.share = "process"  # readable when the step resolved it, not at its start
+        # In the cgroup, this sidecar's CPU is left out from t0 on: all of it if it was spawned
+        # after t0, else from now (a prepared sidecar waits idle for t0 and reads it at once).
+        self._own_baseline_s = 0.0 if self._born_after_t0(self._me) else _own_cpu_s()
         if self.share == "cgroup":
             self.baseline_cpu_s = float(t0["cgroup_cpu_s"])
         else:
@@ -72,6 +77,12 @@ class StepTree:
         if self._t0_boot is None or fields is None or len(fields) < 20:
             return False
         return int(fields[19]) / self._tick < self._t0_boot - 0.02
+
+    def _born_after_t0(self, pid: int) -> bool:
+        fields = self._stat(pid)
+        if self._t0_boot is None or fields is None or len(fields) < 20:
+            return False
+        return int(fields[19]) / self._tick >= self._t0_boot - 0.02
 
     def _cpu_of(self, pid: int) -> float:
         fields = self._stat(pid)
@@ -147,7 +158,7 @@ class StepTree:
             usage = read_cgroup_cpu_s(self.cgroup_file)
             if usage is not None:
                 # This sidecar lives in the same cgroup: its own cost is not the step's.
-                total = usage - _own_cpu_s()
+                total = usage - (_own_cpu_s() - self._own_baseline_s)
         else:
             total = self._cpu_of(self.pid) + sum(self._cpu_of(p) for p in self.descendants())
         if total is None:
@@ -155,5 +166,20 @@ class StepTree:
         self.last_cpu_s = total
         return total
 
-    def rss_of_descendants(self) -> list[int]:
-        return [self._rss_of(pid) for pid in self.descendants()]
+    def rss_bytes(self) -> int:
+        """Return the resident memory of the step's live process tree (this sidecar left out)."""
+        return self._rss_of(self.pid) + sum(self._rss_of(pid) for pid in self.descendants())
+
+    def sample(self, shares: StepShares, at_s: float, *, rss: bool = True) -> None:
+        """Feed ``shares`` one sample: the step's CPU time since t0, ``/proc/stat``, its memory.
+
+        ``rss=False`` leaves memory out (a last sample after the step's tree is gone).
+        """
+        step_cpu_s = self.cpu_s() - self.baseline_cpu_s
+        shares.add(
+            at_s,
+            step_cpu_s=step_cpu_s,
+            stat=read_proc_stat(),
+            rss_bytes=self.rss_bytes() if rss else None,
+            used_bytes=read_memory_used_bytes(),
+        )
