@@ -224,15 +224,21 @@ def _settle_claim(
     from carbonpipe.measure.heartbeat import read_heartbeat
 
     final = claimed.final
-    if (
-        final is not None
-        and isinstance(final.get("data"), str)
-        and isinstance(final.get("key"), str)
+    if final is not None and not (
+        isinstance(final.get("data"), str) and isinstance(final.get("key"), str)
     ):
-        record = Record.from_json(final["data"])
+        final = None
+    record, why = None, None
+    if final is not None:
+        try:
+            record = Record.from_json(final["data"])
+        except ValueError as exc:  # InvalidRecord too: these bytes can never be delivered
+            why = _quarantine_final(claimed, final, exc)
+            final = None
+    if final is not None and record is not None:
         where, data = final, final["data"].encode()  # its own bytes, under its record's key
     else:
-        record = lost_record(claimed.entry, read_heartbeat(claimed.heartbeat))
+        record = lost_record(claimed.entry, read_heartbeat(claimed.heartbeat), why=why)
         where, data = claimed.entry, record.to_json()
     store = _open(where, stores)
     run_scope = bool(claimed.entry.get("run_scope"))
@@ -250,6 +256,38 @@ def _settle_claim(
         report.finished += 1
 
 
+def _quarantine_final(claimed: Claim, final: Mapping[str, Any], exc: Exception) -> str:
+    """Keep a final record that can never be delivered in the quarantine; say why for the record.
+
+    The step still gets exactly one record: its ``lost`` record, from the last heartbeat.
+    """
+    from carbonpipe.stores.open_steps import FINAL
+    from carbonpipe.stores.quarantine import quarantine
+    from carbonpipe.stores.redact import redact
+
+    error = redact(f"{type(exc).__name__}: {exc}")[:500]
+    source = claimed.folder / f"{claimed.record_id}{FINAL}"
+    try:
+        item = quarantine(
+            claimed.folder.parent,
+            source,
+            reason="invalid_record",
+            store_uri=str(final.get("store") or ""),
+            key=str(final["key"]),
+            error=error,
+        )
+        kept = f"kept in {item.path}"
+    except OSError as move_error:
+        kept = f"could not be moved to the quarantine ({move_error})"
+    log.warning(
+        "carbonpipe: the final record of %s is invalid (%s); %s", claimed.record_id, error, kept
+    )
+    return (
+        f"the step's final record was invalid ({error}) and is {kept}; this record holds the "
+        "energy measured up to its last heartbeat instead"
+    )
+
+
 def _open(where: Mapping[str, Any], stores: dict[str, Store]) -> Store:
     from carbonpipe.stores.opener import open_store
 
@@ -262,8 +300,13 @@ def _open(where: Mapping[str, Any], stores: dict[str, Store]) -> Store:
     return stores[uri]
 
 
-def lost_record(entry: Mapping[str, Any], heartbeat: Mapping[str, Any] | None) -> Record:
-    """The record of a step whose process died: its last heartbeat's energy, priced as usual."""
+def lost_record(
+    entry: Mapping[str, Any], heartbeat: Mapping[str, Any] | None, *, why: str | None = None
+) -> Record:
+    """The record of a step whose process died: its last heartbeat's energy, priced as usual.
+
+    ``why`` is a further tracking error (the step's own final record could not be used).
+    """
     from carbonpipe.pricing import IDENTITY_FIELDS, build_record
 
     identity = entry.get("identity")
@@ -286,7 +329,8 @@ def lost_record(entry: Mapping[str, Any], heartbeat: Mapping[str, Any] | None) -
             "heartbeat; its energy is unknown and recorded as 0"
         )
     location, intensity, notes = _locate(entry)
-    errors = [note, *(str(e) for e in entry.get("errors") or ()), *notes, *m.errors]
+    errors = [note, *([why] if why else []), *(str(e) for e in entry.get("errors") or ())]
+    errors += [*notes, *m.errors]
     record = build_record(
         identity,
         LOST,

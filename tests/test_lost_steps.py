@@ -271,3 +271,45 @@ def test_a_step_killed_before_its_sidecar_was_ready_still_gets_its_record(
         assert "before its sidecar wrote any heartbeat" in rec.tracking_errors[0]
     else:
         assert beat.get("owner_gone") and "as the process died" in rec.tracking_errors[0]
+
+
+def test_a_final_record_that_can_never_be_delivered_is_quarantined_and_the_step_recorded_lost(
+    tmp_path: Path,
+) -> None:
+    # As above, the record is left beside its entry; then its bytes are damaged (a figure of
+    # Infinity, which no valid record holds). The sweep must neither retry it for ever nor drop it.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = blocker / "store"
+    spool = Path(os.environ["CARBONPIPE_SPOOL_DIR"])
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "pending").write_text("not a folder")
+    step = _start_step(store, "run-6", GCP)
+    assert step.stdin is not None
+    step.stdin.write("stop\n")
+    step.stdin.flush()
+    assert step.wait(timeout=60) == 0
+    record_id = make_record_id("lost", "lost", "run-6", "train", 1)
+    final = open_dir() / f"{record_id}.final"
+    document = json.loads(final.read_text())
+    data = json.loads(document["data"])
+    data["emissions_kg_co2e"] = float("inf")
+    document["data"] = json.dumps(data)  # writes Infinity, as a broken writer would
+    final.write_text(json.dumps(document))
+    blocker.unlink()
+    (spool / "pending").unlink()
+
+    out = subprocess.run(CLI + ["flush", "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr  # something is in the quarantine: flush says so
+    flushed = json.loads(out.stdout)
+    assert flushed["lost_steps"]["lost"] == 1 and flushed["lost_steps"]["finished"] == 0
+    [kept] = [q for q in flushed["quarantine"] if q["key"].endswith(f"{record_id}.json")]
+    assert kept["reason"] == "invalid_record" and "emissions_kg_co2e" in kept["error"]
+    assert json.loads(Path(kept["path"]).read_text())["data"] == document["data"]  # kept as is
+    [rec] = _records(store)
+    assert (rec.record_id, rec.status) == (record_id, "lost")
+    assert any("final record was invalid" in e for e in rec.tracking_errors)
+    assert list(open_dir().iterdir()) == []
+    again = subprocess.run(CLI + ["flush", "--json"], capture_output=True, text=True, timeout=120)
+    assert json.loads(again.stdout)["lost_steps"]["failed"] == []
+    assert len(_records(store)) == 1
