@@ -424,9 +424,17 @@ class Meter:
                     "the step's share of the machine is unknown: the machine was charged"
                 )
             else:
+                cpu_share = _number(shares.get("cpu"))
+                step_cpu_s = _number(raw.get("tree_cpu_s"))
+                busy_s = _share.busy_seconds(t0.stat, t1.stat, os.sysconf("SC_CLK_TCK"))
+                if step_cpu_s is not None and busy_s is not None:
+                    # Over the step's own window: the sidecar's last sample may come seconds
+                    # after it (a step that ended before the sidecar was ready).
+                    cpu_share = _share.cpu_share(
+                        step_cpu_s, busy_s, window_s=duration, cpus=os.cpu_count() or 1
+                    )
                 energy = _share.apportion(
-                    energy,
-                    _share.Shares(cpu=_number(shares.get("cpu")), ram=_number(shares.get("ram"))),
+                    energy, _share.Shares(cpu=cpu_share, ram=_number(shares.get("ram")))
                 )
         method = "nvml" if raw.get("gpu_method") == "nvml" else cpu_method
         if method not in METHODS:
