@@ -14,11 +14,13 @@ The hierarchy::
     │   ├── StorePermissionDenied         credentials refused (401/403)
     │   ├── ObjectNotFound (KeyError)     no object at that key
     │   ├── ObjectRejected                this object can never be written as it is (name too
-    │   │                                 long or invalid, a 400): the spool quarantines it
+    │   │   │                             long or invalid, a 400): the spool quarantines it
+    │   │   └── KeyOutsideStore (ValueError) a key resolving outside a local store's root
     │   └── PreconditionFailed            a conditional write lost (object exists / changed)
     ├── BudgetError
     │   └── BudgetExceeded                a step that would overrun its budget was gated
     │       └── BudgetUnavailable         a strict budget's ledger could not be read in time
+    ├── UnsafeFolder                      a spool or cache folder other users could write
     ├── CarbonRegression                  a step emitted well above its baseline (regression: fail)
     └── InvalidCarbonTrace (ValueError)   a malformed ``x_carbon_trace``
 
@@ -86,6 +88,22 @@ class ObjectRejected(StoreError):
     a 4xx from S3 or GCS that no retry can change (400, 411, 413, 414, ...). Retrying the same
     request cannot succeed, so the spool moves the object to its quarantine instead of
     retrying it before every other object.
+    """
+
+
+class KeyOutsideStore(ObjectRejected, ValueError):
+    """A key that would resolve outside a local store's root (through a symlink, say).
+
+    Refused before anything is written; the spool quarantines such an entry, never delivers it.
+    """
+
+
+class UnsafeFolder(CarbonpipeError):
+    """A spool or cache folder not owned by this user, or writable by other users.
+
+    carbonpipe refuses it as ssh refuses a loose ``~/.ssh``: anyone who can write there could
+    plant entries a replay would deliver, or hardware profiles that skew every measurement.
+    The message names the folder and the fix (``chmod 700 DIR``).
     """
 
 

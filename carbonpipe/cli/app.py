@@ -155,7 +155,9 @@ def _dispatch(handler: Callable[[Any], int], args: argparse.Namespace) -> int:
     try:
         return int(handler(args))
     except (CarbonpipeError, ValueError, TypeError) as exc:
-        print(f"carbonpipe {args.command}: {exc}", file=sys.stderr)
+        from carbonpipe.stores.redact import redact  # a store URL may carry a password
+
+        print(redact(f"carbonpipe {args.command}: {exc}"), file=sys.stderr)
         return 2
 
 

@@ -169,6 +169,8 @@ def cmd_flush(args: argparse.Namespace) -> int:
     from carbonpipe import lost_steps
     from carbonpipe.stores import spool
 
+    # A spool others could write into is refused before anything in it is read (exit 2).
+    spool.private_spool_dir(args.spool_dir)
     # Steps whose process died first: their records go out (or into the spool) before the replay.
     lost = lost_steps.sweep(args.spool_dir)
     swept = _sweep(args)
@@ -250,9 +252,13 @@ def _sweep(args: argparse.Namespace) -> list[SweepReport]:
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the resolved settings and their sources."""
     from carbonpipe.config import resolve_settings
+    from carbonpipe.stores.redact import redact
 
     s = resolve_settings(config_file=args.config)
     data = s.to_dict()
+    for entry in data.values():  # a store or endpoint URL may carry a password: never shown
+        if isinstance(entry.get("value"), str):
+            entry["value"] = redact(entry["value"])
     width = max(len(k) for k in data)
     text = "\n".join(f"{k:<{width}}  {v['value']!s:<30}  ({v['source']})" for k, v in data.items())
     emit(args, data, text)

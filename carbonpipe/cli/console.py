@@ -17,10 +17,29 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(text)
 
 
-def configure_logging(verbose: bool) -> None:
-    import logging
+# Set to 1 to let -v show the SDKs' own debug logs too (botocore, urllib3, google-auth): they
+# print signed requests, so their lines may hold what redaction does not know to be a secret.
+DEBUG_SDK_ENV = "CARBONPIPE_DEBUG_SDK"
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+
+def configure_logging(verbose: bool) -> None:
+    """``-v`` shows carbonpipe's own debug logs; every other logger stays at WARNING.
+
+    Third-party loggers (botocore's signed requests, urllib3's URLs) join in only with
+    ``CARBONPIPE_DEBUG_SDK=1``. Every line, whoever logs it, goes through
+    :func:`carbonpipe.stores.redact.redact` (URL userinfo, keys, tokens, passwords).
+    """
+    import logging
+    import os
+
+    from carbonpipe.stores.redact import RedactingFormatter
+
+    sdk = verbose and os.environ.get(DEBUG_SDK_ENV, "") not in ("", "0")
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:  # ours, or an embedding program's: each line is redacted
+        fmt = handler.formatter._fmt if handler.formatter else "%(levelname)s %(name)s: %(message)s"
+        handler.setFormatter(RedactingFormatter(fmt))
+    root.setLevel(logging.DEBUG if sdk else logging.WARNING)
+    logging.getLogger("carbonpipe").setLevel(logging.DEBUG if verbose else logging.NOTSET)

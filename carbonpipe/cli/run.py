@@ -261,8 +261,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         tracker = _tracker(args)
         handle = tracker._start_tracking_at(step, counters, attempt=args.attempt)
     except Exception as exc:  # the command is running: it goes on, untracked
+        from carbonpipe.stores.redact import redact
+
         print(
-            f"carbonpipe: tracking could not start ({exc}); {step} runs untracked", file=sys.stderr
+            redact(f"carbonpipe: tracking could not start ({exc}); {step} runs untracked"),
+            file=sys.stderr,
         )
     code, status = child.wait(
         while_running=None if tracker is None else lambda: tracker._warm_stop_path(summary=True),
@@ -312,8 +315,11 @@ def _report(args: argparse.Namespace, tracker: CarbonTracker, handle: _Step, sta
             with open(args.record_json, "wb") as fh:
                 fh.write(metrics.record.to_json())
     except Exception as exc:  # the command's exit code stands, whatever tracking did
+        from carbonpipe.stores.redact import redact
+
         print(
-            f"carbonpipe: tracking failed after the step ({exc!r}); exit code kept", file=sys.stderr
+            redact(f"carbonpipe: tracking failed after the step ({exc!r}); exit code kept"),
+            file=sys.stderr,
         )
 
 

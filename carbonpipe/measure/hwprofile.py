@@ -10,6 +10,15 @@ own cache key (its ``force_*`` and GPU-id settings). A profile that cannot be re
 or no longer fits CodeCarbon's private API is ignored: detection then runs as usual and the caller
 says so in the measurement's errors.
 
+A profile decides the power every later step is measured with, so one is used only when it is
+plausible: a CPU TDP of 1-1000 W per socket, the CPU model this machine reports, RAM no larger
+than twice this machine's, the ``force_*`` powers and tracking mode its key names, RAPL read from
+``/sys/class/powercap`` only (:func:`plan_problem`). A poisoned or implausible profile is
+ignored, noted in the record's ``tracking_errors`` and rewritten from fresh detection. The cache
+folder must be this user's alone (:mod:`carbonpipe._private`: created 0700, refused when another
+user owns it or can write to it: no profile is then read or written there); files are read with
+``O_NOFOLLOW`` and written through an exclusive ``0600`` temporary name, then renamed.
+
 Because the key names the CPU, a profile warmed while building an image only helps on machines of
 the builder's type. On Kubernetes, point ``CARBONPIPE_CACHE_DIR`` at a node-local ``hostPath``
 folder: the first step on each node pays the detection (its window is still whole, it only waits
@@ -25,12 +34,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import re
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from carbonpipe._private import ensure_private_dir
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -38,6 +50,7 @@ __all__ = [
     "find_cpu_tdp_w",
     "gpu_fingerprint",
     "load_profile",
+    "plan_problem",
     "profile_path",
     "read_cpu_model",
     "resolve_cache_dir",
@@ -51,6 +64,9 @@ CACHE_DIR_ENV = "CARBONPIPE_CACHE_DIR"
 _TRACKING_MODES = ("machine", "process")
 _RAPL_PROBE = "/sys/class/powercap/intel-rapl:0/energy_uj"
 _PLAN_STR_FIELDS = ("ram_tracker", "cpu_tracker", "gpu_tracker")
+# A CPU package draws more than 1 W and less than 1 kW (the largest server parts are ~500 W).
+TDP_RANGE_W = (1.0, 1000.0)
+_RAPL_ROOT = "/sys/class/powercap/"
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -121,12 +137,30 @@ def profile_path(cache_dir: str | os.PathLike[str] | None, key: Mapping[str, Any
     return resolve_cache_dir(cache_dir) / "hw" / f"{digest}.json"
 
 
+def _private_hw_dir(path: Path) -> None:
+    """Refuse (UnsafeFolder) a cache folder, or its ``hw`` folder, that others could write."""
+    for folder in (path.parent.parent, path.parent):
+        ensure_private_dir(folder, what="hardware cache folder", env=CACHE_DIR_ENV)
+
+
+def _read_nofollow(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(1 << 20).decode("utf-8")
+
+
 def load_profile(path: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Return the saved plan for ``key``, None when there is none; ValueError when it is unusable."""
+    """Return the saved plan for ``key``, None when there is none; ValueError when it is unusable.
+
+    Raises :class:`~carbonpipe.errors.UnsafeFolder` when the cache folder is not private.
+    """
+    _private_hw_dir(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_nofollow(path)
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:  # a symlink (ELOOP) or a binary file
+        raise ValueError(f"hardware profile {path} cannot be read ({exc})") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -138,7 +172,90 @@ def load_profile(path: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:
     plan = data.get("plan")
     _check_plan(plan, path)
     assert isinstance(plan, dict)
+    problem = plan_problem(plan, key)
+    if problem:
+        raise ValueError(
+            f"hardware profile {path} is implausible, ignored and rewritten: {problem}"
+        )
     return plan
+
+
+def _norm_model(model: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", model.lower().replace("(r)", "").replace("(tm)", ""))
+
+
+def _other_cpu(model: object, machine: object) -> bool:
+    """Whether a profile's CPU ``model`` names another CPU than this ``machine`` reports.
+
+    Compared on x86 only, where CodeCarbon's name (CPUID's brand string) and /proc/cpuinfo's are
+    the same string; ARM kernels name the board or nothing instead.
+    """
+    if not (isinstance(model, str) and model and isinstance(machine, str) and machine):
+        return False
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    return _norm_model(model) != _norm_model(machine)
+
+
+def _tdp_problem(tdp: object) -> str | None:
+    if tdp is None:
+        return None
+    low, high = TDP_RANGE_W
+    if isinstance(tdp, bool) or not isinstance(tdp, (int, float)) or not low <= tdp <= high:
+        return f"CPU TDP {tdp!r} W is outside {low:g}-{high:g} W"
+    return None
+
+
+def _machine_ram_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    except (ValueError, OSError):
+        return None
+
+
+def plan_problem(plan: Mapping[str, Any], key: Mapping[str, Any]) -> str | None:
+    """Why a well-formed ``plan`` cannot be this machine's hardware, or None when it is plausible."""
+    cc_key = key.get("codecarbon_key") if isinstance(key.get("codecarbon_key"), dict) else {}
+    assert isinstance(cc_key, dict)
+    machine = key.get("cpu_model")
+    conf = plan.get("conf", {})
+    if _other_cpu(conf.get("cpu_model"), machine):
+        return f"it claims CPU {conf.get('cpu_model')!r}; this machine has {machine!r}"
+    count = conf.get("cpu_count")
+    if count is not None and count != key.get("cpu_count"):
+        return f"it claims {count!r} CPUs; this machine has {key.get('cpu_count')!r}"
+    sockets = conf.get("cpu_physical_count")
+    if sockets is not None and (
+        isinstance(sockets, bool) or not isinstance(sockets, int) or not 1 <= sockets <= 64
+    ):
+        return f"it claims {sockets!r} physical CPUs"
+    ram, machine_ram = conf.get("ram_total_size"), _machine_ram_gb()
+    if ram is not None and (
+        isinstance(ram, bool)
+        or not isinstance(ram, (int, float))
+        or ram <= 0
+        or (machine_ram is not None and ram > 2 * machine_ram)
+    ):
+        return f"it claims {ram!r} GB of RAM; this machine has {machine_ram or 0:.1f} GB"
+    for spec in plan.get("hardware_specs", ()):
+        if spec.get("kind") == "cpu":
+            if _other_cpu(spec.get("model"), machine):
+                return f"its CPU spec names {spec.get('model')!r}; this machine has {machine!r}"
+            problem = _tdp_problem(spec.get("tdp"))
+            if problem:
+                return problem
+            rapl_dir = spec.get("rapl_dir")
+            if rapl_dir is not None and not (
+                isinstance(rapl_dir, str) and os.path.normpath(rapl_dir).startswith(_RAPL_ROOT)
+            ):
+                return f"its RAPL folder {rapl_dir!r} is not under {_RAPL_ROOT}"
+        for name in ("force_ram_power", "force_cpu_power"):
+            if name in spec and spec[name] != cc_key.get(name):
+                return f"its {name} {spec[name]!r} is not the configured {cc_key.get(name)!r}"
+        mode = spec.get("tracking_mode")
+        if mode is not None and mode != key.get("tracking_mode"):
+            return f"its tracking mode {mode!r} is not {key.get('tracking_mode')!r}"
+    return None
 
 
 def _check_plan(plan: object, path: Path) -> None:
@@ -166,8 +283,9 @@ def save_profile(path: Path, key: Mapping[str, Any], plan: Mapping[str, Any]) ->
         "key": dict(key),
         "plan": dict(plan),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _private_hw_dir(path)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=1, sort_keys=True)
@@ -181,16 +299,21 @@ def save_profile(path: Path, key: Mapping[str, Any], plan: Mapping[str, Any]) ->
 
 
 def find_cpu_tdp_w(cache_dir: str | os.PathLike[str] | None) -> float | None:
-    """Return the CPU TDP CodeCarbon found on this kind of machine, from any saved profile, if any."""
+    """Return the CPU TDP CodeCarbon found on this kind of machine, from any saved profile, if any.
+
+    Only from a private cache folder, and only a TDP within :data:`TDP_RANGE_W` whose profile names
+    this machine's CPU.
+    """
     folder = resolve_cache_dir(cache_dir) / "hw"
     try:
+        _private_hw_dir(folder / "x.json")
         paths = sorted(folder.glob("*.json"))
-    except OSError:
+    except Exception:  # an unsafe or unreadable cache: the caller's default TDP applies
         return None
     model, count = read_cpu_model(), os.cpu_count()
     for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_nofollow(path))
             key, specs = data["key"], data["plan"]["hardware_specs"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -202,7 +325,12 @@ def find_cpu_tdp_w(cache_dir: str | os.PathLike[str] | None) -> float | None:
             continue
         for spec in specs if isinstance(specs, list) else ():
             tdp = spec.get("tdp") if isinstance(spec, dict) else None
-            if spec.get("kind") == "cpu" and isinstance(tdp, (int, float)) and tdp > 0:
+            if (
+                spec.get("kind") == "cpu"
+                and isinstance(tdp, (int, float))
+                and _tdp_problem(tdp) is None
+                and not _other_cpu(spec.get("model"), model)
+            ):
                 return float(tdp)
     return None
 

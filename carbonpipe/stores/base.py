@@ -115,4 +115,6 @@ class Store(abc.ABC):
         """Release clients; the default holds nothing."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.uri!r})"
+        from carbonpipe.stores.redact import redact
+
+        return f"{type(self).__name__}({redact(self.uri)!r})"

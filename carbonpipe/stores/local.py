@@ -10,13 +10,14 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from carbonpipe.errors import (
+    KeyOutsideStore,
     ObjectNotFound,
     ObjectRejected,
     PreconditionFailed,
@@ -58,7 +59,17 @@ class LocalStore(Store):
         self._locks_guard = threading.Lock()
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        """The file of ``key``; :class:`KeyOutsideStore` for one that would land outside the root."""
+        if not isinstance(key, str) or key.startswith("/") or ".." in key.split("/"):
+            raise KeyOutsideStore(f"store key {key!r} would resolve outside {self.root}")
+        path = self.root / check_key(key)
+        # A symlink inside the folder must not carry a read or a write out of it either.
+        if not path.resolve().is_relative_to(self.root):
+            raise KeyOutsideStore(
+                f"store key {key!r} resolves to {path.resolve()}, outside {self.root} "
+                "(through a symlink); refused"
+            )
+        return path
 
     @staticmethod
     def _version(st: os.stat_result) -> str:
@@ -68,7 +79,10 @@ class LocalStore(Store):
     def _write_temp(self, path: Path, data: bytes) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+            # Not mkstemp (always 0600): records are shared with teammates who can read the
+            # folder, so the mode is 0666 less the umask, as any file the user writes.
+            tmp = str(path.parent / f".tmp-{secrets.token_hex(8)}.part")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise _os_error("write under", path.parent, exc) from exc
         try:

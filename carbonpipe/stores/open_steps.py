@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carbonpipe.stores.redact import redact
-from carbonpipe.stores.spool import spool_dir
+from carbonpipe.stores.spool import private_spool_dir
 
 if TYPE_CHECKING:
     from carbonpipe.stores.base import Store
@@ -52,8 +52,8 @@ _CREATE_WAIT_S = 1.0
 
 
 def open_dir(spool: str | os.PathLike[str] | None = None) -> Path:
-    """The folder of open-step entries: ``<spool>/open``."""
-    return spool_dir(spool) / OPEN
+    """The folder of open-step entries: ``<spool>/open``; UnsafeFolder if others can write there."""
+    return private_spool_dir(spool) / OPEN
 
 
 def heartbeat_path(record_id: str, spool: str | os.PathLike[str] | None = None) -> Path:

@@ -2,9 +2,11 @@
 
 An entry lands here when its store refuses that one object for good
 (:class:`~carbonpipe.errors.ObjectRejected`: a key the filesystem cannot hold, a 400 from S3 or
-GCS) or when replay cannot read the envelope at all. It then no longer stands in front of the
-entries behind it, and it is never deleted: ``carbonpipe flush`` lists it and exits 1 while
-anything is here, and ``carbonpipe flush --retry-quarantined`` puts it back in ``pending/``.
+GCS), when replay cannot read the envelope at all, or when its seal does not verify (reason
+``untrusted``: planted or altered, see :mod:`carbonpipe.stores._spoolkey`). It then no longer
+stands in front of the entries behind it, and it is never deleted: ``carbonpipe flush`` lists
+it and exits 1 while anything is here, and ``carbonpipe flush --retry-quarantined`` puts it
+back in ``pending/`` (an untrusted entry is quarantined again at once).
 The layout::
 
     <spool>/quarantine/<name>               the entry exactly as it was in pending/
@@ -35,8 +37,9 @@ from carbonpipe.stores.redact import redact
 
 QUARANTINE_SCHEMA = "carbonpipe.quarantine/1"
 REASON_SUFFIX = ".reason.json"
-# Why an entry is here: its store refused it for good, or its envelope cannot be read.
-REJECTED, UNREADABLE, UNKNOWN = "rejected", "unreadable", "unknown"
+# Why an entry is here: its store refused it for good, its envelope cannot be read, or its seal
+# does not verify (planted or altered: see carbonpipe.stores._spoolkey).
+REJECTED, UNREADABLE, UNTRUSTED, UNKNOWN = "rejected", "unreadable", "untrusted", "unknown"
 
 
 @dataclass(frozen=True)

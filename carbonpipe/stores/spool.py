@@ -14,7 +14,10 @@ into the spool instead, and ``replay`` (run by the tracker at start and at exit,
 The digest covers (store, key, bytes), so spooling the same object twice leaves one file.
 Replays claim each envelope with ``flock`` before delivering it, so several processes can
 replay one spool at once and each object is delivered exactly once. Envelopes hold store
-URIs and non-secret options only; credentials are never written.
+URIs and non-secret options only; credentials are never written. The spool folder must be
+this user's alone (created 0700; :class:`UnsafeFolder` otherwise) and every envelope is sealed
+with this spool's key (:mod:`carbonpipe.stores._spoolkey`): one whose seal does not verify was
+planted or altered, and is quarantined, never delivered.
 
 Each entry is replayed on its own, so one entry never holds back another. A store that is
 unavailable (down, throttling, timing out, refusing our credentials) is not tried again for
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from carbonpipe._private import ensure_private_dir
 from carbonpipe.errors import (
     ObjectNotFound,
     ObjectRejected,
@@ -48,11 +52,13 @@ from carbonpipe.errors import (
 from carbonpipe.stores._spoolfiles import CONFLICTS, INVALID, PENDING, QUARANTINE, TMP
 from carbonpipe.stores._spoolfiles import utc_now as _now
 from carbonpipe.stores._spoolfiles import write_atomic as _write_atomic
+from carbonpipe.stores._spoolkey import seal, seal_problem
 from carbonpipe.stores.base import Store, check_key
 from carbonpipe.stores.opener import open_store
 from carbonpipe.stores.quarantine import (
     REJECTED,
     UNREADABLE,
+    UNTRUSTED,
     QuarantinedItem,
     adopt_invalid,
     quarantine,
@@ -148,6 +154,11 @@ def spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
 _resolve = spool_dir
 
 
+def private_spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The spool folder, created 0700; :class:`UnsafeFolder` if others could write into it."""
+    return ensure_private_dir(_resolve(path), what="spool folder", env="CARBONPIPE_SPOOL_DIR")
+
+
 def _store_options(store: Store) -> dict[str, str]:
     options = store.reopen_options()
     return {str(k): redact(str(v)) for k, v in options.items() if v is not None}
@@ -221,10 +232,9 @@ def _keep_conflict(
     )
     envelope = _envelope(store, key, data, content_type, message)
     envelope["existing_sha256"] = hashlib.sha256(existing).hexdigest()
+    root = private_spool_dir(root)
     path = _write_atomic(
-        root / CONFLICTS,
-        f"{_digest(redact(store.uri), key, data)}.json",
-        json.dumps(envelope).encode(),
+        root / CONFLICTS, f"{_digest(redact(store.uri), key, data)}.json", seal(root, envelope)
     )
     return path, redact(f"{message}; our bytes are kept in {path}")
 
@@ -362,7 +372,8 @@ def ephemeral_task() -> str | None:
 def _spool(root: Path, store: Store, key: str, data: bytes, content_type: str, error: str) -> Path:
     envelope = _envelope(store, key, data, content_type, error)
     name = f"{_digest(envelope['store'], key, data)}.json"
-    return _write_atomic(root / PENDING, name, json.dumps(envelope).encode())
+    root = private_spool_dir(root)  # never into a folder others can write: refused, loudly
+    return _write_atomic(root / PENDING, name, seal(root, envelope))
 
 
 @contextlib.contextmanager
@@ -458,6 +469,10 @@ class _Replay:
             self.quarantine(path, UNREADABLE, "", "", f"unreadable spool envelope: {exc}")
             return
         uri, key, content_type = envelope["store"], envelope["key"], envelope["content_type"]
+        untrusted = seal_problem(self.root, envelope)
+        if untrusted is not None:  # planted or altered: never delivered, never deleted
+            self.quarantine(path, UNTRUSTED, uri, key, f"untrusted spool envelope: {untrusted}")
+            return
         if self.store is not None and uri != redact(self.store.uri):
             return  # another store's object: left for a replay of that store
         if uri in self.broken:
@@ -512,7 +527,7 @@ def replay(
     afterwards, whatever its store. With ``retry_quarantined``, the quarantined entries (of
     ``store``, if given) go back to pending first and are replayed with the others.
     """
-    state = _Replay(root=_resolve(spool_dir), store=store)
+    state = _Replay(root=private_spool_dir(spool_dir), store=store)
     released = 0
     if retry_quarantined:
         released = release(state.root, store_uri=None if store is None else store.uri)
@@ -552,7 +567,7 @@ def replay(
 def pending(spool_dir: str | os.PathLike[str] | None = None) -> list[SpooledItem]:
     """List the objects waiting in the spool, oldest first (unreadable envelopes are skipped)."""
     items = []
-    for path in _pending_paths(_resolve(spool_dir)):
+    for path in _pending_paths(private_spool_dir(spool_dir)):
         try:
             envelope, data = _decode(json.loads(path.read_bytes()))
         except (OSError, ValueError, UnicodeDecodeError):
