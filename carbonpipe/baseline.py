@@ -199,7 +199,7 @@ def create_baseline(
 def save_baseline(store: Store, base: Baseline) -> str:
     """Write a baseline: create it, or replace the version read just before (compare-and-swap)."""
     key = baseline_key(base.pipeline, base.step)
-    data = json.dumps(base.to_dict(), indent=2, sort_keys=True).encode()
+    data = json.dumps(base.to_dict(), indent=2, sort_keys=True, allow_nan=False).encode()
     deadline = time.monotonic() + _CAS_DEADLINE_S
     attempt = 0
     while True:

@@ -8,7 +8,9 @@ reported (``x_carbon_trace``). No I/O here: the location and the intensity come 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from carbonpipe.record import Record, utc_iso
@@ -67,7 +69,57 @@ def build_record(
 
     Returns:
         The record, not yet validated against the store's schema (``Record.from_dict`` does).
+        Its figures are finite: one that came in as ``NaN`` is recorded as 0 and an infinite
+        one as :data:`MAX_FIGURE`, each with a note in ``tracking_errors``, so the record is
+        valid JSON and its budget charge is made.
     """
+    record = _build(identity, status, m, location, intensity, pue, tracking_mode, remote)
+    notes: list[str] = []
+    record = _finite_figures(record, notes)
+    return replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])
+
+
+#: The largest figure a record takes (kWh, kg CO2e, W, s): what an infinite one becomes.
+MAX_FIGURE = 1e15
+
+
+def _finite(label: str, value: Any, notes: list[str]) -> Any:
+    """``value`` if it is not a float, or a finite one; else its stand-in, noted."""
+    if not isinstance(value, float) or math.isfinite(value):
+        return value
+    fixed = 0.0 if math.isnan(value) or value < 0 else MAX_FIGURE
+    notes.append(f"record figure {label} was {value!r}; recorded as {fixed:g}")
+    return fixed
+
+
+def _finite_figures(record: Record, notes: list[str]) -> Record:
+    """The record with every non-finite figure replaced (see :func:`build_record`)."""
+    return replace(
+        record,
+        duration_s=_finite("duration_s", record.duration_s, notes),
+        emissions_kg_co2e=_finite("emissions_kg_co2e", record.emissions_kg_co2e, notes),
+        energy_kwh={k: _finite(f"energy_kwh.{k}", v, notes) for k, v in record.energy_kwh.items()},
+        power_w={k: _finite(f"power_w.{k}", v, notes) for k, v in record.power_w.items()},
+        measurement={
+            k: _finite(f"measurement.{k}", v, notes) for k, v in record.measurement.items()
+        },
+        remote=[
+            {k: _finite(f"remote[{i}].{k}", v, notes) for k, v in entry.items()}
+            for i, entry in enumerate(record.remote)
+        ],
+    )
+
+
+def _build(
+    identity: Mapping[str, Any],
+    status: str,
+    m: Measurement,
+    location: Mapping[str, Any],
+    intensity: Intensity,
+    pue: float,
+    tracking_mode: str,
+    remote: Sequence[Mapping[str, Any]],
+) -> Record:
     local_kwh = m.cpu_energy_kwh + m.gpu_energy_kwh + m.ram_energy_kwh
     remote_list = [dict(r) for r in remote]
     remote_kwh = sum((r["energy_kwh"] for r in remote_list), 0.0)
@@ -113,6 +165,4 @@ def build_record(
             "gpu_model": m.gpu_model,
         },
         remote=remote_list,
-        tracking_errors=list(errors),
-        alerts=[dict(a) for a in alerts],
     )

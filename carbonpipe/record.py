@@ -127,8 +127,17 @@ class Record:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        """Serialise deterministically (sorted keys), so equal records are equal bytes."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        """Serialise deterministically (sorted keys), so equal records are equal bytes.
+
+        Raises:
+            InvalidRecord: A figure is ``NaN`` or infinite (not JSON); the field is named.
+        """
+        data = self.to_dict()
+        try:
+            text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise _fail(_nonfinite_field(data) or "?", "must be a finite number") from None
+        return text.encode()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
@@ -155,6 +164,22 @@ def record_key(date: str, pipeline: str, record_id: str) -> str:
 
 
 _STR_FIELDS = ("record_id", "project", "pipeline", "run_id", "step", "started_at", "ended_at")
+
+
+def _nonfinite_field(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite float in a JSON-ready value, else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for path, item in items:
+        found = _nonfinite_field(item, path)
+        if found is not None:
+            return found
+    return None
 
 
 def _fail(field_name: str, problem: str) -> InvalidRecord:

@@ -89,7 +89,7 @@ def build_pipeline() -> Any:
             w, b = w - learning_rate * gw, b - learning_rate * gb
         mse = sum((w * x + b - y) ** 2 for x, y in rows) / n
         with open(model.path, "w") as fh:
-            json.dump({"w": w, "b": b}, fh)
+            json.dump({"w": w, "b": b}, fh, allow_nan=False)
         model.metadata["framework"] = "pure-python"
         return mse
 

@@ -12,7 +12,7 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     import json
 
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=False))
     else:
         print(text)
 

@@ -307,10 +307,12 @@ def _report(args: argparse.Namespace, tracker: CarbonTracker, handle: _Step, sta
             import json
 
             if args.json:
-                print(json.dumps(metrics.to_dict(), sort_keys=True), file=sys.stderr)
+                print(
+                    json.dumps(metrics.to_dict(), sort_keys=True, allow_nan=False), file=sys.stderr
+                )
             if args.metrics_json:
                 with open(args.metrics_json, "w") as fh:
-                    json.dump(metrics.to_dict(), fh, indent=2, sort_keys=True)
+                    json.dump(metrics.to_dict(), fh, indent=2, sort_keys=True, allow_nan=False)
         if args.record_json and metrics.record is not None:
             with open(args.record_json, "wb") as fh:
                 fh.write(metrics.record.to_json())

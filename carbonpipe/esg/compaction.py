@@ -89,7 +89,11 @@ def compact_day(store: Store, day: date | str, *, workers: int = 8) -> Compactio
     table = pa.concat_tables(tables)
     table = table.take(pa.compute.sort_indices(table, [("record_id", "ascending")]))
     table = table.replace_schema_metadata(
-        {"schema": COMPACT_SCHEMA, "date": day, "skipped": json.dumps(sorted(skipped))}
+        {
+            "schema": COMPACT_SCHEMA,
+            "date": day,
+            "skipped": json.dumps(sorted(skipped), allow_nan=False),
+        }
     )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

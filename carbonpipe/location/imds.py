@@ -290,7 +290,7 @@ def _cache_put(key: str, result: _Metadata) -> None:
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
+            json.dump(payload, f, allow_nan=False)
         os.replace(tmp, path)  # readers see the old file or the new one, never half of one
     except OSError:
         with contextlib.suppress(OSError):

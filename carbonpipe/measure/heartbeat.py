@@ -202,7 +202,7 @@ def write_heartbeat(path: str, document: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, json.dumps(document, separators=(",", ":")).encode())
+        os.write(fd, json.dumps(document, separators=(",", ":"), allow_nan=False).encode())
     finally:
         os.close(fd)
     try:

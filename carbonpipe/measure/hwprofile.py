@@ -127,13 +127,16 @@ def machine_key(
         "rapl_readable": _rapl_readable(),
         "codecarbon_key": dict(codecarbon_key),
     }
-    loaded: dict[str, Any] = json.loads(json.dumps(key, sort_keys=True, default=str))
+    loaded: dict[str, Any] = json.loads(
+        json.dumps(key, sort_keys=True, default=str, allow_nan=False)
+    )
     return loaded
 
 
 def profile_path(cache_dir: str | os.PathLike[str] | None, key: Mapping[str, Any]) -> Path:
     """Return the file that holds the profile for ``key``."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    text = json.dumps(key, sort_keys=True, allow_nan=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
     return resolve_cache_dir(cache_dir) / "hw" / f"{digest}.json"
 
 
@@ -288,7 +291,7 @@ def save_profile(path: Path, key: Mapping[str, Any], plan: Mapping[str, Any]) ->
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=1, sort_keys=True)
+            json.dump(document, f, indent=1, sort_keys=True, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -403,7 +406,9 @@ def captured_plan(cc_key: Any) -> dict[str, Any] | None:
         plan = hardware_cache._plans.get(cc_key)
     if plan is None:
         return None
-    loaded: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(plan), default=str))
+    loaded: dict[str, Any] = json.loads(
+        json.dumps(dataclasses.asdict(plan), default=str, allow_nan=False)
+    )
     return loaded
 
 

@@ -322,7 +322,7 @@ class Meter:
         import json
 
         assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self._proc.stdin.write(json.dumps(message, allow_nan=False).encode() + b"\n")
         self._proc.stdin.flush()
 
     def _stop(self) -> Measurement:

@@ -422,7 +422,7 @@ def _codecarbon_version() -> str | None:
 
 
 def _write(protocol: IO[str], document: dict[str, Any]) -> None:
-    protocol.write(json.dumps(document) + "\n")
+    protocol.write(json.dumps(document, allow_nan=False) + "\n")
     protocol.flush()
 
 

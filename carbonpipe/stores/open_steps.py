@@ -296,7 +296,7 @@ def settle(record_id: str) -> None:
 
 
 def _dump(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 # -- sweepers ------------------------------------------------------------------------------------

@@ -90,7 +90,11 @@ def quarantine(
     body = {"schema": QUARANTINE_SCHEMA, **item.to_dict()}
     del body["path"], body["reason_file"]
     with contextlib.suppress(OSError):  # the entry is safe; a missing reason reads "unknown"
-        write_atomic(target.parent, item.reason_path.name, json.dumps(body, indent=2).encode())
+        write_atomic(
+            target.parent,
+            item.reason_path.name,
+            json.dumps(body, indent=2, allow_nan=False).encode(),
+        )
     return item
 
 

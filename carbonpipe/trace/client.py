@@ -2,12 +2,18 @@
 
 A missing trace gives ``None``; a malformed one raises :class:`InvalidCarbonTrace` naming the
 field, or with ``strict=False`` gives a result flagged ``partial`` with its ``problems``.
+
+What a server sends is untrusted: JSON text is parsed under caps (:mod:`carbonpipe._safejson`:
+a header of at most 64 KiB, a body of at most 32 MiB, nesting at most 32 deep, integers of at
+most 30 digits, no ``NaN``/``Infinity``), every figure must be finite, >= 0 and at most
+:data:`MAX_FIGURE` in its unit, and a partial result carries at most :data:`MAX_PROBLEMS`
+problems, each quoting at most 80 characters of the bad value. Nothing but
+:class:`InvalidCarbonTrace` (or a ``partial`` result) comes out of a hostile trace.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -15,6 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from carbonpipe import _safejson
+from carbonpipe._safejson import short_repr, short_text
 from carbonpipe.errors import InvalidCarbonTrace
 
 log = logging.getLogger("carbonpipe.trace")
@@ -23,6 +31,17 @@ TRACE_KEY = "x_carbon_trace"
 TRACE_HEADER = "x-carbon-trace"
 
 _KWH_TO_J = 3.6e6
+
+# Caps on what a server may send and what its trace may add to a step's record.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 32 * 1024 * 1024
+# The largest figure a trace may report, after conversion (kWh, kg CO2e, W, s): far above any
+# real request, low enough that no sum of such figures overflows a float.
+MAX_FIGURE = 1e15
+MAX_PROBLEMS = 10
+# A step's record takes at most this many notes about traces (each at most 2,000 characters).
+MAX_STEP_NOTES = 20
+_NOTE_CHARS = 2000
 
 # -- client: reading a trace ------------------------------------------------------------------
 
@@ -151,8 +170,8 @@ def _extract(obj: object, *, strict: bool, read_body: bool) -> CodeCarbonMetrics
         return _from_body(obj, strict=strict, server=None)
     if isinstance(obj, (str, bytes, bytearray)):
         try:
-            body = json.loads(obj)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = _safejson.loads(obj, max_bytes=MAX_BODY_BYTES)
+        except ValueError as exc:
             if strict:
                 raise InvalidCarbonTrace(f"response body is not JSON: {exc}") from None
             return None
@@ -190,7 +209,9 @@ def _from_response(resp: Any, *, strict: bool, read_body: bool) -> CodeCarbonMet
         return None
     where = "X-Carbon-Trace header"
     try:
-        trace = json.loads(header)
+        if not isinstance(header, (str, bytes, bytearray)):
+            raise ValueError(f"a {type(header).__name__}, not text")
+        trace = _safejson.loads(header, max_bytes=MAX_HEADER_BYTES)
     except ValueError as exc:
         if strict:
             raise InvalidCarbonTrace(f"{where}: not JSON ({exc})") from None
@@ -205,9 +226,13 @@ def _parse_trace(
     problems: list[str] = []
 
     def bad(message: str) -> None:
+        message = short_text(message, 300)
         if strict:
             raise InvalidCarbonTrace(message)
-        problems.append(message)
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(message)
+        elif len(problems) == MAX_PROBLEMS:
+            problems.append("further problems left out")
 
     if not isinstance(trace, Mapping):
         message = f"{where}: must be a JSON object, got {type(trace).__name__}"
@@ -224,12 +249,21 @@ def _parse_trace(
         prefix, target, units = family
         unit = key[len(prefix) :]
         if unit not in units:
-            bad(f"{where}.{key}: unknown unit {unit!r}; expected {prefix}{{{', '.join(units)}}}")
+            bad(
+                f"{where}.{short_text(key, 60)}: unknown unit {short_repr(unit, 40)}; "
+                f"expected {prefix}{{{', '.join(units)}}}"
+            )
             continue
         number = _check_number(f"{where}.{key}", raw, bad)
         if number is None:
             continue
         value = number * units[unit]
+        if value > MAX_FIGURE:
+            bad(
+                f"{where}.{key}: {short_repr(raw, 40)} is more than any request reports "
+                f"(at most {MAX_FIGURE:g} kWh, kg CO2e, W or s)"
+            )
+            continue
         if target in seen:
             other_key, other = seen[target]
             if not math.isclose(value, other, rel_tol=1e-6, abs_tol=1e-15):
@@ -254,6 +288,9 @@ def _parse_trace(
         known = [p for p in parts if p is not None]
         if known:
             energy = sum(known)
+            if not math.isfinite(energy):  # cannot happen under MAX_FIGURE; kept as the rule
+                bad(f"{where}: the per-device energy figures sum to {energy!r}")
+                energy = 0.0
         else:
             energy = 0.0
             if flags["tracking_active"] and "energy_kwh" not in values:
@@ -289,14 +326,17 @@ def _check_number(field: str, raw: object, bad: Callable[[str], None]) -> float 
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        bad(f"{field}: must be a number, got {type(raw).__name__} {raw!r}")
+        bad(f"{field}: must be a number, got {type(raw).__name__} {short_repr(raw, 60)}")
         return None
-    value = float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:  # an integer too large for a float
+        value = math.inf
     if not math.isfinite(value):
-        bad(f"{field}: must be finite, got {raw!r}")
+        bad(f"{field}: must be finite, got {short_repr(raw, 40)}")
         return None
     if value < 0:
-        bad(f"{field}: must be >= 0, got {raw!r}")
+        bad(f"{field}: must be >= 0, got {short_repr(raw, 40)}")
         return None
     return value
 
@@ -397,17 +437,37 @@ def _attribute(
 
         world = lookup_intensity(None, None, None).intensity_g_per_kwh
         emissions = metrics.energy_kwh * world / 1000.0
-        step.errors.append(
+        _note(
+            step.errors,
             f"x_carbon_trace from {name} had no emissions; priced at the world average "
-            f"({world:g} g/kWh)"
+            f"({world:g} g/kWh)",
         )
     if metrics.partial:
-        step.errors.append(
+        _note(
+            step.errors,
             f"x_carbon_trace from {name} was malformed, charged what was readable: "
-            + "; ".join(metrics.problems)
+            + "; ".join(metrics.problems),
         )
-    step.add_remote(name, energy_kwh=metrics.energy_kwh, emissions_kg_co2e=emissions)
+    energy, emissions = _bounded(metrics.energy_kwh), _bounded(emissions)
+    step.add_remote(name, energy_kwh=energy, emissions_kg_co2e=emissions)
     # Dicts, text and frozen metrics cannot be marked: only response objects are charged once.
     with contextlib.suppress(AttributeError, TypeError):
         setattr(obj, _ATTRIBUTED, metrics)
     return metrics
+
+
+def _note(errors: list[str], text: str) -> None:
+    """Add a note on a trace to a step's errors: at most MAX_STEP_NOTES of them, each short."""
+    prefix = "x_carbon_trace"
+    count = sum(1 for e in errors if e.startswith(prefix))
+    if count < MAX_STEP_NOTES:
+        errors.append(short_text(text, _NOTE_CHARS))
+    elif count == MAX_STEP_NOTES:
+        errors.append(f"{prefix}: further notes on traces left out")
+
+
+def _bounded(figure: float) -> float:
+    """A trace's figure as charged: finite and within [0, MAX_FIGURE] whatever it was given as."""
+    if not math.isfinite(figure) or figure < 0:
+        return 0.0 if math.isnan(figure) or figure < 0 else MAX_FIGURE
+    return min(figure, MAX_FIGURE)

@@ -355,12 +355,12 @@ def _splice(body: bytes, trace: Mapping[str, Any]) -> bytes | None:
     if not text.endswith(b"}"):
         return None
     separator = b"," if document else b""
-    encoded = json.dumps(trace, separators=(",", ":")).encode("ascii")
+    encoded = json.dumps(trace, separators=(",", ":"), allow_nan=False).encode("ascii")
     return text[:-1] + separator + b'"' + TRACE_KEY.encode() + b'":' + encoded + b"}"
 
 
 def _with_header(start: Message, trace: Mapping[str, Any]) -> Message:
-    value = json.dumps(trace, separators=(",", ":")).encode("ascii")
+    value = json.dumps(trace, separators=(",", ":"), allow_nan=False).encode("ascii")
     headers = [
         (n, v) for n, v in start.get("headers") or [] if bytes(n).lower() != b"x-carbon-trace"
     ]

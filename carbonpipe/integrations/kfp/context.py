@@ -167,7 +167,8 @@ def step_config(**settings: Any) -> dict[str, Any]:
         from carbonpipe.location.providers import normalize_provider
 
         normalize_provider(out["cloud_provider"])
-    json.dumps(out)  # everything here must survive being embedded in the component's source
+    # Everything here must survive being embedded in the component's source.
+    json.dumps(out, allow_nan=False)
     return out
 
 
@@ -200,7 +201,7 @@ def _write_json(path: str | os.PathLike[str] | None, data: Any) -> None:
         return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    p.write_text(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=False))
 
 
 # ---------------------------------------------------------------------------------------------

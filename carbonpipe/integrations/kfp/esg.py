@@ -94,5 +94,5 @@ def _find_html(result: Mapping[str, Any], out_dir: Path) -> Path | None:
 def _fallback_html(result: Mapping[str, Any]) -> str:
     import html
 
-    body = html.escape(json.dumps(result, indent=2, sort_keys=True, default=str))
+    body = html.escape(json.dumps(result, indent=2, sort_keys=True, default=str, allow_nan=False))
     return f"<!doctype html><html><body><h1>carbonpipe ESG report</h1><pre>{body}</pre></body></html>\n"
