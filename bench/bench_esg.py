@@ -66,12 +66,13 @@ def generate(root: Path, n: int, seed: int = 7, *, write: bool = True) -> dict[s
     from datetime import date, timedelta
 
     from carbonpipe.record import make_record_id, record_key
+    from carbonpipe.units import kg_to_ng, kwh_to_nwh
 
     rng = random.Random(seed)
     days = [date(2026, 10, 1) + timedelta(days=i) for i in range(92)]
     pipelines = [(team, p) for team, ps in TEAMS.items() for p in ps]
     made_dirs: set[Path] = set()
-    totals = {"records": 0, "emissions_ug": 0, "total_uwh": 0}
+    totals = {"records": 0, "emissions_ng": 0, "total_nwh": 0}
     run = 0
     i = 0
     while i < n:
@@ -164,8 +165,8 @@ def generate(root: Path, n: int, seed: int = 7, *, write: bool = True) -> dict[s
                         json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
                     )
                 totals["records"] += 1
-                totals["emissions_ug"] += round(emissions * 1e9)
-                totals["total_uwh"] += round((local + remote) * 1e9)
+                totals["emissions_ng"] += kg_to_ng(emissions)
+                totals["total_nwh"] += kwh_to_nwh(local + remote)
                 i += 1
     return totals
 
@@ -189,8 +190,8 @@ def task_aggregate(root: str) -> dict[str, Any]:
     t = agg.totals()
     return {
         "records": t.records,
-        "emissions_ug": t._s("emissions_ug"),
-        "total_uwh": t._s("total_uwh"),
+        "emissions_ng": t._s("emissions_ng"),
+        "total_nwh": t._s("total_nwh"),
         "compacted": agg.stats.compacted_records,
         "json": agg.stats.json_records,
         "cube_rows": agg.cube.num_rows,
@@ -320,7 +321,7 @@ def main() -> None:
         scale = args.records / pd_res["records"]
         comp = measure("compact", str(root))
         agg = measure("aggregate", str(root))
-        for name in ("records", "emissions_ug", "total_uwh"):
+        for name in ("records", "emissions_ng", "total_nwh"):
             if agg[name] != expected[name]:
                 raise SystemExit(f"aggregate {name} = {agg[name]}, generator says {expected[name]}")
         rep = measure("report", str(root))
@@ -372,7 +373,7 @@ def main() -> None:
             f"\ntarget (<= 10 s, <= 1 GiB for 1 M records): {'met' if ok else 'NOT met'} at {n:,} records"
         )
         print(
-            f"totals checked: {agg['records']:,} records, {agg['emissions_ug'] / 1e9:.6f} kg CO2e (exact)"
+            f"totals checked: {agg['records']:,} records, {agg['emissions_ng'] / 1e12:.6f} kg CO2e (exact)"
         )
     finally:
         if not args.keep:

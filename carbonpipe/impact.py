@@ -14,6 +14,7 @@ from numbers import Real
 from pathlib import Path
 
 from carbonpipe.intensity.table import format_g_per_kwh
+from carbonpipe.units import ENERGY_UNITS, MASS_UNITS, format_scaled, sig3
 
 FACTORS_FILE = Path(__file__).parent / "data" / "factors.yaml"
 FACTORS_SCHEMA = "carbonpipe.factors/1"
@@ -31,16 +32,6 @@ _TIME_UNITS = (
     ("year", DAYS_PER_YEAR * _SECONDS_PER_DAY),
 )
 _DISTANCE_UNITS = (("meter", 1.0), ("km", 1000.0))
-_ENERGY_UNITS = (
-    ("µWh", 1e-6),
-    ("mWh", 1e-3),
-    ("Wh", 1.0),
-    ("kWh", 1e3),
-    ("MWh", 1e6),
-    ("GWh", 1e9),
-)
-_MASS_UNITS = (("µg", 1e-6), ("mg", 1e-3), ("g", 1.0), ("kg", 1e3), ("t", 1e6))
-_SMALLEST_SHOWN = 0.001
 _WORD_UNITS = frozenset({"second", "minute", "hour", "day", "year", "meter"})
 
 
@@ -155,12 +146,12 @@ def summary_line(
 
 def format_energy(energy_kwh: float) -> str:
     """Energy with a readable unit, µWh to GWh, three significant figures."""
-    return _format_scaled(_check_amount("energy_kwh", energy_kwh) * 1000, _ENERGY_UNITS)
+    return _format_scaled(_check_amount("energy_kwh", energy_kwh) * 1000, ENERGY_UNITS)
 
 
 def format_mass(mass_kg: float) -> str:
     """A mass of CO2e with a readable unit, µg to t, three significant figures."""
-    return _format_scaled(_check_amount("mass_kg", mass_kg) * 1000, _MASS_UNITS)
+    return _format_scaled(_check_amount("mass_kg", mass_kg) * 1000, MASS_UNITS)
 
 
 def _check_amount(name: str, value: object) -> float:
@@ -172,48 +163,13 @@ def _check_amount(name: str, value: object) -> float:
     return number
 
 
-def _sig3(value: float) -> str:
-    """Three significant figures, no exponent, no trailing zeros, thousands separated."""
-    if value == 0:
-        return "0"
-    if value < _SMALLEST_SHOWN:
-        return f"<{_SMALLEST_SHOWN:g}"
-    decimals = 2 - math.floor(math.log10(value))
-    rounded = round(value, decimals)
-    if math.floor(math.log10(rounded)) != math.floor(math.log10(value)):
-        decimals -= 1  # 9.996 rounds up to 10.0: one fewer decimal keeps three figures
-        rounded = round(value, decimals)
-    if decimals > 0:
-        return f"{rounded:.{decimals}f}".rstrip("0").rstrip(".")
-    return f"{rounded:,.0f}"
-
-
-def _shown_value(text: str) -> float:
-    return 0.0 if text.startswith("<") else float(text.replace(",", ""))
-
-
-def _plural(text: str, unit: str) -> str:
-    return unit + "s" if unit in _WORD_UNITS and text != "1" else unit
-
-
 def _format_count(value: float, noun: str) -> str:
-    text = _sig3(value)
+    text = sig3(value)
     return f"{text} {noun if text == '1' else noun + 's'}"
 
 
 def _format_scaled(base: float, units: tuple[tuple[str, float], ...]) -> str:
-    """Express ``base`` (in the first unit) in the largest unit it reaches after rounding."""
-    # Nothing at all reads best in the base unit (0 Wh, 0 g); tiny amounts go down to µ.
-    index = next(i for i, (_, size) in enumerate(units) if size == 1.0) if base == 0 else 0
-    for i, (_, size) in enumerate(units):
-        if base and base >= size:
-            index = i
-    text = _sig3(base / units[index][1])
-    if index + 1 < len(units) and _shown_value(text) * units[index][1] >= units[index + 1][1]:
-        index += 1
-        text = _sig3(base / units[index][1])
-    unit = units[index][0]
-    return f"{text} {_plural(text, unit)}"
+    return format_scaled(base, units, words=_WORD_UNITS)
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ from typing import Any
 from carbonpipe.errors import InvalidRecord
 from carbonpipe.record import RECORDS_PREFIX, Record, partition_values
 from carbonpipe.stores.base import Store
+from carbonpipe.units import kg_to_ng, kwh_to_nwh, ng_to_kg, nwh_to_kwh
 
 log = logging.getLogger("carbonpipe")
 
@@ -79,28 +80,46 @@ def read_records(store: Store, keys: Iterable[str], *, workers: int = 16) -> Ite
 
 @dataclass
 class Summary:
-    """Totals over a set of records, overall and per pipeline."""
+    """Totals over a set of records, overall and per pipeline.
+
+    Emissions and energy are summed as exact integers (ng CO2e, nWh: :mod:`carbonpipe.units`),
+    so the totals are the records' sum whatever their number or order; the kg and kWh figures
+    are those integers converted once.
+    """
 
     records: int = 0
     failed: int = 0
-    energy_kwh: float = 0.0
-    emissions_kg_co2e: float = 0.0
+    energy_nwh: int = 0
+    emissions_ng: int = 0
     duration_s: float = 0.0
     by_pipeline: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    @property
+    def energy_kwh(self) -> float:
+        """Energy of every device, local and remote."""
+        return nwh_to_kwh(self.energy_nwh)
+
+    @property
+    def emissions_kg_co2e(self) -> float:
+        """Emissions in kg CO2e."""
+        return ng_to_kg(self.emissions_ng)
+
     def add(self, r: Record) -> None:
         """Fold one record into the totals."""
+        nwh, ng = kwh_to_nwh(r.energy_kwh["total"]), kg_to_ng(r.emissions_kg_co2e)
         self.records += 1
         self.failed += r.status != "succeeded"
-        self.energy_kwh += r.energy_kwh["total"]
-        self.emissions_kg_co2e += r.emissions_kg_co2e
+        self.energy_nwh += nwh
+        self.emissions_ng += ng
         self.duration_s += r.duration_s
         p = self.by_pipeline.setdefault(
-            r.pipeline, {"records": 0, "energy_kwh": 0.0, "emissions_kg_co2e": 0.0}
+            r.pipeline, {"records": 0, "energy_nwh": 0, "emissions_ng": 0}
         )
         p["records"] += 1
-        p["energy_kwh"] += r.energy_kwh["total"]
-        p["emissions_kg_co2e"] += r.emissions_kg_co2e
+        p["energy_nwh"] += nwh
+        p["emissions_ng"] += ng
+        p["energy_kwh"] = nwh_to_kwh(int(p["energy_nwh"]))
+        p["emissions_kg_co2e"] = ng_to_kg(int(p["emissions_ng"]))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as JSON-ready data."""
@@ -108,7 +127,9 @@ class Summary:
             "records": self.records,
             "failed": self.failed,
             "energy_kwh": self.energy_kwh,
+            "energy_nwh": self.energy_nwh,
             "emissions_kg_co2e": self.emissions_kg_co2e,
+            "emissions_ng": self.emissions_ng,
             "duration_s": self.duration_s,
             "by_pipeline": self.by_pipeline,
         }

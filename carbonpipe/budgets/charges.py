@@ -5,9 +5,11 @@ period so far), so this module is on every step's path and stays small: the gate
 reservations and the status of budgets live in :mod:`carbonpipe.budgets.ledger`, which is imported only
 where a budget is. The layout is described there; the charge objects are::
 
-    budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<micrograms>.json
+    budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<nanograms>ng.json
 
-written create-only, so a charge is idempotent and never contends with another.
+written create-only, so a charge is idempotent and never contends with another. The amount is
+the record's CO2e in exact integer nanograms (:func:`carbonpipe.units.kg_to_ng`); keys of
+earlier versions, ``<record_id>__<micrograms>.json``, still count (times 1000).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carbonpipe.record import parse_utc
+from carbonpipe.units import NG_PER_KG, kg_to_ng
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -48,13 +52,17 @@ if TYPE_CHECKING:
 __all__ = [
     "BASELINES_PREFIX",
     "BUDGETS_PREFIX",
+    "NG_PER_KG",
     "SCOPE_KINDS",
     "UG_PER_KG",
     "Charge",
     "baseline_key",
     "charge_record",
     "check_amount",
+    "estimate_ng",
+    "kg_to_ng",
     "kg_to_ug",
+    "parse_charge_key",
     "parse_scope",
     "record_scopes",
     "safe_name",
@@ -65,7 +73,9 @@ SCOPE_KINDS = ("pipeline", "team", "run")
 BUDGETS_PREFIX = "budgets"
 BASELINES_PREFIX = "baselines"
 UG_PER_KG = 1_000_000_000
-CHARGE_SCHEMA = "carbonpipe.charge/1"
+# /2: amounts in nanograms (key suffix "ng", "emissions_ng"); /1 wrote whole micrograms.
+CHARGE_SCHEMA = "carbonpipe.charge/2"
+_CHARGE_FILE = re.compile(r"^(?P<rid>.+)__(?P<amount>\d+)(?P<ng>ng)?\.json$")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]*$")
 _RECORD_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
@@ -110,8 +120,30 @@ def baseline_key(pipeline: str, step: str) -> str:
 
 
 def kg_to_ug(kg: float) -> int:
-    """Convert kg CO2e to integer micrograms, the ledger's exact unit."""
+    """Convert kg CO2e to integer micrograms (the ledger's unit before nanograms)."""
     return round(kg * UG_PER_KG)
+
+
+def parse_charge_key(base: str, key: str) -> tuple[str, str, str, int] | None:
+    """Split a charge key under ``base`` into (date, step, record id, nanograms), or None.
+
+    Reads both layouts: ``<id>__<ng>ng.json`` and the earlier ``<id>__<ug>.json``.
+    """
+    parts = key[len(base) :].split("/")
+    if len(parts) != 3 or not parts[0].startswith("date=") or not parts[1].startswith("step="):
+        return None
+    m = _CHARGE_FILE.match(parts[2])
+    if m is None:
+        return None
+    ng = int(m["amount"]) * (1 if m["ng"] else NG_PER_KG // UG_PER_KG)
+    return parts[0][len("date=") :], parts[1][len("step=") :], m["rid"], ng
+
+
+def estimate_ng(entry: Mapping[str, Any]) -> int:
+    """A reservation entry's estimate in nanograms (entries of earlier versions: micrograms)."""
+    if "estimate_ng" in entry:
+        return int(entry["estimate_ng"])
+    return int(entry["estimate_ug"]) * (NG_PER_KG // UG_PER_KG)
 
 
 def check_amount(name: str, value: object) -> float:
@@ -158,21 +190,21 @@ def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = F
     if not isinstance(rid, str) or not _RECORD_ID.match(rid):
         raise ValueError(f"record_id {rid!r} must be letters, digits and ._- only")
     kg = check_amount("emissions_kg_co2e", record.emissions_kg_co2e)
-    ug = kg_to_ug(kg)
+    ng = kg_to_ng(kg)
     day = parse_utc(record.ended_at).date().isoformat()
     outcomes: dict[str, list[str]] = {"written": [], "duplicate": [], "spooled": []}
     keys: list[str] = []
     for scope in record_scopes(record, run=run_scope):
         key = (
             f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/date={day}/"
-            f"step={safe_name(record.step)}/{rid}__{ug}.json"
+            f"step={safe_name(record.step)}/{rid}__{ng}ng.json"
         )
         body = {
             "schema": CHARGE_SCHEMA,
             "scope": scope,
             "record_id": rid,
             "emissions_kg_co2e": kg,
-            "emissions_ug": ug,
+            "emissions_ng": ng,
             "pipeline": record.pipeline,
             "step": record.step,
             "team": record.team,

@@ -8,7 +8,7 @@ scope it belongs to, and a budget added mid-month counts the month so far.
 
 Store layout (under the store's root)::
 
-    budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<micrograms>.json
+    budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<nanograms>ng.json
     budgets/<scope>/<period>=<period-id>/reservations.json
     budgets/<scope>/<period>=<period-id>/alerts/<kind>-<limit micrograms>-<warn ratio>.json
     baselines/<pipeline>/<step>.json
@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,7 +47,10 @@ from carbonpipe.budgets.charges import (
     Charge,
     charge_record,
     check_amount,
+    estimate_ng,
+    kg_to_ng,
     kg_to_ug,
+    parse_charge_key,
     parse_scope,
     record_scopes,
     safe_name,
@@ -72,7 +74,7 @@ from carbonpipe.budgets.status import (
     ChargeEntry,
     GateDecision,
     Reservation,
-    _ug_to_kg,
+    _ng_to_kg,
     _Usage,
 )
 
@@ -82,7 +84,6 @@ DEFAULT_RESERVATION_TTL_S = 6 * 3600.0
 # How far back the gate looks for a step's last run before falling back to the default.
 LAST_RUN_LOOKBACK_MONTHS = 12
 
-_CHARGE_FILE = re.compile(r"^(?P<rid>.+)__(?P<ug>\d+)\.json$")
 _DOC_SCHEMA = "carbonpipe.reservations/1"
 # Full-jitter exponential backoff for reservation compare-and-swap conflicts.
 _BACKOFF_BASE_S = 0.005
@@ -151,7 +152,7 @@ class BudgetLedger:
                 current = entries.get(entry.record_id)
                 if current is None or entry.key < current.key:
                     entries[entry.record_id] = entry
-        total = sum(e.emissions_ug for e in entries.values())
+        total = sum(e.emissions_ng for e in entries.values())
         first = min((e.date for e in entries.values()), default=None)
         return _Usage(total, entries, first)
 
@@ -212,7 +213,7 @@ class BudgetLedger:
         reservation from being written once it has passed (:class:`BudgetError`); without it
         the retries give up after a minute of contention.
         """
-        est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
+        est_ng = kg_to_ng(check_amount("estimate_kg", estimate_kg))
         if not isinstance(reservation_id, str) or not reservation_id:
             raise ValueError(f"reservation_id {reservation_id!r} must be a non-empty string")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
@@ -227,14 +228,15 @@ class BudgetLedger:
             version, active, usage = self._snapshot(budget.scope, window, key, now)
             if reservation_id in active:
                 return _reservation_from(active[reservation_id], budget, window, key)
-            decision = self._decide(budget, window, usage, active, est_ug, estimate_source)
-            self._note_crossings(budget, window, usage.total_ug)
+            decision = self._decide(budget, window, usage, active, est_ng, estimate_source)
+            self._note_crossings(budget, window, usage.total_ng)
             if not decision.allowed:
                 raise decision.to_exception()
             entry = {
                 "reservation_id": reservation_id,
-                "estimate_ug": est_ug,
-                "estimate_kg": _ug_to_kg(est_ug),
+                "estimate_ng": est_ng,
+                "estimate_ug": round(est_ng / 1000),  # for readers of earlier versions
+                "estimate_kg": _ng_to_kg(est_ng),
                 "estimate_source": estimate_source,
                 "pipeline": pipeline,
                 "step": step,
@@ -402,36 +404,36 @@ class BudgetLedger:
         window = period_window(budget.period, now)
         key = _reservations_key(budget.scope, window)
         _, active, usage = self._snapshot(budget.scope, window, key, now)
-        used_ug = usage.total_ug
-        reserved_ug = sum(int(e["estimate_ug"]) for e in active.values())
-        limit_ug = kg_to_ug(budget.limit_kg_co2e)
-        remaining_kg = _ug_to_kg(limit_ug - used_ug - reserved_ug)
+        used_ng = usage.total_ng
+        reserved_ng = sum(estimate_ng(e) for e in active.values())
+        limit_ng = kg_to_ng(budget.limit_kg_co2e)
+        remaining_kg = _ng_to_kg(limit_ng - used_ng - reserved_ng)
         start = window.start
         if start is None and usage.first_date is not None:
             # A total budget's burn rate runs from the day of its first charge.
             start = datetime.fromisoformat(usage.first_date).replace(tzinfo=timezone.utc)
         burn = 0.0
-        if start is not None and used_ug:
+        if start is not None and used_ng:
             # A floor of an hour keeps the first minutes of a period from showing a wild rate.
             elapsed_days = max((now - start).total_seconds(), 3600.0) / 86400.0
-            burn = _ug_to_kg(used_ug) / elapsed_days
-        self._note_crossings(budget, window, used_ug)
+            burn = _ng_to_kg(used_ng) / elapsed_days
+        self._note_crossings(budget, window, used_ng)
         return BudgetStatus(
             scope=budget.scope,
             period=window.period,
             period_id=window.period_id,
             period_start=start,
             period_end=window.end,
-            limit_kg=_ug_to_kg(limit_ug),
+            limit_kg=_ng_to_kg(limit_ng),
             warn_ratio=budget.warn_ratio,
-            used_kg=_ug_to_kg(used_ug),
-            reserved_kg=_ug_to_kg(reserved_ug),
+            used_kg=_ng_to_kg(used_ng),
+            reserved_kg=_ng_to_kg(reserved_ng),
             remaining_kg=remaining_kg,
-            percent=100.0 * used_ug / limit_ug,
+            percent=100.0 * used_ng / limit_ng,
             burn_rate_kg_per_day=burn,
             days_left=max(remaining_kg, 0.0) / burn if burn > 0 else None,
-            warning=used_ug >= budget.warn_ratio * limit_ug,
-            exceeded=used_ug > limit_ug,
+            warning=used_ng >= budget.warn_ratio * limit_ng,
+            exceeded=used_ng > limit_ng,
             charges=len(usage.entries),
             reservations=len(active),
             on_exceed=budget.on_exceed,
@@ -441,14 +443,14 @@ class BudgetLedger:
         self, budget: Budget, estimate_kg: float, *, estimate_source: str = "given"
     ) -> GateDecision:
         """Decide whether ``estimate_kg`` fits ``budget`` now, without reserving anything."""
-        est_ug = kg_to_ug(check_amount("estimate_kg", estimate_kg))
+        est_ng = kg_to_ng(check_amount("estimate_kg", estimate_kg))
         now = self._now()
         window = period_window(budget.period, now)
         _, active, usage = self._snapshot(
             budget.scope, window, _reservations_key(budget.scope, window), now
         )
-        self._note_crossings(budget, window, usage.total_ug)
-        return self._decide(budget, window, usage, active, est_ug, estimate_source)
+        self._note_crossings(budget, window, usage.total_ng)
+        return self._decide(budget, window, usage, active, est_ng, estimate_source)
 
     @staticmethod
     def _decide(
@@ -456,17 +458,17 @@ class BudgetLedger:
         window: PeriodWindow,
         usage: _Usage,
         active: Mapping[str, Mapping[str, Any]],
-        est_ug: int,
+        est_ng: int,
         estimate_source: str,
     ) -> GateDecision:
-        limit_ug = kg_to_ug(budget.limit_kg_co2e)
-        reserved_ug = sum(int(e["estimate_ug"]) for e in active.values())
-        remaining_ug = limit_ug - usage.total_ug - reserved_ug
-        allowed = est_ug <= remaining_ug
+        limit_ng = kg_to_ng(budget.limit_kg_co2e)
+        reserved_ng = sum(estimate_ng(e) for e in active.values())
+        remaining_ng = limit_ng - usage.total_ng - reserved_ng
+        allowed = est_ng <= remaining_ng
         figures = (
-            f"used {_ug_to_kg(usage.total_ug):.6g} kg + reserved {_ug_to_kg(reserved_ug):.6g} kg "
-            f"+ estimate {_ug_to_kg(est_ug):.6g} kg ({estimate_source}) "
-            f"{'<=' if allowed else '>'} limit {_ug_to_kg(limit_ug):.6g} kg"
+            f"used {_ng_to_kg(usage.total_ng):.6g} kg + reserved {_ng_to_kg(reserved_ng):.6g} kg "
+            f"+ estimate {_ng_to_kg(est_ng):.6g} kg ({estimate_source}) "
+            f"{'<=' if allowed else '>'} limit {_ng_to_kg(limit_ng):.6g} kg"
         )
         if allowed:
             message = f"budget {budget.scope} {window.key_part}: fits: {figures}"
@@ -481,41 +483,41 @@ class BudgetLedger:
             on_exceed=budget.on_exceed,
             scope=budget.scope,
             period_id=window.period_id,
-            used_kg=_ug_to_kg(usage.total_ug),
-            reserved_kg=_ug_to_kg(reserved_ug),
-            limit_kg=_ug_to_kg(limit_ug),
-            estimate_kg=_ug_to_kg(est_ug),
+            used_kg=_ng_to_kg(usage.total_ng),
+            reserved_kg=_ng_to_kg(reserved_ng),
+            limit_kg=_ng_to_kg(limit_ng),
+            estimate_kg=_ng_to_kg(est_ng),
             estimate_source=estimate_source,
-            remaining_kg=_ug_to_kg(remaining_ug),
+            remaining_kg=_ng_to_kg(remaining_ng),
             message=message,
         )
 
-    def _note_crossings(self, budget: Budget, window: PeriodWindow, used_ug: int) -> None:
+    def _note_crossings(self, budget: Budget, window: PeriodWindow, used_ng: int) -> None:
         # Logged once per crossing: this process remembers what it logged, and a create-only
         # marker in the store keeps other processes and pods from logging the same crossing.
-        limit_ug = kg_to_ug(budget.limit_kg_co2e)
+        limit_ng = kg_to_ng(budget.limit_kg_co2e)
         for kind, reached in (
-            ("warning", used_ug >= budget.warn_ratio * limit_ug),
-            ("exceeded", used_ug > limit_ug),
+            ("warning", used_ng >= budget.warn_ratio * limit_ng),
+            ("exceeded", used_ng > limit_ng),
         ):
             if not reached:
                 continue
             marker = (
                 f"{BUDGETS_PREFIX}/{scope_key(budget.scope)}/{window.key_part}/alerts/"
-                f"{kind}-{limit_ug}-{budget.warn_ratio:g}.json"
+                f"{kind}-{kg_to_ug(budget.limit_kg_co2e)}-{budget.warn_ratio:g}.json"
             )
             with self._alerted_lock:
                 if marker in self._alerted:
                     continue
                 self._alerted.add(marker)
-            body = {"scope": budget.scope, "kind": kind, "used_ug": used_ug, "limit_ug": limit_ug}
+            body = {"scope": budget.scope, "kind": kind, "used_ng": used_ng, "limit_ng": limit_ng}
             try:
                 self.store.put_if_absent(marker, json.dumps(body, sort_keys=True).encode())
             except PreconditionFailed:
                 continue  # someone else logged this crossing
             except StoreError as exc:
                 logger.debug("cannot write alert marker %s (%s); logging anyway", marker, exc)
-            used_kg, limit_kg = _ug_to_kg(used_ug), _ug_to_kg(limit_ug)
+            used_kg, limit_kg = _ng_to_kg(used_ng), _ng_to_kg(limit_ng)
             if kind == "warning":
                 logger.warning(
                     "carbon budget %s %s passed %g%% of its limit: %.6g of %.6g kg CO2e used",
@@ -540,20 +542,11 @@ class BudgetLedger:
 
 
 def _parse_charge_key(scope: str, base: str, key: str) -> ChargeEntry | None:
-    parts = key[len(base) :].split("/")
-    if len(parts) != 3 or not parts[0].startswith("date=") or not parts[1].startswith("step="):
+    parsed = parse_charge_key(base, key)
+    if parsed is None:
         return None
-    m = _CHARGE_FILE.match(parts[2])
-    if m is None:
-        return None
-    return ChargeEntry(
-        scope=scope,
-        record_id=m["rid"],
-        emissions_ug=int(m["ug"]),
-        date=parts[0][len("date=") :],
-        step=parts[1][len("step=") :],
-        key=key,
-    )
+    date, step, rid, ng = parsed
+    return ChargeEntry(scope=scope, record_id=rid, emissions_ng=ng, date=date, step=step, key=key)
 
 
 def _ended_order(entry: ChargeEntry) -> tuple[str, str]:
@@ -582,7 +575,7 @@ def _valid_entry(entry: object) -> bool:
         return False
     try:
         parse_utc(entry["expires_at"])
-        return isinstance(entry["reservation_id"], str) and int(entry["estimate_ug"]) >= 0
+        return isinstance(entry["reservation_id"], str) and estimate_ng(entry) >= 0
     except (KeyError, ValueError, TypeError, AttributeError):
         return False
 
@@ -599,7 +592,7 @@ def _reservation_from(
         scope=budget.scope,
         period=window.period,
         period_id=window.period_id,
-        estimate_kg=_ug_to_kg(int(entry["estimate_ug"])),
+        estimate_kg=_ng_to_kg(estimate_ng(entry)),
         estimate_source=str(entry.get("estimate_source", "given")),
         created_at=parse_utc(entry.get("created_at") or entry["expires_at"]),
         expires_at=parse_utc(entry["expires_at"]),

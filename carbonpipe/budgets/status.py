@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.budgets.charges import (
-    UG_PER_KG,
-)
+from carbonpipe.budgets.charges import UG_PER_KG
 from carbonpipe.errors import (
     BudgetExceeded,
     BudgetUnavailable,
 )
 from carbonpipe.record import utc_iso
+from carbonpipe.units import NG_PER_KG, ng_to_kg
 
 if TYPE_CHECKING:
     from carbonpipe.budgets.lease import LeaseKeeper
@@ -33,8 +32,8 @@ if TYPE_CHECKING:
 # Names, periods and amounts
 
 
-def _ug_to_kg(ug: int) -> float:
-    return ug / UG_PER_KG
+def _ng_to_kg(ng: int) -> float:
+    return ng_to_kg(ng)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class ChargeEntry:
 
     scope: str
     record_id: str
-    emissions_ug: int
+    emissions_ng: int
     date: str
     step: str
     key: str
@@ -53,7 +52,12 @@ class ChargeEntry:
     @property
     def emissions_kg_co2e(self) -> float:
         """The charged amount in kg CO2e."""
-        return _ug_to_kg(self.emissions_ug)
+        return _ng_to_kg(self.emissions_ng)
+
+    @property
+    def emissions_ug(self) -> int:
+        """The charged amount in whole micrograms (the ledger's unit before nanograms)."""
+        return round(self.emissions_ng / (NG_PER_KG // UG_PER_KG))
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class BudgetStatus:
 
 @dataclass(frozen=True)
 class _Usage:
-    total_ug: int
+    total_ng: int
     entries: dict[str, ChargeEntry] = field(default_factory=dict)
     first_date: str | None = None
 

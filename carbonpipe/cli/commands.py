@@ -91,6 +91,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     """Print the status of one budget, or of every budget in carbon.yaml and the store."""
     from carbonpipe.budgets.ledger import BudgetLedger
     from carbonpipe.config import resolve_settings
+    from carbonpipe.units import format_mass
 
     s = resolve_settings(config_file=args.config, store=args.store)
     store = s.open_store()
@@ -104,9 +105,10 @@ def cmd_budget(args: argparse.Namespace) -> int:
         days = "-" if st.days_left is None else f"{st.days_left:.1f}"
         flag = " EXCEEDED" if st.exceeded else (" WARNING" if st.warning else "")
         lines.append(
-            f"{b.scope} [{b.period}]: {st.used_kg * 1000:.3f} g used + {st.reserved_kg * 1000:.3f} g "
-            f"reserved of {st.limit_kg * 1000:.3f} g ({st.percent:.1f}%), "
-            f"{st.burn_rate_kg_per_day * 1000:.3f} g/day, {days} days left{flag}"
+            f"{b.scope} [{b.period}]: {format_mass(st.used_kg)} used + "
+            f"{format_mass(st.reserved_kg)} reserved of {format_mass(st.limit_kg)} CO2e "
+            f"({st.percent:.1f}%), {format_mass(st.burn_rate_kg_per_day)}/day, "
+            f"{days} days left{flag}"
         )
     for entry, c in zip(data, chosen, strict=True):  # which definition the status used
         entry["defined_in"] = c.describe()

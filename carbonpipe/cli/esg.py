@@ -114,11 +114,13 @@ def cmd_esg(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
+    from carbonpipe.units import format_energy, format_mass
+
     s = report["executive_summary"]
     lines = [
         f"ESG report {period.label} ({period.start} to {period.end}), store {store.uri}",
-        f"  emissions:  {s['total_emissions_kg_co2e']:.6g} kg CO2e (location-based)",
-        f"  energy:     {s['total_energy_kwh']:.6g} kWh",
+        f"  emissions:  {format_mass(s['total_emissions_kg_co2e'])} CO2e (location-based)",
+        f"  energy:     {format_energy(s['total_energy_kwh'])}",
         f"  attempts:   {report['activity']['step_attempts']:,} in {report['activity']['runs']:,} runs",
         f"  estimated:  {100 * s['estimated_energy_share']:.1f}% of energy",
         f"  regressions: {s['regressions']}",

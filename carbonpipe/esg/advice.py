@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     pass
 from carbonpipe.esg.aggregation import (
-    _UG_PER_G,
-    _UG_PER_KG,
-    _UWH_PER_KWH,
+    _NG_PER_KG,
     Aggregate,
     Metrics,
     _round,
@@ -31,7 +29,7 @@ def _optimisation_impact(agg: Aggregate, config: EsgConfig, total_kg: float) -> 
     from carbonpipe.intensity.table import regional_recommendations
 
     workloads = agg.breakdown("pipeline", "step", "provider", "region", "country_iso")
-    workloads.sort(key=lambda w: (-w[1]._s("emissions_ug"), w[0]))
+    workloads.sort(key=lambda w: (-w[1]._s("emissions_ng"), w[0]))
     out: list[dict[str, Any]] = []
     for (pipeline, step, provider, region, country), m in workloads[: config.top_workloads]:
         rec = None
@@ -45,13 +43,9 @@ def _optimisation_impact(agg: Aggregate, config: EsgConfig, total_kg: float) -> 
         current = m.intensity_g_per_kwh
         saving_kg = 0.0
         if rec is not None and rec.intensity_g_per_kwh is not None and current is not None:
-            saving_ug = (
-                m._s("facility_uwh")
-                / _UWH_PER_KWH
-                * (current - rec.intensity_g_per_kwh)
-                * _UG_PER_G
-            )
-            saving_kg = max(round(saving_ug), 0) / _UG_PER_KG
+            # nWh x g/kWh = pg: / 1000 = ng
+            saving_ng = m._s("facility_nwh") * (current - rec.intensity_g_per_kwh) / 1000
+            saving_kg = max(round(saving_ng), 0) / _NG_PER_KG
         out.append(
             {
                 "pipeline": pipeline,
@@ -131,7 +125,7 @@ def _recommendations(
             from_location=here,
             to_location=there,
         )
-    failed_kg = total._s("failed_ug") / _UG_PER_KG
+    failed_kg = total._s("failed_ng") / _NG_PER_KG
     if failed_kg > 0:
         add(
             "Reliability",

@@ -31,9 +31,9 @@ from carbonpipe.esg.rows import (
     _records_table,
 )
 
-_UWH_PER_KWH = 1e9
-_UG_PER_KG = 1e9
-_UG_PER_G = 1e6
+_NWH_PER_KWH = 10**12
+_NG_PER_KG = 10**12
+_NG_PER_G = 10**9
 _MS_PER_S = 1e3
 
 ProgressFn = Callable[[int, int, int], None]  # (days done, days in all, records so far)
@@ -61,20 +61,23 @@ _SUMS = (
     "records",
     "failed",
     "estimated",
-    "cpu_uwh",
-    "gpu_uwh",
-    "ram_uwh",
-    "remote_uwh",
-    "total_uwh",
-    "facility_uwh",
-    "emissions_ug",
-    "local_ug",
-    "remote_ug",
-    "failed_ug",
-    "estimated_uwh",
-    "estimated_ug",
+    "cpu_nwh",
+    "gpu_nwh",
+    "ram_nwh",
+    "remote_nwh",
+    "total_nwh",
+    "facility_nwh",
+    "emissions_ng",
+    "local_ng",
+    "remote_ng",
+    "failed_ng",
+    "estimated_nwh",
+    "estimated_ng",
     "duration_ms",
 )
+# The lowest and highest grid intensity of the records with facility energy: a group's
+# energy-weighted intensity is a weighted mean of them, so it is kept between the two.
+_BOUNDS = (("intensity_min", "min"), ("intensity_max", "max"))
 _RUN_KEYS = ("month", "team", "pipeline", "run_id")
 
 
@@ -95,12 +98,13 @@ def _reduce(t: pa.Table, day: str) -> tuple[pa.Table, pa.Table, list[dict[str, A
     def text(column: Any) -> Any:
         return pc.fill_null(pc.cast(column, pa.string()), "")
 
-    local_kwh = pc.add(pc.add(t["energy_cpu_kwh"], t["energy_gpu_kwh"]), t["energy_ram_kwh"])
-    facility_kwh = pc.multiply(local_kwh, t["pue"])
     failed = pc.not_equal(t["status"], "succeeded")
     estimated = pc.equal(t["method"], "estimate")
-    emissions_ug = ints(t["emissions_kg_co2e"], _UG_PER_KG)
-    total_uwh = ints(t["energy_total_kwh"], _UWH_PER_KWH)
+    emissions_ng = t["emissions_ng"]
+    total_nwh = t["energy_total_nwh"]
+    weighed = pc.if_else(
+        pc.greater(t["facility_nwh"], 0), t["intensity_g_per_kwh"], pa.scalar(None, pa.float64())
+    )
     # The day is one value here: it is added after grouping instead of hashed with the rest.
     group_keys = [k for k in _KEYS if k not in ("date", "month")]
     columns: dict[str, Any] = {k: t[k] for k in group_keys}
@@ -108,25 +112,31 @@ def _reduce(t: pa.Table, day: str) -> tuple[pa.Table, pa.Table, list[dict[str, A
         {
             "failed": pc.cast(failed, pa.int64()),
             "estimated": pc.cast(estimated, pa.int64()),
-            "cpu_uwh": ints(t["energy_cpu_kwh"], _UWH_PER_KWH),
-            "gpu_uwh": ints(t["energy_gpu_kwh"], _UWH_PER_KWH),
-            "ram_uwh": ints(t["energy_ram_kwh"], _UWH_PER_KWH),
-            "remote_uwh": ints(t["energy_remote_kwh"], _UWH_PER_KWH),
-            "total_uwh": total_uwh,
-            "facility_uwh": ints(facility_kwh, _UWH_PER_KWH),
-            "emissions_ug": emissions_ug,
-            "local_ug": ints(pc.multiply(facility_kwh, t["intensity_g_per_kwh"]), _UG_PER_G),
-            "remote_ug": ints(t["remote_emissions_kg_co2e"], _UG_PER_KG),
-            "failed_ug": when(failed, emissions_ug),
-            "estimated_uwh": when(estimated, total_uwh),
-            "estimated_ug": when(estimated, emissions_ug),
+            "cpu_nwh": t["energy_cpu_nwh"],
+            "gpu_nwh": t["energy_gpu_nwh"],
+            "ram_nwh": t["energy_ram_nwh"],
+            "remote_nwh": t["energy_remote_nwh"],
+            "total_nwh": total_nwh,
+            "facility_nwh": t["facility_nwh"],
+            "emissions_ng": emissions_ng,
+            "local_ng": t["local_ng"],
+            "remote_ng": t["remote_ng"],
+            "failed_ng": when(failed, emissions_ng),
+            "estimated_nwh": when(estimated, total_nwh),
+            "estimated_ng": when(estimated, emissions_ng),
             "duration_ms": ints(t["duration_s"], _MS_PER_S),
+            "intensity_min": weighed,
+            "intensity_max": weighed,
         }
     )
     grouped = (
         pa.table(columns)
         .group_by(group_keys, use_threads=False)
-        .aggregate([("failed", "count")] + [(s, "sum") for s in _SUMS if s != "records"])
+        .aggregate(
+            [("failed", "count")]
+            + [(s, "sum") for s in _SUMS if s != "records"]
+            + [(b, how) for b, how in _BOUNDS]
+        )
     )
     n = grouped.num_rows
     cube = pa.table(
@@ -134,6 +144,7 @@ def _reduce(t: pa.Table, day: str) -> tuple[pa.Table, pa.Table, list[dict[str, A
         | {k: text(grouped[k]) for k in group_keys}
         | {"records": grouped["failed_count"]}
         | {s: grouped[f"{s}_sum"] for s in _SUMS if s != "records"}
+        | {b: grouped[f"{b}_{how}"] for b, how in _BOUNDS}
     )
     runs = (
         pa.table({"team": t["team"], "pipeline": t["pipeline"], "run_id": t["run_id"]})
@@ -217,6 +228,8 @@ class Metrics:
 
     sums: tuple[int, ...]
     runs: int | None = None
+    # (lowest, highest) grid intensity of the records with facility energy; None if none.
+    intensity_range: tuple[float, float] | None = None
 
     def _s(self, name: str) -> int:
         return self.sums[_SUMS.index(name)]
@@ -229,28 +242,39 @@ class Metrics:
     @property
     def emissions_kg_co2e(self) -> float:
         """Location-based emissions."""
-        return self._s("emissions_ug") / _UG_PER_KG
+        return self._s("emissions_ng") / _NG_PER_KG
 
     @property
     def emissions_t_co2e(self) -> float:
         """Location-based emissions in tonnes."""
-        return self._s("emissions_ug") / (_UG_PER_KG * 1000)
+        return self._s("emissions_ng") / (_NG_PER_KG * 1000)
 
     @property
     def energy_total_kwh(self) -> float:
         """Energy of every device, local and remote."""
-        return self._s("total_uwh") / _UWH_PER_KWH
+        return self._s("total_nwh") / _NWH_PER_KWH
 
     @property
     def facility_energy_kwh(self) -> float:
         """Local device energy times PUE: what the grid supplied to the data centre."""
-        return self._s("facility_uwh") / _UWH_PER_KWH
+        return self._s("facility_nwh") / _NWH_PER_KWH
 
     @property
     def intensity_g_per_kwh(self) -> float | None:
-        """Grid intensity weighted by the facility energy it applied to."""
-        uwh = self._s("facility_uwh")
-        return None if uwh == 0 else self._s("local_ug") / uwh * 1000.0
+        """Grid intensity weighted by the facility energy it applied to.
+
+        Sum of local CO2e (ng) over sum of facility energy (nWh), both exact integers; a
+        weighted mean of the records' intensities, so it is held within their range (the
+        per-record rounding to whole ng could otherwise move it past the ends by a hair).
+        """
+        nwh = self._s("facility_nwh")
+        if nwh == 0:
+            return None
+        value = self._s("local_ng") * 1000 / nwh  # ng/nWh = 1000 g/kWh; int / int, exact
+        if self.intensity_range is not None:
+            low, high = self.intensity_range
+            value = min(max(value, low), high)
+        return value
 
     @property
     def failed_attempt_share(self) -> float:
@@ -260,12 +284,12 @@ class Metrics:
     @property
     def estimated_energy_share(self) -> float:
         """Share of energy that was estimated rather than measured."""
-        return _share(self._s("estimated_uwh"), self._s("total_uwh"))
+        return _share(self._s("estimated_nwh"), self._s("total_nwh"))
 
     def energy_dict(self) -> dict[str, float]:
         """Energy per device in kWh."""
         return {
-            part: self._s(f"{part}_uwh") / _UWH_PER_KWH
+            part: self._s(f"{part}_nwh") / _NWH_PER_KWH
             for part in ("cpu", "gpu", "ram", "remote", "total")
         }
 
@@ -278,8 +302,10 @@ class Metrics:
             "energy_kwh": self.energy_dict(),
             "facility_energy_kwh": self.facility_energy_kwh,
             "emissions_kg_co2e": self.emissions_kg_co2e,
+            "emissions_ng": self._s("emissions_ng"),  # the exact sum behind the kg
+            "energy_total_nwh": self._s("total_nwh"),
             "intensity_g_per_kwh": _round(self.intensity_g_per_kwh, 4),
-            "estimated_energy_share": _share(self._s("estimated_uwh"), self._s("total_uwh")),
+            "estimated_energy_share": _share(self._s("estimated_nwh"), self._s("total_nwh")),
             "duration_h": self._s("duration_ms") / 3.6e6,
         }
         if self.runs is not None:
@@ -328,12 +354,16 @@ class Aggregate:
     def totals(self, scope: str = "all") -> Metrics:
         """Sum the cube, or the part of it in ``scope`` (``all``, ``team:X``, ``pipeline:X``)."""
         table = self._select(scope)
+        import pyarrow.compute as pc
+
         sums = tuple(int(table[s].combine_chunks().sum().as_py() or 0) for s in _SUMS)
         runs = self.runs_by["total"].get("", 0) if scope == "all" else None
         if scope != "all":
             kind, _, name = scope.partition(":")
             runs = self.runs_by.get(kind, {}).get(name)
-        return Metrics(sums, runs)
+        low = pc.min(table["intensity_min"]).as_py()
+        high = pc.max(table["intensity_max"]).as_py()
+        return Metrics(sums, runs, None if low is None or high is None else (low, high))
 
     def breakdown(self, *dims: str, scope: str = "all") -> list[tuple[tuple[str, ...], Metrics]]:
         """Group the cube by some of its key columns; sorted by key."""
@@ -344,15 +374,19 @@ class Aggregate:
         if table.num_rows == 0:
             return []
         grouped = table.group_by(list(dims), use_threads=False).aggregate(
-            [(s, "sum") for s in _SUMS]
+            [(s, "sum") for s in _SUMS] + [(b, how) for b, how in _BOUNDS]
         )
         keys = [grouped[d].to_pylist() for d in dims]
         sums = [grouped[f"{s}_sum"].to_pylist() for s in _SUMS]
+        lows, highs = (grouped[f"{b}_{how}"].to_pylist() for b, how in _BOUNDS)
         runs = self.runs_by.get(dims[0], {}) if len(dims) == 1 else {}
         out = []
         for i in range(grouped.num_rows):
             key = tuple(k[i] for k in keys)
-            metrics = Metrics(tuple(int(c[i]) for c in sums), runs.get(key[0]) if runs else None)
+            bounds = None if lows[i] is None or highs[i] is None else (lows[i], highs[i])
+            metrics = Metrics(
+                tuple(int(c[i]) for c in sums), runs.get(key[0]) if runs else None, bounds
+            )
             out.append((key, metrics))
         out.sort(key=lambda item: item[0])
         return out
@@ -436,7 +470,9 @@ def _empty_cube() -> pa.Table:
     import pyarrow as pa
 
     return pa.table(
-        {k: pa.array([], pa.string()) for k in _KEYS} | {s: pa.array([], pa.int64()) for s in _SUMS}
+        {k: pa.array([], pa.string()) for k in _KEYS}
+        | {s: pa.array([], pa.int64()) for s in _SUMS}
+        | {b: pa.array([], pa.float64()) for b, _ in _BOUNDS}
     )
 
 

@@ -29,12 +29,17 @@ _WIDTH_IN = 10.4  # at 100 dpi: the width of the page's content column
 
 
 def mass_unit(max_kg: float) -> tuple[str, float]:
-    """Return the unit (g, kg or t CO2e) that shows ``max_kg`` best, and the factor from kg."""
-    if max_kg >= 1000:
-        return "t", 0.001
-    if max_kg >= 1:
-        return "kg", 1.0
-    return "g", 1000.0
+    """Return the unit (µg, mg, g, kg or t CO2e) that shows ``max_kg`` with three significant
+    digits, and the factor from kg."""
+    from carbonpipe.units import MASS_UNITS
+
+    grams = max_kg * 1000
+    unit, size = next(((u, s) for u, s in MASS_UNITS if s == 1.0))
+    if grams > 0:
+        for u, s in MASS_UNITS:
+            if grams >= s or u == MASS_UNITS[0][0]:
+                unit, size = u, s
+    return unit, 1000 / size
 
 
 def sig(value: float | None, digits: int = 3) -> str:
@@ -48,11 +53,10 @@ def sig(value: float | None, digits: int = 3) -> str:
 
 
 def mass(kg: float | None) -> str:
-    """Format a mass of CO2e in the unit that suits it."""
-    if kg is None:
-        return "-"
-    unit, k = mass_unit(abs(kg))
-    return f"{sig(kg * k)} {unit} CO2e"
+    """Format a mass of CO2e in the unit that keeps three significant digits (µg to t)."""
+    from carbonpipe.units import format_mass
+
+    return "-" if kg is None else f"{format_mass(kg)} CO2e"
 
 
 def _figure(width: float, height: float) -> Figure:

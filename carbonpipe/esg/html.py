@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     pass
 from carbonpipe.esg.charts import _AMBER, _GREEN, _RED, _region_label, mass, sig
+from carbonpipe.units import format_distance, format_energy, sig3
 
 # ---------------------------------------------------------------------------------------------
 # The HTML page
@@ -72,14 +73,14 @@ def _cards(report: Mapping[str, Any]) -> str:
     eq = s["equivalents"]
     cards = [
         (mass(s["total_emissions_kg_co2e"]), "location-based emissions"),
-        (f"{sig(s['total_energy_kwh'])} kWh", "energy (all devices)"),
+        (format_energy(s["total_energy_kwh"]), "energy (all devices)"),
         (
             f"{report['activity']['step_attempts']:,} / {report['activity']['runs']:,}",
             "step attempts / runs",
         ),
         (f"{sig(s['intensity_g_per_kwh'])} g/kWh", "grid intensity (energy-weighted)"),
-        (f"{sig(eq['car_km'])} km", "driven by an average petrol car"),
-        (f"{sig(eq['tree_seedlings_grown_10_years'])}", "tree seedlings grown for 10 years"),
+        (format_distance(eq["car_km"]), "driven by an average petrol car"),
+        (sig3(eq["tree_seedlings_grown_10_years"]), "tree seedlings grown for 10 years"),
         (_pct(s["estimated_energy_share"]), "of energy estimated, not measured"),
         (_pct(s["failed_attempt_share"]), "of attempts failed or killed"),
     ]
@@ -216,7 +217,7 @@ def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
                 "Team",
                 "Emissions",
                 "Share",
-                "Energy kWh",
+                "Energy",
                 "Attempts",
                 "Runs",
                 "Failed",
@@ -227,7 +228,7 @@ def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
                     _e(t["team"]),
                     _e(mass(t["emissions_kg_co2e"])),
                     _pct(t["share_of_emissions"]),
-                    sig(t["energy_kwh"]["total"]),
+                    _e(format_energy(t["energy_kwh"]["total"])),
                     f"{t['records']:,}",
                     f"{t.get('runs', 0):,}",
                     _pct(t["failed_attempt_share"]),
@@ -290,7 +291,7 @@ def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     )
     parts.append(
         _table(
-            ["Location", "Intensity source", "Vintage", "Kind", "g/kWh", "Energy kWh"],
+            ["Location", "Intensity source", "Vintage", "Kind", "g/kWh", "Energy"],
             [
                 [
                     _e(_region_label(s)),
@@ -298,7 +299,7 @@ def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
                     _e(s["vintage"]),
                     _e(s["kind"]),
                     sig(s["intensity_g_per_kwh"]),
-                    sig(s["energy_kwh"]),
+                    _e(format_energy(s["energy_kwh"])),
                 ]
                 for s in report["intensity_sources"]
             ],

@@ -72,7 +72,7 @@ def report_csv(agg: Aggregate) -> bytes:
                 e["total"],
                 m.emissions_kg_co2e,
                 "" if m.intensity_g_per_kwh is None else round(m.intensity_g_per_kwh, 4),
-                _share(m._s("estimated_uwh"), m._s("total_uwh")),
+                _share(m._s("estimated_nwh"), m._s("total_nwh")),
             ]
         )
     return buf.getvalue().encode()

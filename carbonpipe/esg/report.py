@@ -18,10 +18,8 @@ if TYPE_CHECKING:
     from carbonpipe.budgets.budget import Budget
 from carbonpipe.esg.advice import _optimisation_impact, _recommendations
 from carbonpipe.esg.aggregation import (
+    _NG_PER_KG,
     _SUMS,
-    _UG_PER_G,
-    _UG_PER_KG,
-    _UWH_PER_KWH,
     _ZERO,
     Aggregate,
     Metrics,
@@ -75,12 +73,12 @@ def build_report(
 
     by_scope: dict[str, int] = dict.fromkeys(SCOPES, 0)
     for (provider,), m in agg.breakdown("provider"):
-        by_scope[_scope_of(provider, config)] += m._s("emissions_ug")
+        by_scope[_scope_of(provider, config)] += m._s("emissions_ng")
     emissions: dict[str, Any] = {
         "method": "location-based",
         "location_based_kg_co2e": total_kg,
         "location_based_t_co2e": total.emissions_t_co2e,
-        "by_scope_kg_co2e": {s: v / _UG_PER_KG for s, v in by_scope.items()},
+        "by_scope_kg_co2e": {s: v / _NG_PER_KG for s, v in by_scope.items()},
         "market_based": _market_based(agg, config),
     }
     ghg = {
@@ -88,7 +86,7 @@ def build_report(
             {
                 "scope": scope,
                 "applies_to": _applies_to(scope, config),
-                "emissions_kg_co2e": by_scope[scope] / _UG_PER_KG,
+                "emissions_kg_co2e": by_scope[scope] / _NG_PER_KG,
                 "share": _share(by_scope[scope], sum(by_scope.values())),
             }
             for scope in SCOPES
@@ -144,24 +142,24 @@ def build_report(
 def _market_based(agg: Aggregate, config: EsgConfig) -> dict[str, Any] | None:
     if not config.market_factors:
         return None
-    covered_uwh = 0
-    ug = 0.0
+    from carbonpipe.units import exact_scale
+
+    covered_nwh = 0
+    ng = 0
     for (provider, region), m in agg.breakdown("provider", "region"):
         s = dict(zip(_SUMS, m.sums, strict=True))
         factor = _market_factor(config, provider, region)
         if factor is None:
-            ug += s["emissions_ug"]  # location-based where no contractual factor exists
+            ng += s["emissions_ng"]  # location-based where no contractual factor exists
             continue
-        covered_uwh += s["facility_uwh"]
-        ug += (
-            s["facility_uwh"] / _UWH_PER_KWH * factor.intensity_g_per_kwh * _UG_PER_G
-            + s["remote_ug"]
-        )
-    facility = agg.totals()._s("facility_uwh")
+        covered_nwh += s["facility_nwh"]
+        # nWh x g/kWh = pg: / 1000 = ng
+        ng += exact_scale(factor.intensity_g_per_kwh, s["facility_nwh"], 1000) + s["remote_ng"]
+    facility = agg.totals()._s("facility_nwh")
     return {
         "label": config.market_label,
-        "kg_co2e": round(ug) / _UG_PER_KG,
-        "covered_energy_share": _share(covered_uwh, facility),
+        "kg_co2e": ng / _NG_PER_KG,
+        "covered_energy_share": _share(covered_nwh, facility),
         "uncovered": "location-based figure used where no contractual factor is configured",
         "factors": [
             {
@@ -183,17 +181,17 @@ def _measurement(agg: Aggregate, total: Metrics) -> dict[str, Any]:
             "records": m.records,
             "energy_kwh": m.energy_total_kwh,
             "emissions_kg_co2e": m.emissions_kg_co2e,
-            "share_of_energy": _share(m._s("total_uwh"), total._s("total_uwh")),
+            "share_of_energy": _share(m._s("total_nwh"), total._s("total_nwh")),
         }
         for k, m in agg.breakdown("method")
     ]
     est_share = total.estimated_energy_share
     return {
         "by_method": methods,
-        "estimated_share_of_energy": _share(total._s("estimated_uwh"), total._s("total_uwh")),
-        "measured_share_of_energy": round(1.0 - est_share, 6) if total._s("total_uwh") else 0.0,
+        "estimated_share_of_energy": _share(total._s("estimated_nwh"), total._s("total_nwh")),
+        "measured_share_of_energy": round(1.0 - est_share, 6) if total._s("total_nwh") else 0.0,
         "estimated_share_of_records": _share(total._s("estimated"), total.records),
-        "estimated_share_of_emissions": _share(total._s("estimated_ug"), total._s("emissions_ug")),
+        "estimated_share_of_emissions": _share(total._s("estimated_ng"), total._s("emissions_ng")),
         "estimated_means": 'measurement.method == "estimate": no meter, energy modelled from duration',
     }
 
@@ -313,18 +311,21 @@ def _summary(
     return {
         "total_emissions_t_co2e": total.emissions_t_co2e,
         "total_emissions_kg_co2e": kg,
+        "total_emissions_ng": total._s("emissions_ng"),  # the exact sums behind the figures
         "total_energy_kwh": total.energy_total_kwh,
+        "total_energy_nwh": total._s("total_nwh"),
         "intensity_g_per_kwh": _round(total.intensity_g_per_kwh, 4),
         "per_team_kg_co2e": {t["team"]: t["emissions_kg_co2e"] for t in teams},
         "developers": developers or None,
         "emissions_per_developer_kg_co2e": sized_kg / developers if developers else None,
         "teams_without_size": sorted(t["team"] for t in teams if not t["developers"]),
         "equivalents": {
-            "car_km": round(eq.car_km, 3),
-            "tree_seedlings_grown_10_years": round(kg / factors.tree_seedling_co2.value, 4),
-            "tree_minutes": round(eq.tree_minutes, 3),
-            "smartphone_charges": round(eq.smartphone_charges, 3),
-            "led_bulb_hours": round(eq.led_bulb_hours, 3),
+            # Six significant digits, not decimals: a small footprint keeps its figures.
+            "car_km": _sig6(eq.car_km),
+            "tree_seedlings_grown_10_years": _sig6(kg / factors.tree_seedling_co2.value),
+            "tree_minutes": _sig6(eq.tree_minutes),
+            "smartphone_charges": _sig6(eq.smartphone_charges),
+            "led_bulb_hours": _sig6(eq.led_bulb_hours),
             "factors": [
                 {
                     "name": f.name,
@@ -346,8 +347,12 @@ def _summary(
         "budgets_exceeded": sorted({b["scope"] for b in budgets if b["exceeded"]}),
         "regressions": len(regressions),
         "failed_attempt_share": _share(total._s("failed"), total.records),
-        "estimated_energy_share": _share(total._s("estimated_uwh"), total._s("total_uwh")),
+        "estimated_energy_share": _share(total._s("estimated_nwh"), total._s("total_nwh")),
     }
+
+
+def _sig6(value: float) -> float:
+    return float(f"{value:.6g}")
 
 
 def _budget_windows(budget: Budget, per: Period) -> list[Any]:

@@ -25,6 +25,7 @@ from carbonpipe.record import (
 )
 from carbonpipe.stores.base import Store, StoredObject
 from carbonpipe.stores.local import LocalStore
+from carbonpipe.units import exact_scale, kg_to_ng, kwh_to_nwh
 
 log = logging.getLogger(__name__)
 if TYPE_CHECKING:
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
 
 
 COMPACT_PREFIX = "records/compact/v1"
-COMPACT_SCHEMA = "carbonpipe.compact/1"
+# /2 adds the exact integer columns (_INT_COLUMNS); a /1 part gets them computed when read.
+COMPACT_SCHEMA = "carbonpipe.compact/2"
+_READABLE_SCHEMAS = (COMPACT_SCHEMA.encode(), b"carbonpipe.compact/1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +75,19 @@ _FLOAT_COLUMNS = (
     "emissions_kg_co2e",
     "remote_emissions_kg_co2e",
 )
+# Exact integers (carbonpipe.units): what every sum adds. facility = (cpu + gpu + ram) x PUE,
+# local = facility x grid intensity (nWh x g/kWh / 1000 = ng), remote = remote calls' CO2e.
+_INT_COLUMNS = (
+    "energy_cpu_nwh",
+    "energy_gpu_nwh",
+    "energy_ram_nwh",
+    "energy_remote_nwh",
+    "energy_total_nwh",
+    "facility_nwh",
+    "emissions_ng",
+    "local_ng",
+    "remote_ng",
+)
 
 
 # Read back dictionary-encoded: a day's group-by then hashes small integers, not strings.
@@ -105,7 +121,49 @@ def _arrow_schema(*, dictionary: bool = False) -> pa.Schema:
         [pa.field(n, text(n)) for n in _STRING_COLUMNS]
         + [pa.field("attempt", pa.int32())]
         + [pa.field(n, pa.float64()) for n in _FLOAT_COLUMNS]
+        + [pa.field(n, pa.int64()) for n in _INT_COLUMNS]
     )
+
+
+def _exact(
+    cpu: float,
+    gpu: float,
+    ram: float,
+    remote: float,
+    total: float,
+    pue: float,
+    intensity: float,
+    emissions: float,
+    remote_kg: float,
+) -> tuple[int, ...]:
+    """The :data:`_INT_COLUMNS` of one record, from its float fields, exactly."""
+    nwh = [kwh_to_nwh(v) for v in (cpu, gpu, ram, remote, total)]
+    facility = exact_scale(pue, nwh[0] + nwh[1] + nwh[2])
+    local = exact_scale(intensity, facility, 1000)  # nWh x g/kWh = pg; / 1000 = ng
+    return (*nwh, facility, kg_to_ng(emissions), local, kg_to_ng(remote_kg))
+
+
+def _with_exact_columns(table: pa.Table) -> pa.Table:
+    """Add the integer columns to a part written before they existed (``compact/1``)."""
+    import pyarrow as pa
+
+    names = (
+        "energy_cpu_kwh",
+        "energy_gpu_kwh",
+        "energy_ram_kwh",
+        "energy_remote_kwh",
+        "energy_total_kwh",
+        "pue",
+        "intensity_g_per_kwh",
+        "emissions_kg_co2e",
+        "remote_emissions_kg_co2e",
+    )
+    columns = [table[n].to_pylist() for n in names]
+    rows = [_exact(*(v or 0.0 for v in row)) for row in zip(*columns, strict=True)]
+    ints = list(zip(*rows, strict=True)) if rows else [()] * len(_INT_COLUMNS)
+    for name, col in zip(_INT_COLUMNS, ints, strict=True):
+        table = table.append_column(pa.field(name, pa.int64()), pa.array(col, pa.int64()))
+    return table
 
 
 def _records_table(records: Sequence[Record], day: str) -> pa.Table:
@@ -116,6 +174,7 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
     for r in sorted(records, key=lambda r: r.record_id):
         e, loc, src = r.energy_kwh, r.location, r.intensity_source
         alerts = [a for a in r.alerts if isinstance(a, dict)]
+        remote_kg = _remote_kg(r)
         rows.append(
             (
                 r.record_id,
@@ -147,7 +206,18 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
                 r.pue,
                 r.intensity_g_per_kwh,
                 r.emissions_kg_co2e,
-                _remote_kg(r),
+                remote_kg,
+                *_exact(
+                    e["cpu"],
+                    e["gpu"],
+                    e["ram"],
+                    e["remote"],
+                    e["total"],
+                    r.pue,
+                    r.intensity_g_per_kwh,
+                    r.emissions_kg_co2e,
+                    remote_kg,
+                ),
             )
         )
     schema = _arrow_schema()
@@ -248,9 +318,11 @@ def _decode_part(obj: StoredObject | None, day: str) -> _Part | None:
             use_threads=False
         )
         meta = table.schema.metadata or {}
-        if meta.get(b"schema") != COMPACT_SCHEMA.encode():
+        if meta.get(b"schema") not in _READABLE_SCHEMAS:
             raise ValueError(f"schema is {meta.get(b'schema')!r}, not {COMPACT_SCHEMA}")
         skipped = frozenset(json.loads(meta.get(b"skipped", b"[]")))
+        if meta.get(b"schema") != COMPACT_SCHEMA.encode():
+            table = _with_exact_columns(table)
         schema = _arrow_schema(dictionary=True)
         table = table.select(schema.names).cast(schema)
     except (pa.ArrowException, ValueError, KeyError) as exc:

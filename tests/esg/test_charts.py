@@ -78,7 +78,9 @@ def test_report_charts_draw_from_the_report(local_store: Store) -> None:
     ("kg", "text"),
     [
         pytest.param(0.0, "0 g CO2e", id="zero"),
-        pytest.param(0.00042, "0.420 g CO2e", id="grams"),
+        pytest.param(0.00042, "420 mg CO2e", id="milligrams"),
+        pytest.param(1.8e-8, "18 µg CO2e", id="micrograms"),
+        pytest.param(0.0123, "12.3 g CO2e", id="grams"),
         pytest.param(10.15, "10.2 kg CO2e", id="kilograms"),
         pytest.param(12345.0, "12.3 t CO2e", id="tonnes"),
         pytest.param(None, "-", id="none"),

@@ -1,0 +1,152 @@
+"""Exact integer units for sums, and the readable units carbonpipe shows figures in.
+
+Records carry floats (kg CO2e, kWh). Every sum carbonpipe keeps (the budget ledger, the
+compacted parts, the ESG aggregation, ``carbonpipe report``) adds integers instead, at a
+resolution that cannot matter: nanograms of CO2e and nanowatt-hours (an int64 holds
+9.2 Mt CO2e, or 9.2 TWh). The conversion is exact: the float's own binary value times
+10**12, rounded half to even, with no floating-point step in between, so the same record
+gives the same integer on every machine, in every order, in every process.
+
+Figures shown to people pick the unit that keeps three significant digits (µg, mg, g, kg, t;
+µWh to GWh; mm, m, km) instead of ``0.0000180 g`` or ``0 km``.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "DISTANCE_UNITS",
+    "ENERGY_UNITS",
+    "MASS_UNITS",
+    "NG_PER_KG",
+    "NWH_PER_KWH",
+    "exact_scale",
+    "format_distance",
+    "format_energy",
+    "format_mass",
+    "format_scaled",
+    "kg_to_ng",
+    "kwh_to_nwh",
+    "ng_to_kg",
+    "nwh_to_kwh",
+    "sig3",
+]
+
+NG_PER_KG = 10**12
+NWH_PER_KWH = 10**12
+
+# Ladders of (unit, size in the base unit): grams, watt-hours, metres.
+MASS_UNITS = (("µg", 1e-6), ("mg", 1e-3), ("g", 1.0), ("kg", 1e3), ("t", 1e6))
+ENERGY_UNITS = (
+    ("µWh", 1e-6),
+    ("mWh", 1e-3),
+    ("Wh", 1.0),
+    ("kWh", 1e3),
+    ("MWh", 1e6),
+    ("GWh", 1e9),
+)
+DISTANCE_UNITS = (("mm", 1e-3), ("m", 1.0), ("km", 1e3))
+_SMALLEST_SHOWN = 0.001
+
+
+def exact_scale(value: float | int, factor: int, divisor: int = 1) -> int:
+    """Return ``value * factor / divisor`` rounded half to even, computed exactly.
+
+    ``value`` is a finite float (or int); ``factor`` and ``divisor`` (> 0) are ints. The
+    float's exact binary fraction ``n / d`` is multiplied out in integers, with no
+    floating-point step, so the result is the correctly rounded integer.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"cannot convert {value!r} to an integer amount")
+    n, d = value.as_integer_ratio()
+    d *= divisor
+    q, r = divmod(n * factor, d)  # d > 0, so r >= 0 and q is the floor
+    twice = 2 * r
+    if twice > d or (twice == d and q & 1):
+        q += 1
+    return q
+
+
+def kg_to_ng(kg: float) -> int:
+    """kg CO2e to integer nanograms, exactly (round half to even)."""
+    return exact_scale(kg, NG_PER_KG)
+
+
+def kwh_to_nwh(kwh: float) -> int:
+    """kWh to integer nanowatt-hours, exactly (round half to even)."""
+    return exact_scale(kwh, NWH_PER_KWH)
+
+
+def ng_to_kg(ng: int) -> float:
+    """Integer nanograms to kg, the float nearest the exact quotient."""
+    return ng / NG_PER_KG
+
+
+def nwh_to_kwh(nwh: int) -> float:
+    """Integer nanowatt-hours to kWh, the float nearest the exact quotient."""
+    return nwh / NWH_PER_KWH
+
+
+# ---------------------------------------------------------------------------------------------
+# Readable figures
+
+
+def sig3(value: float) -> str:
+    """Three significant figures, no exponent, no trailing zeros, thousands separated."""
+    if value == 0:
+        return "0"
+    if value < _SMALLEST_SHOWN:
+        return f"<{_SMALLEST_SHOWN:g}"
+    decimals = 2 - math.floor(math.log10(value))
+    rounded = round(value, decimals)
+    if math.floor(math.log10(rounded)) != math.floor(math.log10(value)):
+        decimals -= 1  # 9.996 rounds up to 10.0: one fewer decimal keeps three figures
+        rounded = round(value, decimals)
+    if decimals > 0:
+        return f"{rounded:.{decimals}f}".rstrip("0").rstrip(".")
+    return f"{rounded:,.0f}"
+
+
+def _shown_value(text: str) -> float:
+    return 0.0 if text.startswith("<") else float(text.replace(",", ""))
+
+
+def format_scaled(
+    base: float, units: tuple[tuple[str, float], ...], *, words: frozenset[str] = frozenset()
+) -> str:
+    """Express ``base`` (a non-negative amount in the ladder's size-1 unit) in the largest unit
+    it reaches after rounding; ``words`` are units spelt as words, which take a plural ``s``."""
+    # Nothing at all reads best in the base unit (0 Wh, 0 g); tiny amounts go down the ladder.
+    index = next(i for i, (_, size) in enumerate(units) if size == 1.0) if base == 0 else 0
+    for i, (_, size) in enumerate(units):
+        if base and base >= size:
+            index = i
+    text = sig3(base / units[index][1])
+    if index + 1 < len(units) and _shown_value(text) * units[index][1] >= units[index + 1][1]:
+        index += 1
+        text = sig3(base / units[index][1])
+    unit = units[index][0]
+    return f"{text} {unit + 's' if unit in words and text != '1' else unit}"
+
+
+def _signed(value: float, units: tuple[tuple[str, float], ...]) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"cannot show {value!r}")
+    text = format_scaled(abs(value), units)
+    return f"-{text}" if value < 0 and not text.startswith("0 ") else text
+
+
+def format_mass(kg: float) -> str:
+    """A mass given in kg, in µg, mg, g, kg or t with three significant figures."""
+    return _signed(kg * 1000, MASS_UNITS)
+
+
+def format_energy(kwh: float) -> str:
+    """An energy given in kWh, in µWh, mWh, Wh, kWh, MWh or GWh with three significant figures."""
+    return _signed(kwh * 1000, ENERGY_UNITS)
+
+
+def format_distance(km: float) -> str:
+    """A distance given in km, in mm, m or km with three significant figures."""
+    return _signed(km * 1000, DISTANCE_UNITS)
