@@ -169,12 +169,14 @@ class Settings:
         provider: str | None = None,
         region: str | None = None,
         country_iso: str | None = None,
+        deadline_s: float | None = None,
     ) -> Location:
         """Detect the location with these settings' default location and tracking mode.
 
-        Arguments win; ``offline`` tracking never probes a metadata server.
+        Arguments win; ``offline`` tracking never probes a metadata server. ``deadline_s``:
+        the time detection may take (default: detection's own, 60 ms).
         """
-        from carbonpipe.location.detect import detect_location
+        from carbonpipe.location.detect import DEFAULT_DEADLINE_S, detect_location
 
         return detect_location(
             provider=provider,
@@ -184,6 +186,7 @@ class Settings:
             default_region=self.default_region,
             default_country=self.default_country,
             probe=self.tracking_mode != "offline",
+            deadline_s=DEFAULT_DEADLINE_S if deadline_s is None else deadline_s,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,17 +233,30 @@ def load_config_file(
 
     import yaml
 
+    from carbonpipe._safeyaml import UnsafeYAML, load_file
+
     p = Path(name)
 
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_file(p) or {}
+    except UnsafeYAML as exc:  # too big, not UTF-8, or an alias bomb: refused before any use
+        raise ConfigError(f"{p}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{p}: the top level must be a mapping of settings, got {type(data).__name__}"
         )
     return data, p
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: its repr, cut to 80 characters however big it is."""
+    from carbonpipe._safejson import short_repr
+
+    return short_repr(value)
 
 
 def _parse(name: str, value: Any, origin: str) -> Any:
@@ -249,9 +265,9 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         try:
             number = float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where} must be a number, got {value!r}") from exc
+            raise ConfigError(f"{where} must be a number, got {_shown(value)}") from exc
         if not math.isfinite(number):
-            raise ConfigError(f"{where} must be finite, got {value!r}")
+            raise ConfigError(f"{where} must be finite, got {_shown(value)}")
         if name == "pue" and not 1.0 <= number <= 3.0:
             raise ConfigError(
                 f"{where} must be between 1.0 and 3.0 (a data-centre PUE), got {number}"
@@ -271,20 +287,24 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     if name == "tracking_mode":
         mode = str(value).lower()
         if mode not in TRACKING_MODES:
-            raise ConfigError(f"{where} must be one of {', '.join(TRACKING_MODES)}, got {value!r}")
+            raise ConfigError(
+                f"{where} must be one of {', '.join(TRACKING_MODES)}, got {_shown(value)}"
+            )
         return mode
     if name == "regression":
         action = str(value).lower()
         if action not in REGRESSION_ACTIONS:
             raise ConfigError(
-                f"{where} must be one of {', '.join(REGRESSION_ACTIONS)}, got {value!r}"
+                f"{where} must be one of {', '.join(REGRESSION_ACTIONS)}, got {_shown(value)}"
             )
         return action
     if name == "store":
         if isinstance(value, os.PathLike):
             return os.fspath(value)
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where} must be a folder path, s3:// or gs:// URI, got {value!r}")
+            raise ConfigError(
+                f"{where} must be a folder path, s3:// or gs:// URI, got {_shown(value)}"
+            )
         return value.strip()
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {type(value).__name__}")

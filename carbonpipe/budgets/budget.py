@@ -50,7 +50,9 @@ def _check_number(
     name: str, value: object, *, positive: bool = False, at_most: float | None = None
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _FieldError(name, f"must be a number, got {type(value).__name__} {value!r}")
+        from carbonpipe._safejson import short_repr
+
+        raise _FieldError(name, f"must be a number, got {type(value).__name__} {short_repr(value)}")
     low_ok = value > 0 if positive else value >= 0
     if not math.isfinite(value) or not low_ok or (at_most is not None and value > at_most):
         bound = "> 0" if positive else ">= 0"
@@ -185,12 +187,16 @@ def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> list[Bud
     else:
         import yaml
 
+        from carbonpipe._safeyaml import UnsafeYAML, load_file
+
         path = Path(source)
         where = str(path)
         try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            config = load_file(path)
         except FileNotFoundError:
             raise ConfigError(f"{where}: no such file") from None
+        except UnsafeYAML as exc:
+            raise ConfigError(f"{where}: refused: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     if config is None:
