@@ -97,3 +97,22 @@ def test_sig_keeps_three_significant_figures() -> None:
         "0.0357",
         "100",
     ]
+
+
+@pytest.mark.parametrize(
+    ("max_kg", "unit", "values"),
+    [
+        pytest.param(1.8e-8, "µg", 18.0, id="micrograms"),
+        pytest.param(4.2e-4, "mg", 420.0, id="milligrams"),
+        pytest.param(0.25, "g", 250.0, id="grams"),
+        pytest.param(10.15, "kg", 10.15, id="kilograms"),
+        pytest.param(12345.0, "t", 12.345, id="tonnes"),
+        pytest.param(0.0, "g", 0.0, id="nothing"),
+    ],
+)
+def test_chart_axes_pick_a_unit_with_three_significant_digits(
+    max_kg: float, unit: str, values: float
+) -> None:
+    # An axis of 18 µg, not of 0.0000180 g.
+    got, factor = esg_charts.mass_unit(max_kg)
+    assert got == unit and max_kg * factor == pytest.approx(values)
