@@ -23,6 +23,9 @@ from carbonpipe.location.providers import (
 _STATUS_LINE_RE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9]{2})(?: [^\r\n]*)?")
 
 _MAX_HEADER_BYTES = 8192
+# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+_LENGTH_RE = re.compile(r"[0-9]{1,12}")
+_CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 
 
 # -- probes: one generator per provider, yielding requests and receiving responses ------------
@@ -178,7 +181,7 @@ def _parse_response(buf: bytearray, *, eof: bool) -> _Response | None:
         return None if decoded is None else _Response(status, headers, decoded)
     if "content-length" in headers:
         length_text = headers["content-length"]
-        if not length_text.isdigit():
+        if not _LENGTH_RE.fullmatch(length_text):
             raise _Failed(f"bad Content-Length {length_text[:20]!r}")
         length = int(length_text)
         if length > MAX_BODY_BYTES:
@@ -202,10 +205,9 @@ def _dechunk(raw: bytes) -> bytes | None:
         if eol < 0:
             return None
         size_text = raw[pos:eol].split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _Failed("malformed chunk size") from None
+        if not _CHUNK_SIZE_RE.fullmatch(size_text):
+            raise _Failed("malformed chunk size")
+        size = int(size_text, 16)
         if size == 0:
             return bytes(out) if raw.find(b"\r\n", eol + 2) >= 0 else None
         start, stop = eol + 2, eol + 2 + size

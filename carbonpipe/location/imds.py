@@ -19,6 +19,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from carbonpipe import _safejson
 from carbonpipe.errors import ConfigError
 from carbonpipe.location.http import (
     _encode,
@@ -251,7 +252,7 @@ def _cache_get(key: str) -> _Metadata | None:
 
     try:
         with open(os.path.join(_cache_dir(), f"cloud-{key}.json"), encoding="utf-8") as f:
-            data = json.loads(f.read(MAX_BODY_BYTES))
+            data = _safejson.loads(f.read(MAX_BODY_BYTES + 1), max_bytes=MAX_BODY_BYTES)
         age = time.time() - float(data["written_at"])
         provider, region, zone = data["provider"], data["region"], data["zone"]
         notes = tuple(str(n) for n in data["notes"])[:10]
@@ -383,8 +384,8 @@ _PROBES = {"gcp": _probe_gcp, "aws": _probe_aws, "azure": _probe_azure}
 def _json_location(text: str) -> str | None:
     """Return ``compute.location`` (or ``location``) from an IMDS JSON body, else None."""
 
-    try:
-        data: Any = json.loads(text)
+    try:  # a JSON bomb (deep nesting, huge numbers) is refused before the parser recurses
+        data: Any = _safejson.loads(text, max_bytes=MAX_BODY_BYTES, max_depth=8)
     except ValueError:
         return None
     if isinstance(data, dict) and isinstance(data.get("compute"), dict):
@@ -416,6 +417,11 @@ def _text(resp: _Response) -> str | None:
         return resp.body.decode("ascii").strip()
     except UnicodeDecodeError:
         return None
+
+
+def _unreadable(provider: str, exc: Exception) -> _Outcome:
+    """The end of a probe whose answer could not be read: no answer, with a note."""
+    return _Outcome(provider, note=f"{provider}: unreadable answer ({type(exc).__name__})")
 
 
 def _resolve(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> dict[str, Any]:
@@ -500,6 +506,10 @@ def _probe_all(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> _Metad
                         provider, note=f"{provider}: {exc.reason}", conclusive=exc.conclusive
                     )
                     continue
+                except Exception as exc:  # whatever a server sends is "no answer", never a crash
+                    finish(provider)
+                    outcomes[provider] = _unreadable(provider, exc)
+                    continue
                 if resp is None:
                     if key.events != ex.events:
                         sel.modify(ex.sock, ex.events, provider)
@@ -510,6 +520,8 @@ def _probe_all(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> _Metad
                     send(provider, probes[provider].send(resp))
                 except StopIteration as done:
                     outcomes[provider] = done.value
+                except Exception as exc:
+                    outcomes[provider] = _unreadable(provider, exc)
     finally:
         for ex in live.values():
             ex.close()
