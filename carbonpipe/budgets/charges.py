@@ -214,7 +214,7 @@ def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = F
         duration = getattr(record, "duration_s", None)  # sizes the step's next reservation
         if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration >= 0:
             body["duration_s"] = float(duration)
-        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        data = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         keys.append(key)
         outcomes[_deliver(store, key, data)].append(key)
     return Charge(

@@ -512,7 +512,9 @@ class BudgetLedger:
                 self._alerted.add(marker)
             body = {"scope": budget.scope, "kind": kind, "used_ng": used_ng, "limit_ng": limit_ng}
             try:
-                self.store.put_if_absent(marker, json.dumps(body, sort_keys=True).encode())
+                self.store.put_if_absent(
+                    marker, json.dumps(body, sort_keys=True, allow_nan=False).encode()
+                )
             except PreconditionFailed:
                 continue  # someone else logged this crossing
             except StoreError as exc:
@@ -567,7 +569,7 @@ def _reservations_doc(
         "period_id": period_id,
         "reservations": sorted(entries, key=lambda e: str(e["reservation_id"])),
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _valid_entry(entry: object) -> bool:

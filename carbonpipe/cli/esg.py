@@ -112,7 +112,7 @@ def cmd_esg(args: argparse.Namespace) -> int:
     uris, report = _write(store, agg, args.out, config)
     data = {"totals": headline(report), "artifacts": uris}
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         return 0
     from carbonpipe.units import format_energy, format_mass
 
@@ -164,7 +164,7 @@ def cmd_baseline_show(args: argparse.Namespace) -> int:
 
 def _print_baseline(args: argparse.Namespace, doc: dict[str, Any], where: str) -> int:
     if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        print(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
         return 0
     samples = ", ".join(f"{s * 1000:.4g}" for s in doc["samples_kg_co2e"])
     print(

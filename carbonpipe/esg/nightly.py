@@ -80,7 +80,9 @@ def report_csv(agg: Aggregate) -> bytes:
 
 def report_json(report: Mapping[str, Any]) -> bytes:
     """Serialise the report deterministically (sorted keys, fixed indentation)."""
-    return (json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (
+        json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    ).encode()
 
 
 def write_report(

@@ -195,7 +195,7 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
                 src.get("vintage"),
                 src.get("kind"),
                 r.measurement.get("method"),
-                json.dumps(alerts, sort_keys=True) if alerts else None,
+                json.dumps(alerts, sort_keys=True, allow_nan=False) if alerts else None,
                 r.attempt,
                 r.duration_s,
                 e["cpu"],
