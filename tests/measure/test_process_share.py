@@ -275,4 +275,5 @@ def test_a_step_beside_an_untracked_busy_process_is_charged_about_its_own_share(
     machine, step = records["machine"]["energy_kwh"], records["beside"]["energy_kwh"]
 
     # The other process kept a core busy all along: the step used at most about half the CPU.
-    assert 0.05 * machine["cpu"] < step["cpu"] <= 0.75 * machine["cpu"]
+    # Not nothing either (under heavy load from other jobs its share can be small).
+    assert 0.02 * machine["cpu"] < step["cpu"] <= 0.75 * machine["cpu"]
