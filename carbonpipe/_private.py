@@ -32,13 +32,18 @@ def folder_problem(path: Path) -> str | None:
     return None
 
 
-def ensure_private_dir(path: str | os.PathLike[str], *, what: str, env: str) -> Path:
+def ensure_private_dir(
+    path: str | os.PathLike[str], *, what: str, env: str, create: bool = True
+) -> Path:
     """Return ``path``, created ``0700`` if missing; raise :class:`UnsafeFolder` if it is not private.
 
     ``what`` names the folder in the message ("spool folder") and ``env`` the variable that
-    moves it, so the message gives both fixes.
+    moves it, so the message gives both fixes. With ``create=False`` a missing folder is
+    returned as it is (a reader has nothing to read there).
     """
     folder = Path(path)
+    if not create and not folder.exists():
+        return folder
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(folder, 0o700)

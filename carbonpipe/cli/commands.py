@@ -192,7 +192,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
     from carbonpipe.stores import spool
 
     # A spool others could write into is refused before anything in it is read (exit 2).
-    spool.private_spool_dir(args.spool_dir)
+    spool.private_spool_dir(args.spool_dir, create=False)
     # Steps whose process died first: their records go out (or into the spool) before the replay.
     lost = lost_steps.sweep(args.spool_dir)
     swept = _sweep(args)

@@ -154,9 +154,12 @@ def spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
 _resolve = spool_dir
 
 
-def private_spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The spool folder, created 0700; :class:`UnsafeFolder` if others could write into it."""
-    return ensure_private_dir(_resolve(path), what="spool folder", env="CARBONPIPE_SPOOL_DIR")
+def private_spool_dir(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
+    """The spool folder, created 0700 (unless ``create`` is false: readers create nothing);
+    :class:`UnsafeFolder` if others could write into it."""
+    return ensure_private_dir(
+        _resolve(path), what="spool folder", env="CARBONPIPE_SPOOL_DIR", create=create
+    )
 
 
 def _store_options(store: Store) -> dict[str, str]:
@@ -527,7 +530,7 @@ def replay(
     afterwards, whatever its store. With ``retry_quarantined``, the quarantined entries (of
     ``store``, if given) go back to pending first and are replayed with the others.
     """
-    state = _Replay(root=private_spool_dir(spool_dir), store=store)
+    state = _Replay(root=private_spool_dir(spool_dir, create=False), store=store)
     released = 0
     if retry_quarantined:
         released = release(state.root, store_uri=None if store is None else store.uri)
@@ -567,7 +570,7 @@ def replay(
 def pending(spool_dir: str | os.PathLike[str] | None = None) -> list[SpooledItem]:
     """List the objects waiting in the spool, oldest first (unreadable envelopes are skipped)."""
     items = []
-    for path in _pending_paths(private_spool_dir(spool_dir)):
+    for path in _pending_paths(private_spool_dir(spool_dir, create=False)):
         try:
             envelope, data = _decode(json.loads(path.read_bytes()))
         except (OSError, ValueError, UnicodeDecodeError):

@@ -212,3 +212,12 @@ def test_records_follow_the_umask_so_teammates_can_read_them(tmp_path: Path) -> 
         os.umask(old)
     assert (tmp_path / "store" / "records" / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "store" / "reports" / "r.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_missing_spool_is_nothing_to_flush(tmp_path: Path) -> None:
+    assert replay().remaining == 0
+    assert not spool_dir().exists()  # a replay creates nothing
+    flush = _cli("flush")
+    assert flush.returncode == 0, flush.stderr
+    if spool_dir().exists():  # the lost-step sweep may make it: private from the start
+        assert spool_dir().stat().st_mode & 0o777 == 0o700
