@@ -193,6 +193,11 @@ def sweep(spool_dir: str | os.PathLike[str] | None = None) -> LostReport:
                             report.running += 1
                         elif claimed == "unreadable":
                             report.failed.append(f"{path}: unreadable open-step entry, left as is")
+                        elif claimed == "untrusted":  # planted or altered: never acted on
+                            report.failed.append(
+                                f"{path}: open-step entry without a valid seal (planted or "
+                                "altered), never acted on; inspect it, then remove it"
+                            )
                         continue
                     _settle_claim(claimed, stores, report, spool_dir)
             except Exception as exc:  # left in place for the next sweep, which tries again

@@ -24,6 +24,7 @@ from carbonpipe.intensity.table import lookup_intensity
 from carbonpipe.measure.heartbeat import read_heartbeat
 from carbonpipe.record import Record, make_record_id
 from carbonpipe.report import read_records, record_keys
+from carbonpipe.stores._spoolkey import seal
 from carbonpipe.stores.open_steps import entries, open_dir
 
 CLI = [sys.executable, "-m", "carbonpipe"]
@@ -295,7 +296,7 @@ def test_a_final_record_that_can_never_be_delivered_is_quarantined_and_the_step_
     data = json.loads(document["data"])
     data["emissions_kg_co2e"] = float("inf")
     document["data"] = json.dumps(data)  # writes Infinity, as a broken writer would
-    final.write_text(json.dumps(document))
+    final.write_bytes(seal(spool, document))  # the broken writer is carbonpipe: it seals
     blocker.unlink()
     (spool / "pending").unlink()
 

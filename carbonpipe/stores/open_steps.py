@@ -22,6 +22,11 @@ owner holds until it exits. The owner removes the files entry first and lock las
 that finds ``.final`` delivers those bytes (a duplicate if the owner got that far) instead of
 building a lost record. Entries hold no credential: store URIs are redacted, and only the
 store's non-secret reopen options are kept.
+
+An entry names the store its record goes to, so entries and final records are sealed like the
+spool's envelopes (:mod:`carbonpipe.stores._spoolkey`): a sweeper leaves an entry whose seal
+does not verify as it is (``untrusted``: ``carbonpipe flush`` reports it and exits 1), and
+quarantines a final record whose seal does not verify, recording the step as lost instead.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carbonpipe.stores._spoolkey import seal, seal_problem
+from carbonpipe.stores.quarantine import UNTRUSTED, quarantine
 from carbonpipe.stores.redact import redact
 from carbonpipe.stores.spool import private_spool_dir
 
@@ -244,7 +251,7 @@ class OpenStep:
                 "owner": process_identity(),
                 "opened_at": _utc_now(),
             }
-            _write_atomic(folder / f"{record_id}{ENTRY}", _dump(document))
+            _write_atomic(folder / f"{record_id}{ENTRY}", _dump(document, folder))
         except BaseException:
             _remove(folder, record_id)
             os.close(fd)
@@ -259,7 +266,7 @@ class OpenStep:
             return
         with contextlib.suppress(OSError, TypeError, ValueError):
             document = {**self.entry, **fields}
-            _write_atomic(self.folder / f"{self.record_id}{ENTRY}", _dump(document))
+            _write_atomic(self.folder / f"{self.record_id}{ENTRY}", _dump(document, self.folder))
             self.entry = document
 
     def finishing(self, store: Store, key: str, data: bytes) -> None:
@@ -273,7 +280,7 @@ class OpenStep:
             "key": key,
             "data": data.decode(),
         }
-        _write_atomic(self.folder / f"{self.record_id}{FINAL}", _dump(document))
+        _write_atomic(self.folder / f"{self.record_id}{FINAL}", _dump(document, self.folder))
 
     def close(self) -> None:
         """The final record is delivered or spooled: remove the entry and let its lock go."""
@@ -295,8 +302,9 @@ def settle(record_id: str) -> None:
             step.close()
 
 
-def _dump(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+def _dump(document: Mapping[str, Any], folder: Path) -> bytes:
+    """The document as JSON, sealed with the key of the spool ``folder`` (``<spool>/open``) is in."""
+    return seal(folder.parent, dict(document))
 
 
 # -- sweepers ------------------------------------------------------------------------------------
@@ -323,6 +331,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) else None
+
+
+def _trusted_final(folder: Path, record_id: str) -> dict[str, Any] | None:
+    """The step's final record if its seal verifies; one that does not goes to the quarantine."""
+    path = folder / f"{record_id}{FINAL}"
+    final = read_json(path)
+    problem = None if final is None else seal_problem(folder.parent, final)
+    if final is None or problem is None:
+        return final
+    with contextlib.suppress(OSError):  # not moved: the claim's done() must not delete it
+        quarantine(
+            folder.parent,
+            path,
+            reason=UNTRUSTED,
+            store_uri=str(final.get("store") or ""),
+            key=str(final.get("key") or ""),
+            error=f"untrusted final record of an open step: {problem}",
+        )
+        return None
+    raise OSError(f"{path} is untrusted ({problem}) and cannot be moved to the quarantine")
 
 
 class Claim:
@@ -379,6 +407,9 @@ def claim(path: Path) -> Iterator[Claim | str]:
     if entry is None:
         yield "unreadable" if path.exists() else "gone"
         return
+    if seal_problem(folder.parent, entry) is not None:
+        yield UNTRUSTED  # planted or altered: it may name any store; never acted on
+        return
     reason = waiting_on(entry, path)
     if reason is not None:
         yield reason
@@ -402,6 +433,9 @@ def claim(path: Path) -> Iterator[Claim | str]:
         if entry is None:
             yield "gone"  # settled, or swept by another process, since we listed it
             return
-        yield Claim(folder, record_id, entry, read_json(folder / f"{record_id}{FINAL}"))
+        if seal_problem(folder.parent, entry) is not None:
+            yield UNTRUSTED
+            return
+        yield Claim(folder, record_id, entry, _trusted_final(folder, record_id))
     finally:
         os.close(fd)

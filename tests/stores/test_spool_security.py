@@ -221,3 +221,40 @@ def test_a_missing_spool_is_nothing_to_flush(tmp_path: Path) -> None:
     assert flush.returncode == 0, flush.stderr
     if spool_dir().exists():  # the lost-step sweep may make it: private from the start
         assert spool_dir().stat().st_mode & 0o777 == 0o700
+
+
+def test_a_planted_open_step_entry_is_never_acted_on(tmp_path: Path) -> None:
+    # An entry whose owner is long gone, naming a store folder this user never used: a sweep
+    # would write the step's "lost" record there.
+    target = tmp_path / "home" / ".config" / "autostart"
+    entry = {
+        "schema": "carbonpipe.open_step/1",
+        "record_id": "0123456789abcdef0123456789abcdef",
+        "identity": {
+            "record_id": "0123456789abcdef0123456789abcdef",
+            "project": "p",
+            "experiment": "e",
+            "pipeline": "p",
+            "run_id": "r",
+            "step": "s",
+            "team": "t",
+            "attempt": 1,
+            "labels": {},
+        },
+        "started_at": "2026-01-01T00:00:00Z",
+        "owner": {"pid": 999_999_999, "start_ticks": 1, "boot_id": "gone", "pid_ns": None},
+        "store": str(target),
+        "store_options": {},
+    }
+    folder = spool_dir() / "open"
+    folder.mkdir(parents=True)
+    planted = folder / f"{entry['record_id']}.json"
+    planted.write_text(json.dumps(entry))
+
+    flush = _cli("flush", "--json", cwd=tmp_path)
+
+    assert flush.returncode == 1, flush.stdout + flush.stderr
+    [failed] = json.loads(flush.stdout)["lost_steps"]["failed"]
+    assert "without a valid seal" in failed and str(planted) in failed
+    assert not target.exists()
+    assert planted.exists()  # left for the user to inspect
