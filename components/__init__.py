@@ -4,6 +4,7 @@
 * ``tracked_command``        container component: any command under ``carbonpipe run``.
 * ``budget_gate``            does the next step fit its carbon budget? (for ``dsl.If``)
 * ``esg_aggregate``          the nightly ESG report of a store.
+* :func:`run_tracked_command_locally`  try ``tracked_command`` here (KFP's local runner cannot).
 
 Names resolve lazily: importing this package does not import kfp; the first use of a
 component does. Each component is also shipped compiled (``<name>.yaml`` beside this file,
@@ -24,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "load_component": "carbonpipe.components._compile",
     "compile_components": "carbonpipe.components._compile",
     "run_local": "carbonpipe.components._local",
+    "run_tracked_command_locally": "carbonpipe.components._try_command",
     "compile_pipeline": "carbonpipe.components._local",
     "component_image": "carbonpipe.components._image",
     "RELEASE_IMAGE": "carbonpipe.components._image",
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from ._image import component_image as component_image
     from ._local import compile_pipeline as compile_pipeline
     from ._local import run_local as run_local
+    from ._try_command import run_tracked_command_locally as run_tracked_command_locally
     from .command import tracked_command as tracked_command
     from .esg import esg_aggregate as esg_aggregate
     from .gate import budget_gate as budget_gate

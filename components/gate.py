@@ -1,16 +1,20 @@
 """``budget_gate``: does the next step fit its carbon budget? An answer ``dsl.If`` can branch on.
 
+The answer is the component's single return value (``Output``, aliased ``decision``): a
+``NamedTuple`` field is lost by KFP 2.17's local runner in a ``dsl.If`` without ``dsl.Else``
+(``Could not resolve parent input``: the gated step silently never ran), a plain return is not.
+
 Interface only (signature and docstring, which KFP reads into the spec); the implementation is
 :func:`carbonpipe.integrations.kfp.gate.run_budget_gate`. The gate reserves nothing: the gated step's
 own tracker reserves its estimate when it starts and charges its record when it ends.
 """
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from kfp import dsl
 from kfp.dsl import Artifact, Metrics, Output
 
-from ._identity import PIPELINE_NAME, RUN_ID, with_identity
+from ._identity import PIPELINE_NAME, RUN_ID, RUN_NAME, with_identity
 from ._image import component_image
 
 
@@ -28,11 +32,13 @@ def budget_gate(
     when_unavailable: str = "refuse",
     store: str = "",
     pipeline: str = "",
-    run_id: str = "",
-) -> NamedTuple("GateOutputs", [("fits", bool), ("decision", str)]):  # type: ignore[valid-type]
+    run_id: str = "{{$.pipeline_job_uuid}}",
+    run_name: str = "{{$.pipeline_job_name}}",
+) -> str:
     """Decide whether the next step fits its carbon budget, and report where the budget stands.
 
-    Branch on it with ``dsl.If(gate.outputs["decision"] == "run")`` and ``dsl.Else()``.
+    Branch on it with ``dsl.If(gate.outputs["decision"] == "run")`` (``gate.outputs["Output"]``
+    when loaded from its YAML), with or without ``dsl.Else()``.
 
     Args:
         scope: Budget scope, pipeline:NAME or team:NAME.
@@ -45,17 +51,15 @@ def budget_gate(
         strict: Fail the run when the step does not fit, instead of answering skip.
         when_unavailable: When the budget ledger cannot be read within 5 s, refuse (skip, or fail when strict) or run (answer run, noted in the report).
         store: Store holding the budget ledger: a folder, s3://bucket/prefix or gs://bucket/prefix. Empty: CARBONPIPE_STORE.
-        pipeline: Pipeline the guarded step belongs to. Filled with the enclosing pipeline's name.
-        run_id: Run the decision belongs to, for the report. Filled with KFP's job id.
+        pipeline: Pipeline the guarded step belongs to. Filled with the enclosing pipeline's name; empty: the budget's pipeline (scope pipeline:NAME).
+        run_id: Run the decision belongs to, for the report. Defaults to KFP's job id.
+        run_name: KFP's run name, for the report. Defaults to KFP's job name.
 
     Returns:
         status: Budget status for the KFP UI: fits (1 or 0), ledger_unavailable (1 or 0), budget_percent, used_kg_co2e, reserved_kg_co2e, remaining_kg_co2e, limit_kg_co2e, estimate_kg_co2e, burn_rate_kg_per_day, days_left.
         report: JSON report: the decision, its message, the gate's figures and the budget status.
-        fits: Whether the step's estimate fits in what remains of the budget.
-        decision: run when the step fits, skip when it does not (strict mode fails instead).
+        Output: The decision: run when the step fits, skip when it does not (strict mode fails instead).
     """
-    from collections import namedtuple
-
     from carbonpipe.integrations.kfp.gate import run_budget_gate
 
     outcome = run_budget_gate(
@@ -71,12 +75,13 @@ def budget_gate(
         store=store,
         pipeline=pipeline,
         run_id=run_id,
+        run_name=run_name,
         metrics=status,
         report_path=report.path,
     )
     report.metadata["decision"] = outcome.decision
-    GateOutputs = namedtuple("GateOutputs", ["fits", "decision"])
-    return GateOutputs(outcome.fits, outcome.decision)
+    report.metadata["fits"] = outcome.fits
+    return outcome.decision
 
 
 _interface = budget_gate
@@ -87,7 +92,11 @@ def build(image: str | None = None) -> Any:
     component = dsl.component(
         _interface, base_image=image or component_image(), install_kfp_package=False
     )
-    return with_identity(component, {"pipeline": PIPELINE_NAME, "run_id": RUN_ID})
+    return with_identity(
+        component,
+        {"pipeline": PIPELINE_NAME, "run_id": RUN_ID, "run_name": RUN_NAME},
+        aliases={"decision": "Output"},
+    )
 
 
 budget_gate = build()  # noqa: F811 - the component replaces its interface function

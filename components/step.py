@@ -60,6 +60,10 @@ ADDED_DOCS: dict[str, str] = {
     "carbon_run_id": "Run id grouping the records of one run. Filled with KFP's job id.",
     "carbon_run_name": "Run name, recorded as the kfp_run_name label. Filled with KFP's job name.",
     "carbon_task": "Step name of the record. Filled with KFP's task name.",
+    "carbon_task_id": "KFP's id of this execution (pipeline_task_uuid), recorded as the "
+    "kfp_task_uuid label. Filled with KFP's placeholder.",
+    "carbon_loop": "Inside dsl.ParallelFor: the inputs the loop item feeds, whose values name "
+    "the iteration's step, e.g. train[0.01]. Filled when the pipeline is defined.",
 }
 
 _SECTION = re.compile(
@@ -315,8 +319,14 @@ def carbon_component(
 
     The component gains an ``Output[Metrics]`` named ``carbon_metrics`` (what the KFP UI shows)
     and string inputs ``carbon_store``, ``carbon_pipeline``, ``carbon_run_id``,
-    ``carbon_run_name`` and ``carbon_task``; calling it in a pipeline fills the last four from
-    KFP's placeholders. Usable as ``@carbon_component`` or ``@carbon_component(...)``.
+    ``carbon_run_name``, ``carbon_task``, ``carbon_task_id`` and ``carbon_loop``; calling it in a
+    pipeline fills all but the store from KFP's placeholders and the pipeline being defined.
+    Each execution gets its own record: in a ``dsl.ParallelFor`` the step is named
+    ``<task>[<item>]`` (the values of the inputs the loop feeds; the task uuid when there is
+    none) and labelled ``kfp_loop_item`` and ``kfp_task_uuid``, so iterations never share a
+    record and a retry is the next attempt of its own iteration. Passing ``carbon_task`` (the
+    old way to tell iterations apart) still names the step, with a ``DeprecationWarning``.
+    Usable as ``@carbon_component`` or ``@carbon_component(...)``.
     """
     settings = dict(
         project=project,
@@ -338,9 +348,11 @@ def carbon_component(
         from kfp import dsl
 
         from ._identity import (
+            LOOP_INPUTS,
             PIPELINE_NAME,
             RUN_ID,
             RUN_NAME,
+            TASK_ID,
             TASK_NAME,
             with_identity,
         )
@@ -380,6 +392,8 @@ def carbon_component(
                 "carbon_run_id": RUN_ID,
                 "carbon_run_name": RUN_NAME,
                 "carbon_task": TASK_NAME,
+                "carbon_task_id": TASK_ID,
+                "carbon_loop": LOOP_INPUTS,
             },
         )
 

@@ -6,18 +6,23 @@
 3. ESG: the nightly aggregation over this month, writing report.json/csv/html and charts.
 
 Everything goes to a local folder store (``./carbon-artifacts`` by default). The demo names its
-location (gcp/europe-west1) and turns metadata probing off: it sends no packet anywhere.
+location (gcp/europe-west1) and turns metadata probing off: it sends no packet anywhere. The
+terminal shows the summary, each gate's decision with its figures, and where the runners' own
+logs went (``<store>/.demo/demo.log``; ``--verbose`` shows them instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 
 def _environment(store: Path, work: Path) -> None:
@@ -39,21 +44,65 @@ def _environment(store: Path, work: Path) -> None:
     )
 
 
-def run_kfp(store: Path, work: Path) -> list[str]:
-    """Run the gated training pipeline locally, within budget and then over it."""
+@contextlib.contextmanager
+def logs_to(path: Path | None) -> Iterator[None]:
+    """Send everything written to stdout and stderr (this process's and its subprocesses') to
+    ``path``, appended; ``None``: leave the terminal alone."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def gate_line(label: str, report: dict[str, Any]) -> str:
+    """One line for a gate's decision: what it decided and the figures it decided on."""
+    from carbonpipe.impact import format_mass
+
+    gate = report.get("gate") or {}
+
+    def kg(name: str) -> str:
+        value = gate.get(name)
+        return "?" if not isinstance(value, (int, float)) else format_mass(max(float(value), 0.0))
+
+    return (
+        f"KFP gated training ({label}): gate decided {report.get('decision')!r} for "
+        f"{report.get('step')}: used {kg('used_kg')} + reserved {kg('reserved_kg')} + "
+        f"estimate {kg('estimate_kg')} vs limit {kg('limit_kg')} CO2e"
+    )
+
+
+def run_kfp(store: Path, work: Path, log: Path | None = None) -> list[str]:
+    """Run the gated training pipeline locally, within budget and then over it; return a line
+    per gate decision, with its figures."""
     from carbonpipe.components import run_local
     from carbonpipe.pipelines.gated_training import build_pipeline
 
-    pipeline = build_pipeline()
+    root = work / "kfp-outputs"
     decisions = []
     for label, limit_kg in (("within budget", 1.0), ("budget spent", 1e-9)):
-        task = run_local(
-            pipeline,
-            pipeline_root=work / "kfp-outputs",
-            store=str(store),
-            budget_limit_kg=limit_kg,
-        )
-        decisions.append(f"KFP gated training ({label}): gate decided {task.output!r}")
+        before = set(root.iterdir()) if root.exists() else set()
+        with logs_to(log):
+            pipeline = build_pipeline()
+            run_local(pipeline, pipeline_root=root, store=str(store), budget_limit_kg=limit_kg)
+        runs = sorted(set(root.iterdir()) - before)
+        reports = [r / "budget-gate" / "report" for r in runs]
+        found = [json.loads(r.read_text()) for r in reports if r.exists()]
+        decisions += [gate_line(label, report) for report in found]
     return decisions
 
 
@@ -101,17 +150,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--store", default="./carbon-artifacts", help="the local folder store")
     parser.add_argument("--skip-airflow", action="store_true")
     parser.add_argument("--skip-kfp", action="store_true")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the runners' logs here, not in a file"
+    )
     args = parser.parse_args(argv)
     store = Path(args.store).resolve()
     work = store / ".demo"
     _environment(store, work)
+    log = None if args.verbose else work / "demo.log"
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        print(f"carbonpipe demo: running KFP, Airflow and ESG; their logs go to {log}", flush=True)
 
     lines = []
     if not args.skip_kfp:
-        lines += run_kfp(store, work)
-    if not args.skip_airflow:
-        lines.append(run_airflow(work))
-    esg = run_esg(store, work)
+        lines += run_kfp(store, work, log)
+    with logs_to(log):
+        if not args.skip_airflow:
+            lines.append(run_airflow(work))
+        esg = run_esg(store, work)
 
     from carbonpipe.impact import format_energy, format_mass
     from carbonpipe.report import summarize
@@ -122,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in lines:
         print(line)
     print(
-        f"records:   {summary.records} in {store}/records/v1 "
+        f"records:   {summary.records} in {store}/records "
         f"({format_energy(summary.energy_kwh)}, {format_mass(summary.emissions_kg_co2e)} CO2e)"
     )
     for name, p in sorted(summary.by_pipeline.items()):
@@ -133,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, where in sorted(artifacts.items()):
             print(f"esg {name}: {where}")
     print(f"KFP outputs: {work / 'kfp-outputs'}   Airflow home: {work / 'airflow'}")
+    if log is not None:
+        print(f"logs:      {log}")
     return 0
 
 

@@ -52,6 +52,32 @@ def _warm_hardware_profile() -> Iterator[Path]:
     shutil.rmtree(_hardware_cache, ignore_errors=True)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _working_tree_untouched() -> Iterator[None]:
+    """Fail the run when the suite left a file in the repository (tests write under tmp only).
+
+    ``CARBONPIPE_TEST_TREE_GUARD=off`` turns it off (e.g. while other tools write there).
+    """
+    from tests.tree_guard import created, snapshot
+
+    if os.environ.get("CARBONPIPE_TEST_TREE_GUARD") == "off":
+        yield
+        return
+    before = snapshot(REPO)
+    yield
+    left = created(before, snapshot(REPO))
+    if left:
+        pytest.fail(
+            "the test suite wrote into the repository (tests must write under tmp_path): "
+            + ", ".join(left[:20])
+            + (f" and {len(left) - 20} more" if len(left) > 20 else ""),
+            pytrace=False,
+        )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_carbonpipe_env(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

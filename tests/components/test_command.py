@@ -94,3 +94,50 @@ def test_tracked_command_fails_with_the_commands_exit_code(tmp_path: Path) -> No
         cloud_region="europe-west1",
     )
     assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 7
+
+
+def test_the_local_helper_runs_tracked_command_as_kfp_would(tmp_path: Path) -> None:
+    from carbonpipe.components import run_tracked_command_locally
+
+    store = str(tmp_path / "store")
+    run = run_tracked_command_locally(
+        [sys.executable, "-c", "print('evaluated')"],
+        pipeline="eval-pipe",
+        pipeline_root=tmp_path / "outputs",
+        store=store,
+        project="cmd-proj",
+        cloud_provider="gcp",
+        cloud_region="europe-west1",
+        capture_output=True,
+    )
+    assert run.returncode == 0
+    st = open_store(store)
+    [key] = [k for k in st.list("records/") if k.endswith(".json")]
+    rec = Record.from_json(st.get(key).data)
+    assert (rec.project, rec.pipeline, rec.step, rec.status) == (
+        "cmd-proj",
+        "eval-pipe",
+        "tracked-command",
+        "succeeded",
+    )
+    assert rec.run_id.isdigit()  # a KFP-like job id, resolved from the placeholder
+    assert run.record is not None and run.record["record_id"] == rec.record_id
+    assert run.metrics["record_id"] == rec.record_id
+    assert run.task_root.is_relative_to(tmp_path / "outputs")
+    out = json.loads((run.task_root / "executor_output.json").read_text())
+    [artifact] = out["artifacts"]["metrics"]["artifacts"]
+    assert artifact["metadata"]["emissions_g_co2e"] == pytest.approx(rec.emissions_kg_co2e * 1000)
+
+
+def test_the_local_helper_keeps_the_commands_exit_code(tmp_path: Path) -> None:
+    from carbonpipe.components import run_tracked_command_locally
+
+    run = run_tracked_command_locally(
+        [sys.executable, "-c", "raise SystemExit(5)"],
+        pipeline_root=tmp_path / "outputs",
+        store=str(tmp_path / "store"),
+        cloud_provider="gcp",
+        cloud_region="europe-west1",
+        capture_output=True,
+    )
+    assert run.returncode == 5

@@ -53,6 +53,8 @@ def test_component_keeps_the_users_inputs_and_adds_metrics_and_identity() -> Non
         "carbon_run_id",
         "carbon_run_name",
         "carbon_task",
+        "carbon_task_id",
+        "carbon_loop",
     } <= set(inputs)
     assert all(
         inputs[n].optional and inputs[n].default == "" for n in inputs if n.startswith("carbon_")
@@ -203,6 +205,7 @@ def test_calling_it_in_a_pipeline_fills_identity_from_kfp_placeholders(tmp_path)
         "carbon_run_id": "{{$.pipeline_job_uuid}}",
         "carbon_run_name": "{{$.pipeline_job_name}}",
         "carbon_task": "{{$.pipeline_task_name}}",
+        "carbon_task_id": "{{$.pipeline_task_uuid}}",
         "carbon_store": "s3://b/p",
     }
 

@@ -24,6 +24,17 @@ def test_demo_runs_kfp_airflow_and_esg_end_to_end(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "gate decided 'run'" in out.stdout and "gate decided 'skip'" in out.stdout
+    gates = [line for line in out.stdout.splitlines() if "gate decided" in line]
+    assert len(gates) == 2
+    for line in gates:  # each decision says what it was decided on
+        assert all(word in line for word in ("used", "reserved", "estimate", "limit")), line
+    # the terminal shows the summary; the runners' logs (KFP's executor JSON...) go to a file
+    assert len(out.stdout.splitlines()) < 30, out.stdout
+    assert "executor_input" not in out.stdout and "Executing task" not in out.stdout
+    assert not out.stderr.strip(), out.stderr[-3000:]
+    [log_line] = [line for line in out.stdout.splitlines() if line.startswith("logs:")]
+    log = Path(log_line.split(None, 1)[1])
+    assert log.is_relative_to(store) and "Executing task" in log.read_text()
     assert "'train': 'success'" in out.stdout
     summary = summarize(open_store(str(store)))
     assert set(summary.by_pipeline) == {"gated-training", "carbonpipe_demo_training"}

@@ -37,7 +37,11 @@ IDENTITY_INPUTS = (
     "carbon_run_id",
     "carbon_run_name",
     "carbon_task",
+    "carbon_task_id",
+    "carbon_loop",
 )
+#: ``carbon_loop`` when the task is in a ``dsl.ParallelFor`` but takes no input from its item.
+LOOP_WITHOUT_ITEM = "*"
 #: Settings a ``@carbon_component`` may fix at decoration time (see :func:`step_config`).
 CONFIG_KEYS = (
     "project",
@@ -101,11 +105,17 @@ class KfpContext:
     run_id: str | None = None
     run_name: str | None = None
     task: str | None = None
+    #: KFP's ``{{$.pipeline_task_uuid}}``: kfp.local draws one per task execution, the backend
+    #: gives the enclosing DAG execution's id (one per ``ParallelFor`` iteration; the same for
+    #: every retry of the task).
+    task_id: str | None = None
+    #: The inputs fed by the enclosing ``ParallelFor`` items, comma separated (``*``: none).
+    loop: str | None = None
 
     @classmethod
     def from_inputs(cls, values: Mapping[str, object] | None = None) -> KfpContext:
-        """Build from a mapping keyed ``store``, ``pipeline``, ``run_id``, ``run_name``, ``task``
-        (or the same names prefixed ``carbon_``)."""
+        """Build from a mapping keyed ``store``, ``pipeline``, ``run_id``, ``run_name``, ``task``,
+        ``task_id``, ``loop`` (or the same names prefixed ``carbon_``)."""
         values = dict(values or {})
 
         def get(key: str) -> str | None:
@@ -117,6 +127,8 @@ class KfpContext:
             run_id=get("run_id"),
             run_name=get("run_name"),
             task=get("task"),
+            task_id=get("task_id"),
+            loop=get("loop"),
         )
 
     def native(self) -> dict[str, str | None]:
@@ -124,6 +136,7 @@ class KfpContext:
         return {
             "run_name": self.run_name,
             "task": self.task,
+            "task_uuid": self.task_id,
             "pod": os.environ.get("KFP_POD_NAME") or None,
         }
 

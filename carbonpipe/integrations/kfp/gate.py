@@ -46,6 +46,7 @@ def run_budget_gate(
     store: str = "",
     pipeline: str = "",
     run_id: str = "",
+    run_name: str = "",
     metrics: MetricsArtifact | None = None,
     report_path: str | None = None,
 ) -> GateOutcome:
@@ -99,6 +100,7 @@ def run_budget_gate(
         "pipeline": pipeline_name,
         "step": step_name,
         "run_id": _given(run_id),
+        "run_name": _given(run_name),
         "store": ledger.store.uri,
         "checked_at": datetime.now(timezone.utc)
         .isoformat(timespec="seconds")

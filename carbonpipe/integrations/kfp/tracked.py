@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 from carbonpipe.integrations.kfp.context import (
     _MAX_ATTEMPTS,
     ATTEMPT_ENV,
+    LOOP_WITHOUT_ITEM,
     KfpContext,
     MetricsArtifact,
     RecordArtifact,
@@ -76,6 +77,43 @@ def make_tracker(config: Mapping[str, Any], identity: KfpContext) -> CarbonTrack
         run_id=identity.run_id,
         budget=Budget(**budget) if budget else None,
     )
+
+
+# A loop item longer than this names the iteration by its task uuid instead.
+_ITEM_MAX_CHARS = 64
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def loop_item(kwargs: Mapping[str, Any], loop: str | None) -> str | None:
+    """The ``dsl.ParallelFor`` item this execution got, as text: the value of the one input the
+    loop feeds, or ``name=value`` pairs for several; ``None`` outside a loop or when unknown."""
+    if not loop or loop == LOOP_WITHOUT_ITEM:
+        return None
+    names = [n for n in loop.split(",") if n]
+    if not names or any(n not in kwargs for n in names):
+        return None
+    if len(names) == 1:
+        return _render(kwargs[names[0]])
+    return ",".join(f"{n}={_render(kwargs[n])}" for n in names)
+
+
+def execution_step_name(base: str, ctx: KfpContext, kwargs: Mapping[str, Any]) -> str:
+    """The step name of this execution: ``base`` outside a loop; in a ``dsl.ParallelFor``,
+    ``base[<item>]`` (``base[<task uuid>]`` when the item is unknown, long or not printable),
+    so every iteration is its own step and its retries are its attempts."""
+    if not ctx.loop:
+        return base
+    item = loop_item(kwargs, ctx.loop)
+    if item is not None and 0 < len(item) <= _ITEM_MAX_CHARS and item.isprintable():
+        return f"{base}[{item}]"
+    return f"{base}[{ctx.task_id}]" if ctx.task_id else base
 
 
 def resolve_attempt(tracker: CarbonTracker, step: str) -> int | None:
@@ -137,15 +175,17 @@ def run_tracked_step(
     from carbonpipe.step_identity import step_identity
 
     ctx = KfpContext.from_inputs(identity)
-    step = config.get("step") or ctx.task or config.get("function") or func.__name__
+    base = config.get("step") or ctx.task or config.get("function") or func.__name__
+    step = execution_step_name(base, ctx, kwargs)
     tracker = make_tracker(config, ctx)
+    item = loop_item(kwargs, ctx.loop)
     who = step_identity(
         orchestrator="kfp",
         pipeline=tracker.settings.pipeline,
         run_id=tracker.run_id,
         task=step,
         attempt=resolve_attempt(tracker, step) or 1,
-        native=ctx.native(),
+        native={**ctx.native(), "loop_item": None if item is None else item[:200]},
         labels=config.get("labels"),
     )
     try:
