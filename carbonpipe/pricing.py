@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.record import Record, utc_iso
+from carbonpipe.record import HOST_FIELDS, Record, utc_iso
 
 if TYPE_CHECKING:
     from carbonpipe.intensity.base import Intensity
@@ -52,6 +52,7 @@ def build_record(
     remote: Sequence[Mapping[str, Any]] = (),
     errors: Sequence[str] = (),
     alerts: Sequence[Mapping[str, Any]] = (),
+    host: Mapping[str, Any] | None = None,
 ) -> Record:
     """The record of one step attempt measured as ``m``, priced at ``intensity`` and ``pue``.
 
@@ -66,6 +67,8 @@ def build_record(
         remote: Energy and emissions attributed to remote calls, one mapping per server.
         errors: Tracking problems to write into ``tracking_errors``.
         alerts: Baseline regression alerts.
+        host: The host the step ran on (:func:`carbonpipe.measure.host.host_facts`), or None
+            where it is unknown (a lost step, priced elsewhere): its facts are then null.
 
     Returns:
         The record, not yet validated against the store's schema (``Record.from_dict`` does).
@@ -74,9 +77,16 @@ def build_record(
         valid JSON and its budget charge is made.
     """
     record = _build(identity, status, m, location, intensity, pue, tracking_mode, remote)
+    record = replace(record, measurement={**record.measurement, **_host(host)})
     notes: list[str] = []
     record = _finite_figures(record, notes)
     return replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])
+
+
+def _host(host: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The host facts ``measurement`` carries, each ``None`` unless given."""
+    given = host or {}
+    return {name: given.get(name) for name in HOST_FIELDS}
 
 
 #: The largest figure a record takes (kWh, kg CO2e, W, s): what an infinite one becomes.

@@ -1,4 +1,4 @@
-"""The step record: one immutable JSON document per step attempt (``carbonpipe.record/1``).
+"""The step record: one immutable JSON document per step attempt (``carbonpipe.record/2``).
 
 A record's id is derived from (project, pipeline, run, step, attempt), so a re-delivery of the
 same attempt is the same record and lands on the same key. Records are stored Hive-style::
@@ -6,6 +6,13 @@ same attempt is the same record and lands on the same key. Records are stored Hi
     records/v1/date=YYYY-MM-DD/pipeline=<name>/<record_id>.json
 
 so DuckDB, Athena, BigQuery and Spark read the folder as a table partitioned by date and pipeline.
+
+Every field is documented once, in the JSON Schema shipped with the package
+(``carbonpipe/schemas/record.v2.json``). Every field is always written, with a typed ``null``
+where it has no value, and every figure is written as a float (``0.0``, never ``0``), so a
+reader that infers column types from a sample (DuckDB's ``read_json_auto``) infers DOUBLE and
+VARCHAR, not BIGINT and NULL. Records of ``carbonpipe.record/1`` (ints for figures, optional
+fields missing) are read and upgraded to that shape.
 """
 
 from __future__ import annotations
@@ -21,12 +28,49 @@ from typing import Any
 
 from carbonpipe.errors import InvalidRecord
 
-SCHEMA = "carbonpipe.record/1"
+SCHEMA = "carbonpipe.record/2"
+#: The record schemas this version reads: /1 lacked the host facts of ``measurement``.
+READABLE_SCHEMAS = ("carbonpipe.record/1", SCHEMA)
 # "lost": the step's process died before it stopped (kill -9): see carbonpipe.lost_steps.
 STATUSES = ("succeeded", "failed", "killed", "lost")
 DETECTED_BY = ("metadata", "argument", "env", "default", "world")
 METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
 RECORDS_PREFIX = "records/v1"
+
+# The record's shape (documented in carbonpipe/schemas/record.v2.json): what is always written.
+#: Top-level figures, always floats.
+FLOAT_FIELDS = ("duration_s", "pue", "intensity_g_per_kwh", "emissions_kg_co2e")
+#: ``energy_kwh``'s and ``power_w``'s parts, always floats.
+ENERGY_PARTS = ("cpu", "gpu", "ram", "remote", "total")
+POWER_PARTS = ("cpu", "gpu", "ram")
+#: ``location``'s fields, each always present (null where unknown).
+LOCATION_FIELDS = ("provider", "region", "country_iso", "detected_by")
+#: ``measurement``'s fields, each always present (null where unknown): how the energy was
+#: measured, and the host it was measured on (``os`` to ``ram_total_size_gib``: new in /2).
+MEASUREMENT_FIELDS = (
+    "method",
+    "tracking_mode",
+    "share",
+    "codecarbon_version",
+    "cpu_model",
+    "gpu_model",
+    "os",
+    "python_version",
+    "cpu_count",
+    "ram_total_size_gib",
+)
+HOST_FIELDS = ("os", "python_version", "cpu_count", "ram_total_size_gib")
+_MEASUREMENT_FLOATS = ("ram_total_size_gib",)
+#: The figures of a ``remote`` entry and of a regression alert, always floats.
+_REMOTE_FLOATS = ("energy_kwh", "emissions_kg_co2e")
+_ALERT_FLOATS = (
+    "emissions_kg_co2e",
+    "baseline_mean_kg_co2e",
+    "baseline_std_kg_co2e",
+    "factor",
+    "threshold_kg_co2e",
+    "increase_percent",
+)
 
 _KEY_SAFE = re.compile(r"[A-Za-z0-9._\-]+")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
@@ -123,14 +167,22 @@ class Record:
         return record_key(self.date, self.pipeline, self.record_id)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the record as the JSON-ready mapping stored on disk."""
-        return asdict(self)
+        """Return the record as the JSON-ready mapping stored on disk.
+
+        Typed as the schema says: every figure a float (an int given for one is converted),
+        every field of ``location`` and ``measurement`` present (``None`` where not given).
+
+        Raises:
+            InvalidRecord: A figure is an int too large for a float; the field is named.
+        """
+        return typed(asdict(self))
 
     def to_json(self) -> bytes:
         """Serialise deterministically (sorted keys), so equal records are equal bytes.
 
         Raises:
-            InvalidRecord: A figure is ``NaN`` or infinite (not JSON); the field is named.
+            InvalidRecord: A figure is ``NaN`` or infinite (not JSON), or an int too large for
+                a float; the field is named.
         """
         data = self.to_dict()
         try:
@@ -141,10 +193,16 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
-        """Validate ``data`` against ``carbonpipe.record/1`` and build a record."""
+        """Validate ``data`` (``carbonpipe.record/2`` or ``/1``) and build a record.
+
+        A ``/1`` record is upgraded: its figures become floats, its missing fields ``None``,
+        and its ``schema`` the current one.
+        """
         validate(data)
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = typed({k: v for k, v in data.items() if k in known})
+        fields["schema"] = SCHEMA
+        return cls(**fields)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Record:
@@ -161,6 +219,49 @@ class Record:
 def record_key(date: str, pipeline: str, record_id: str) -> str:
     """Return ``records/v1/date=<date>/pipeline=<pipeline>/<record_id>.json``."""
     return f"{RECORDS_PREFIX}/date={date}/pipeline={partition_value(pipeline)}/{record_id}.json"
+
+
+def _as_float(value: Any, name: str) -> Any:
+    """``value`` as a float if it is an int (not a bool), else unchanged."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise _fail(name, "must be a finite number") from None
+    return value
+
+
+def _floats(data: Mapping[str, Any], names: tuple[str, ...], where: str) -> dict[str, Any]:
+    out = dict(data)
+    for name in names:
+        if name in out:
+            out[name] = _as_float(out[name], f"{where}.{name}")
+    return out
+
+
+def typed(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (a record's mapping) in the schema's types: the figures floats, the fields of
+    ``location`` and ``measurement`` all present (``None`` where missing). Nothing else changes.
+    """
+    out = dict(data)
+    for name in FLOAT_FIELDS:
+        if name in out:
+            out[name] = _as_float(out[name], name)
+    for name, parts in (("energy_kwh", ENERGY_PARTS), ("power_w", POWER_PARTS)):
+        if isinstance(out.get(name), Mapping):
+            out[name] = _floats(out[name], parts, name)
+    for name, keys in (("location", LOCATION_FIELDS), ("measurement", MEASUREMENT_FIELDS)):
+        if isinstance(out.get(name), Mapping):
+            out[name] = {**dict.fromkeys(keys), **out[name]}
+    if isinstance(out.get("measurement"), Mapping):
+        out["measurement"] = _floats(out["measurement"], _MEASUREMENT_FLOATS, "measurement")
+    for name, floats in (("remote", _REMOTE_FLOATS), ("alerts", _ALERT_FLOATS)):
+        if isinstance(out.get(name), list):
+            out[name] = [
+                _floats(e, floats, f"{name}[{i}]") if isinstance(e, Mapping) else e
+                for i, e in enumerate(out[name])
+            ]
+    return out
 
 
 _STR_FIELDS = ("record_id", "project", "pipeline", "run_id", "step", "started_at", "ended_at")
@@ -198,8 +299,8 @@ def _number(data: Mapping[str, Any], name: str, *, where: str = "") -> float:
 
 def validate(data: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidRecord` naming the first field that breaks the schema."""
-    if data.get("schema") != SCHEMA:
-        raise _fail("schema", f"must be {SCHEMA!r}, got {data.get('schema')!r}")
+    if data.get("schema") not in READABLE_SCHEMAS:
+        raise _fail("schema", f"must be one of {READABLE_SCHEMAS}, got {data.get('schema')!r}")
     for name in _STR_FIELDS:
         if not isinstance(data.get(name), str) or not data.get(name):
             raise _fail(name, "must be a non-empty string")
@@ -246,6 +347,7 @@ def validate(data: Mapping[str, Any]) -> None:
     measurement = data.get("measurement")
     if not isinstance(measurement, Mapping) or measurement.get("method") not in METHODS:
         raise _fail("measurement.method", f"must be one of {METHODS}")
+    _host_facts(measurement)
     labels = data.get("labels", {})
     if not isinstance(labels, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
@@ -254,3 +356,15 @@ def validate(data: Mapping[str, Any]) -> None:
     for name in ("remote", "tracking_errors", "alerts"):
         if not isinstance(data.get(name, []), list):
             raise _fail(name, "must be a list")
+
+
+def _host_facts(measurement: Mapping[str, Any]) -> None:
+    """The host facts of ``measurement``: each absent, ``None`` or of its type."""
+    for name in ("os", "python_version", "codecarbon_version", "cpu_model", "gpu_model"):
+        if measurement.get(name) is not None and not isinstance(measurement[name], str):
+            raise _fail(f"measurement.{name}", "must be a string or null")
+    count = measurement.get("cpu_count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise _fail("measurement.cpu_count", f"must be an integer >= 1 or null, got {count!r}")
+    if measurement.get("ram_total_size_gib") is not None:
+        _number(measurement, "ram_total_size_gib", where="measurement")

@@ -15,6 +15,7 @@ XCom read from Airflow's metadata database), so the core never imports an orches
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -128,7 +129,8 @@ def sweep(
         except InvalidRecord as exc:
             report.invalid.append(redact(f"{where}: {exc}"))
             continue
-        done = deliver_record(store, record, spool_dir=spool_dir)  # charged: pipeline, team
+        # charged: pipeline, team
+        done = deliver_record(store, record, data=_as_written(raw, record), spool_dir=spool_dir)
         delivery = done.delivery
         if done.conflict:
             report.conflicts += 1
@@ -149,3 +151,17 @@ def sweep(
             report.spooled,
         )
     return report
+
+
+def _as_written(raw: bytes, record: Record) -> bytes:
+    """The bytes to store for a swept copy: its own when they are a record as some version
+    wrote it (sorted, compact JSON), so a copy an earlier version wrote stays the same bytes as
+    the record that version delivered (no conflict); else the record's current serialisation.
+    """
+    try:
+        canonical = json.dumps(
+            json.loads(raw), sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode()
+    except ValueError:
+        return record.to_json()
+    return raw if canonical == raw else record.to_json()

@@ -465,6 +465,7 @@ class CarbonTracker:
             "country_iso": country,
             "detected_by": detected_by,
         }
+        from carbonpipe.measure.host import host_facts
         from carbonpipe.pricing import build_record
 
         s = self.settings
@@ -478,6 +479,7 @@ class CarbonTracker:
             tracking_mode=s.tracking_mode,
             remote=list(handle.remote.values()),
             errors=errors,
+            host=host_facts(),
         )
         alerts = self._alerts(handle, record.emissions_kg_co2e)
         if alerts:

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(sub: Any) -> None:
     """Let optional modules (ESG, baselines, plots) add their subcommands."""
-    for module in ("carbonpipe.cli.esg",):
+    for module in ("carbonpipe.cli.esg", "carbonpipe.cli.export"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

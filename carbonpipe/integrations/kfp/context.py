@@ -205,7 +205,7 @@ def publish_record(artifact: RecordArtifact | None, record: Record | None) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(record.to_json())
     artifact.metadata.update(
-        {"record_id": record.record_id, "key": record.key, "schema": "carbonpipe.record/1"}
+        {"record_id": record.record_id, "key": record.key, "schema": record.schema}
     )
 
 

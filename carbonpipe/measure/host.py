@@ -1,0 +1,46 @@
+"""The facts about the host a record's ``measurement`` carries: OS, Python, CPU count, RAM size.
+
+The same facts CodeCarbon 3.3 puts into its ``emissions.csv`` (``os``, ``python_version``,
+``cpu_count``, ``ram_total_size``), read the same way (``platform.platform()``,
+``platform.python_version()``, the logical CPU count, total RAM in GiB: bytes / 2**30), but
+without psutil, so ``carbonpipe export --format codecarbon`` fills those columns. Read once per
+process, when the first step stops (``platform.platform()`` takes a few milliseconds), never
+at a step's start.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from typing import Any
+
+_BYTES_PER_GIB = 1024**3
+
+
+@lru_cache(maxsize=1)
+def host_facts() -> dict[str, Any]:
+    """``{os, python_version, cpu_count, ram_total_size_gib}``; ``None`` for what is unknown."""
+    return {
+        "os": _text(platform.platform),
+        "python_version": _text(platform.python_version),
+        "cpu_count": os.cpu_count() or None,
+        "ram_total_size_gib": ram_total_size_gib(),
+    }
+
+
+def ram_total_size_gib() -> float | None:
+    """The machine's total RAM in GiB (as CodeCarbon's ``ram_total_size``), or None."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system, or not reported
+        return None
+    return total / _BYTES_PER_GIB if total > 0 else None
+
+
+def _text(read: Any) -> str | None:
+    try:
+        value = read()
+    except Exception:  # (a fact we cannot read is null, never a failed step)
+        return None
+    return str(value) or None
