@@ -4,7 +4,7 @@ The hierarchy::
 
     CarbonpipeError
     ├── ConfigError (ValueError)          bad argument, env var or carbon.yaml field
-    ├── InvalidRecord (ValueError)        a record that does not match carbonpipe.record/1
+    ├── InvalidRecord (ValueError)        a record that does not match carbonpipe.record/2
     ├── DetectionError                    cloud metadata answered something unusable
     ├── StoreError
     │   ├── InvalidStoreURI (ValueError)  a store URI we cannot open
@@ -42,7 +42,7 @@ class ConfigError(CarbonpipeError, ValueError):
 
 
 class InvalidRecord(CarbonpipeError, ValueError):
-    """A record does not match the ``carbonpipe.record/1`` schema."""
+    """A record does not match the ``carbonpipe.record/2`` schema (or ``/1``, still read)."""
 
 
 class DetectionError(CarbonpipeError):
