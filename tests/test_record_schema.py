@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -314,3 +315,51 @@ def test_every_document_the_writers_store_matches_its_schema(tmp_path: Path) -> 
 
 def _today() -> str:
     return datetime.now(timezone.utc).date().isoformat()
+
+
+def test_duckdb_infers_every_figure_as_double_from_a_sample_of_zeros(tmp_path: Path) -> None:
+    """The issue's case: 40 records without remote calls and one with, read by DuckDB's
+    ``read_json_auto`` (type inference from a sample): ``energy_kwh.remote`` is DOUBLE and its
+    sum is the one remote figure, not 0."""
+    duckdb = pytest.importorskip("duckdb")
+    m = Measurement.nothing(_T0, tracking_mode="machine", share="machine")
+    for i in range(41):
+        identity = {
+            "record_id": make_record_id("p", "pipe", "run", f"s{i}", 1),
+            "project": "p",
+            "experiment": "",
+            "pipeline": "pipe",
+            "run_id": "run",
+            "step": f"s{i}",
+            "team": "",
+            "attempt": 1,
+            "labels": {},
+        }
+        remote = [{"server": "llm", "count": 1, "energy_kwh": 2.5e-06, "emissions_kg_co2e": 0}]
+        record = build_record(
+            identity,
+            "succeeded",
+            m,
+            location={"provider": None, "region": None, "detected_by": "world"},
+            intensity=lookup_intensity(None, None, None),
+            pue=1,
+            tracking_mode="machine",
+            remote=remote if i == 40 else (),
+            host=host_facts(),
+        )
+        path = tmp_path / record.key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(record.to_json())
+    con = duckdb.connect()
+    glob = f"{tmp_path}/records/**/*.json"
+    types = dict(
+        con.execute(
+            f"select column_name, column_type from (describe select energy_kwh.remote as remote, "
+            f"measurement.ram_total_size_gib as ram, pue from read_json_auto('{glob}'))"
+        ).fetchall()
+    )
+    assert types == {"remote": "DOUBLE", "ram": "DOUBLE", "pue": "DOUBLE"}
+    [(total,)] = con.execute(
+        f"select sum(energy_kwh.remote) from read_json_auto('{glob}')"
+    ).fetchall()
+    assert total == 2.5e-06
