@@ -18,8 +18,11 @@ COPY components/ components/
 COPY operators/ operators/
 COPY pipelines/ pipelines/
 # A virtual environment copied whole into the runtime stage: no compiler, no pip cache there.
+# Every extra a shipped component needs at run time: kfp (the executor of the Python
+# components), s3 and gcs (remote stores), esg (pyarrow and matplotlib for esg_aggregate).
+# tests/test_image.py installs exactly this line into a fresh venv and runs each component.
 RUN python -m venv /opt/carbonpipe \
-    && /opt/carbonpipe/bin/pip install ".[kfp,s3,gcs]" \
+    && /opt/carbonpipe/bin/pip install ".[kfp,s3,gcs,esg]" \
     && /opt/carbonpipe/bin/python -m compileall -q -j 0 /opt/carbonpipe/lib
 
 FROM ${PYTHON_IMAGE}

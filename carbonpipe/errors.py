@@ -22,6 +22,7 @@ The hierarchy::
     │       └── BudgetUnavailable         a strict budget's ledger could not be read in time
     ├── UnsafeFolder                      a spool or cache folder other users could write
     ├── CarbonRegression                  a step emitted well above its baseline (regression: fail)
+    ├── MissingDependency (ImportError)   an optional package absent: names the extra to install
     └── InvalidCarbonTrace (ValueError)   a malformed ``x_carbon_trace``
 
 Tracking failures (CodeCarbon, detection, the store) never reach the user's step: they are
@@ -181,3 +182,18 @@ class CarbonRegression(CarbonpipeError):
 
 class InvalidCarbonTrace(CarbonpipeError, ValueError):
     """An ``x_carbon_trace`` payload is malformed (wrong types, negative or non-finite values)."""
+
+
+class MissingDependency(CarbonpipeError, ImportError):
+    """A package that only an extra installs is missing: the message is the one line to act on.
+
+    ``ESG reports need the esg extra: pip install 'carbonpipe[esg]'``. ``extra`` names the
+    extra, ``module`` the module that could not be imported. Raised by
+    :mod:`carbonpipe._optional`; the CLI prints the message and exits 2, without a traceback.
+    """
+
+    def __init__(self, message: str, *, extra: str = "", module: str = "") -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.module = module
+        self.name = module or None  # ImportError's attribute: the module that was not found

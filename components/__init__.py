@@ -13,9 +13,10 @@ see :func:`load_component`), built by ``python -m carbonpipe.components --compil
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carbonpipe._lazy import lazy_exports
+from carbonpipe._optional import needs_extra
 
 _EXPORTS: dict[str, str] = {
     "carbon_component": "carbonpipe.components.step",
@@ -34,7 +35,13 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
+
+
+def __getattr__(name: str) -> Any:
+    # Without kfp: "KFP components need the kfp extra: pip install 'carbonpipe[kfp]'".
+    with needs_extra("kfp", "KFP components"):
+        return _lazy_getattr(name)
 
 
 if TYPE_CHECKING:

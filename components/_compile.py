@@ -11,6 +11,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from carbonpipe._optional import needs_extra
+
 from ._image import RELEASE_IMAGE
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +36,8 @@ def compile_components(
     directory: str | Path | None = None, *, image: str = RELEASE_IMAGE
 ) -> list[Path]:
     """Compile every shipped component into ``directory`` (default: this package); return paths."""
-    from kfp import compiler
+    with needs_extra("kfp", "KFP components"):
+        from kfp import compiler
 
     written = []
     for name, module in SHIPPED.items():
@@ -67,6 +70,7 @@ def load_component(name: str) -> Any:
     The loaded component is plain KFP: pass ``pipeline`` and ``run_id`` yourself (e.g.
     ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``) if you want them in the report.
     """
-    from kfp import components
+    with needs_extra("kfp", "KFP components"):
+        from kfp import components
 
     return components.load_component_from_file(str(yaml_path(name)))

@@ -13,10 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from carbonpipe._optional import needs_extra
+
 
 def compile_pipeline(pipeline: Any, path: str | os.PathLike[str]) -> Path:
     """Compile ``pipeline`` to the IR YAML at ``path``; return the path."""
-    from kfp import compiler
+    with needs_extra("kfp", "KFP components"):
+        from kfp import compiler
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +34,8 @@ def run_local(
 
     Raises ``RuntimeError`` when a task fails (KFP's ``raise_on_error``).
     """
-    from kfp import local
+    with needs_extra("kfp", "KFP components"):
+        from kfp import local
 
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow operators"):
+    from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from carbonpipe.operators.tracked import CarbonTrackedOperator
 

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow operators"):
+    from airflow.sdk import BaseOperator
 
 from carbonpipe.operators.hooks import CarbonStoreHook
 from carbonpipe.operators.tracked import check_on_exceed

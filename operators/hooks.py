@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow operators"):
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
 if TYPE_CHECKING:
     from carbonpipe.stores.base import Store
@@ -64,8 +67,9 @@ def gcs_options(conn: Any) -> dict[str, Any]:
     if endpoint:
         options["endpoint_url"] = endpoint
     if keyfile_dict or key_path:
-        from google.cloud import storage
-        from google.oauth2 import service_account
+        with needs_extra("gcs", "Google Cloud connections"):
+            from google.cloud import storage
+            from google.oauth2 import service_account
 
         if keyfile_dict:
             info = json.loads(keyfile_dict) if isinstance(keyfile_dict, str) else keyfile_dict

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from carbonpipe._optional import needs_extra
+
 #: The XCom key of a tracked task's full record (pushed by ``CarbonTrackedOperator``).
 RECORD_XCOM_KEY = "carbon_record"
 
@@ -37,7 +39,10 @@ class XComRecords:
         # command's own logging (stderr) and its stdout for its output (``flush --json``).
         root = logging.getLogger()
         handlers, level = root.handlers[:], root.level
-        with contextlib.redirect_stdout(sys.stderr):
+        with (
+            contextlib.redirect_stdout(sys.stderr),
+            needs_extra("airflow", "airflow: record sources"),
+        ):
             from airflow.models.xcom import XComModel
             from airflow.utils.session import create_session
         root.handlers[:] = handlers

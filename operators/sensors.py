@@ -14,7 +14,10 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow operators"):
+    from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from carbonpipe.operators.gate import check_budget, guarded_step
 from carbonpipe.operators.hooks import CarbonStoreHook

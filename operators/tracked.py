@@ -13,8 +13,11 @@ import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import BaseOperator
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow operators"):
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import BaseOperator
 
 from carbonpipe.operators.hooks import CarbonStoreHook
 from carbonpipe.operators.records import RECORD_XCOM_KEY

@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow operators"):
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from carbonpipe.operators.hooks import CarbonStoreHook
 

@@ -16,7 +16,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.sdk import DAG, task
+from carbonpipe._optional import needs_extra
+
+with needs_extra("airflow", "Airflow DAGs"):
+    from airflow.sdk import DAG, task
 
 from carbonpipe.operators.gate import CarbonBudgetGateOperator
 from carbonpipe.operators.tracked import XCOM_KEY, CarbonTrackedOperator

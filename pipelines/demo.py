@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from carbonpipe._optional import needs_extra
+
 
 def _environment(store: Path, work: Path) -> None:
     os.environ["CARBONPIPE_STORE"] = str(store)
@@ -110,7 +112,8 @@ def run_airflow(work: Path) -> str:
     """Run the example gated training DAG with ``dag.test()``."""
     import importlib.util
 
-    from airflow.utils.db import resetdb
+    with needs_extra("airflow", "the demo"):
+        from airflow.utils.db import resetdb
 
     resetdb()
     dag_file = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / "carbonpipe_demo_training.py"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.pipelines._cli import DEFAULT_STORE, compile_or_run, lazy_pipeline, pipeline_parser
 
 PIPELINE_NAME = "gated-training"
@@ -31,8 +32,9 @@ gated_training_pipeline: Any
 
 def build_pipeline() -> Any:
     """Define the components and the pipeline (imports kfp)."""
-    from kfp import dsl
-    from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+    with needs_extra("kfp", "KFP pipelines"):
+        from kfp import dsl
+        from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
     from carbonpipe.components import budget_gate, carbon_component, component_image
 

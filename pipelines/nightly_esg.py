@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.pipelines._cli import DEFAULT_STORE, compile_or_run, lazy_pipeline, pipeline_parser
 
 PIPELINE_NAME = "nightly-esg"
@@ -25,7 +26,8 @@ nightly_esg_pipeline: Any
 
 def build_pipeline() -> Any:
     """Define the pipeline (imports kfp)."""
-    from kfp import dsl
+    with needs_extra("kfp", "KFP pipelines"):
+        from kfp import dsl
 
     from carbonpipe.components import esg_aggregate
 

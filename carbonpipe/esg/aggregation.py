@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.stores.base import Store, StoredObject
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.opener import open_store
@@ -83,8 +84,9 @@ _RUN_KEYS = ("month", "team", "pipeline", "run_id")
 
 def _reduce(t: pa.Table, day: str) -> tuple[pa.Table, pa.Table, list[dict[str, Any]]]:
     """Reduce one day's rows to its cube, its distinct runs and its regression alerts."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
     def ints(values: Any, scale: float) -> pa.Array:
         return pc.cast(pc.round(pc.multiply(values, scale)), pa.int64())
@@ -189,8 +191,9 @@ def _day_table(
     fetch_pool: ThreadPoolExecutor | None,
 ) -> tuple[pa.Table | None, ReadStats]:
     """One day's rows: its part (if any) plus the JSON records the part lacks."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
     keys, ids = listing
     part = _decode_part(part_obj, day)
@@ -342,7 +345,8 @@ class Aggregate:
     pipeline: str | None = None
 
     def _select(self, scope: str) -> pa.Table:
-        import pyarrow.compute as pc
+        with needs_extra("esg", "ESG reports"):
+            import pyarrow.compute as pc
 
         if scope == "all":
             return self.cube
@@ -354,7 +358,8 @@ class Aggregate:
     def totals(self, scope: str = "all") -> Metrics:
         """Sum the cube, or the part of it in ``scope`` (``all``, ``team:X``, ``pipeline:X``)."""
         table = self._select(scope)
-        import pyarrow.compute as pc
+        with needs_extra("esg", "ESG reports"):
+            import pyarrow.compute as pc
 
         sums = tuple(int(table[s].combine_chunks().sum().as_py() or 0) for s in _SUMS)
         runs = self.runs_by["total"].get("", 0) if scope == "all" else None
@@ -402,7 +407,8 @@ def aggregate(
     fetch_workers: int = 16,
 ) -> Aggregate:
     """Read every record of ``period`` (compacted parts plus JSON they lack) and sum it up."""
-    import pyarrow as pa
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
 
     store = open_store(store)
     per = parse_period(period)
@@ -467,7 +473,8 @@ def aggregate(
 
 
 def _empty_cube() -> pa.Table:
-    import pyarrow as pa
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
 
     return pa.table(
         {k: pa.array([], pa.string()) for k in _KEYS}

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from carbonpipe._optional import needs_extra
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -60,7 +62,8 @@ def mass(kg: float | None) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
+    with needs_extra("esg", "ESG charts"):
+        from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     fig.patch.set_facecolor("white")
@@ -81,7 +84,8 @@ def _style(ax: Axes) -> None:
 
 def daily_chart(daily: Sequence[Mapping[str, Any]], title: str) -> bytes:
     """Daily emissions as bars with the period's daily average as a dashed line."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    with needs_extra("esg", "ESG charts"):
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
     days = date2num([date.fromisoformat(d["date"]) for d in daily])
     kg = [float(d["emissions_kg_co2e"]) for d in daily]
@@ -173,7 +177,8 @@ def report_charts(report: Mapping[str, Any]) -> dict[str, bytes]:
 
 def pipeline_trend(agg: Aggregate, pipeline: str) -> bytes:
     """A pipeline's daily emissions stacked by step, with the daily average line."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    with needs_extra("esg", "ESG charts"):
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
     days = agg.period.days()
     x = date2num(days)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.errors import PreconditionFailed
 from carbonpipe.stores.base import Store
 from carbonpipe.stores.local import LocalStore
@@ -64,8 +65,9 @@ def closed_days(
 
 def compact_day(store: Store, day: date | str, *, workers: int = 8) -> Compaction:
     """Fold a day's JSON records that its part lacks into the part (create or compare-and-swap)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
     day = day.isoformat() if isinstance(day, date) else day
     keys, ids = _list_day(store, day)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.errors import InvalidRecord, ObjectNotFound
 from carbonpipe.record import (
     RECORDS_PREFIX,
@@ -110,7 +111,8 @@ _DICT_COLUMNS = (
 
 
 def _arrow_schema(*, dictionary: bool = False) -> pa.Schema:
-    import pyarrow as pa
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
 
     def text(name: str) -> pa.DataType:
         if dictionary and name in _DICT_COLUMNS:
@@ -145,7 +147,8 @@ def _exact(
 
 def _with_exact_columns(table: pa.Table) -> pa.Table:
     """Add the integer columns to a part written before they existed (``compact/1``)."""
-    import pyarrow as pa
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
 
     names = (
         "energy_cpu_kwh",
@@ -168,7 +171,8 @@ def _with_exact_columns(table: pa.Table) -> pa.Table:
 
 def _records_table(records: Sequence[Record], day: str) -> pa.Table:
     """Flatten records into the compaction schema (column order of ``_arrow_schema``)."""
-    import pyarrow as pa
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
 
     rows = []
     for r in sorted(records, key=lambda r: r.record_id):
@@ -308,8 +312,9 @@ def _get_part(store: Store, day: str) -> StoredObject | None:
 
 
 def _decode_part(obj: StoredObject | None, day: str) -> _Part | None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
     if obj is None:
         return None
@@ -338,8 +343,9 @@ def _read_part(store: Store, day: str) -> _Part | None:
 
 def _pending(keys: list[str], ids: list[str], part: _Part | None) -> list[str]:
     """Return the listed keys whose records the part neither holds nor skipped as invalid."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
     if part is None or not keys:
         return keys

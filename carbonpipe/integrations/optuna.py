@@ -38,14 +38,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
 
-try:
+from carbonpipe._optional import needs_extra
+
+with needs_extra("optuna", "Optuna trials"):
     import optuna
     from optuna.pruners import BasePruner
     from optuna.trial import FrozenTrial, Trial, TrialState
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "carbonpipe.integrations.optuna needs Optuna: pip install 'carbonpipe[optuna]'"
-    ) from exc
 
 from carbonpipe.step import CarbonMetrics, current_step
 from carbonpipe.tracker import CarbonTracker

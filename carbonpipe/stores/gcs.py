@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.errors import (
     ObjectNotFound,
     ObjectRejected,
@@ -35,7 +36,7 @@ EMULATOR_PROJECT = "carbonpipe-emulator"
 
 def _import_storage() -> Any:
     """Import google-cloud-storage, silencing api-core's note that grpcio-status is missing."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), needs_extra("gcs", "gs:// stores"):
         # Irrelevant to the JSON API we use, and an error under the test suite's filterwarnings.
         warnings.filterwarnings("ignore", "Please install grpcio-status", ImportWarning)
         from google.api_core import exceptions  # noqa: F401 - the module that warns

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
+from carbonpipe._optional import needs_extra
 from carbonpipe.errors import (
     ObjectNotFound,
     ObjectRejected,
@@ -142,7 +143,8 @@ class S3Store(Store):
         return self._client
 
     def _make_client(self) -> Any:
-        from botocore.config import Config
+        with needs_extra("s3", "s3:// stores"):
+            from botocore.config import Config
 
         endpoint = (
             self.endpoint_url
@@ -191,8 +193,9 @@ class S3Store(Store):
 
     def _call(self, what: str, key: str, fn: Callable[[], T], *, conditional: bool = False) -> T:
         """Run one SDK call within ``timeout_s`` and translate its failures into carbonpipe errors."""
-        import boto3  # noqa: F401 - imported here, not on the clock of the call's deadline
-        from botocore import exceptions as bx
+        with needs_extra("s3", "s3:// stores"):
+            import boto3  # noqa: F401 - imported here, not on the clock of the call's deadline
+            from botocore import exceptions as bx
 
         try:
             return call_with_deadline(
@@ -333,8 +336,9 @@ _shared_loader: Any = None
 
 def _new_session() -> Any:
     """A fresh boto3 session (credentials resolved anew) that shares parsed service models."""
-    import boto3
-    import botocore.session
+    with needs_extra("s3", "s3:// stores"):
+        import boto3
+        import botocore.session
 
     global _shared_loader
     core = botocore.session.get_session()

@@ -52,7 +52,7 @@ def test_dockerfile_builds_on_slim_python_311() -> None:
 
 def test_dockerfile_installs_the_source_tree_with_the_extras_and_compiles_bytecode() -> None:
     runs = " ".join(a for k, a in _instructions(DOCKERFILE.read_text()) if k == "RUN")
-    assert re.search(r"pip install \"\.\[kfp,s3,gcs\]\"", runs)
+    assert re.search(r"pip install \"\.\[kfp,s3,gcs,esg\]\"", runs)
     assert "compileall" in runs
     copies = [a for k, a in _instructions(DOCKERFILE.read_text()) if k == "COPY"]
     for folder in ("carbonpipe/", "components/", "operators/", "pipelines/"):
