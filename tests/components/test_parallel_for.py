@@ -167,3 +167,24 @@ def test_a_retry_is_the_next_attempt_of_its_own_iteration(tmp_path: Path) -> Non
         ("train[0.1]", 2, "succeeded", "11"),
         ("train[0.2]", 1, "succeeded", "22"),
     ]
+
+
+def test_an_artifact_item_names_the_iteration_by_its_task_uuid(tmp_path: Path) -> None:
+    from carbonpipe.integrations.kfp.tracked import run_tracked_step
+
+    class Dataset:  # what a ParallelFor over artifacts hands the step: not a JSON value
+        uri = "/tmp/outputs/shard"
+
+    store = str(tmp_path / "store")
+    identity = {
+        "carbon_store": store,
+        "carbon_pipeline": "shards",
+        "carbon_run_id": "run-1",
+        "carbon_task": "score",
+        "carbon_task_id": "4242",
+        "carbon_loop": "shard",
+    }
+    config = {"function": "score", **LOCATION}
+    run_tracked_step(lambda shard: None, {"shard": Dataset()}, config=config, identity=identity)
+    [rec] = records(store)
+    assert rec.step == "score[4242]" and "kfp_loop_item" not in rec.labels

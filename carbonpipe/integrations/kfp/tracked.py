@@ -84,11 +84,12 @@ _ITEM_MAX_CHARS = 64
 
 
 def _render(value: Any) -> str:
+    """A loop item's value as text; ``TypeError`` for what is not JSON (an artifact)."""
     if isinstance(value, str):
         return value
     import json
 
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def loop_item(kwargs: Mapping[str, Any], loop: str | None) -> str | None:
@@ -99,9 +100,12 @@ def loop_item(kwargs: Mapping[str, Any], loop: str | None) -> str | None:
     names = [n for n in loop.split(",") if n]
     if not names or any(n not in kwargs for n in names):
         return None
-    if len(names) == 1:
-        return _render(kwargs[names[0]])
-    return ",".join(f"{n}={_render(kwargs[n])}" for n in names)
+    try:
+        if len(names) == 1:
+            return _render(kwargs[names[0]])
+        return ",".join(f"{n}={_render(kwargs[n])}" for n in names)
+    except (TypeError, ValueError):  # an artifact, or NaN: the task uuid names the iteration
+        return None
 
 
 def execution_step_name(base: str, ctx: KfpContext, kwargs: Mapping[str, Any]) -> str:
