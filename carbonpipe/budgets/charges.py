@@ -10,19 +10,32 @@ where a budget is. The layout is described there; the charge objects are::
 written create-only, so a charge is idempotent and never contends with another. The amount is
 the record's CO2e in exact integer nanograms (:func:`carbonpipe.units.kg_to_ng`); keys of
 earlier versions, ``<record_id>__<micrograms>.json``, still count (times 1000).
+
+Two small objects keep the gate's reads short (:mod:`carbonpipe.budgets.rollup`):
+
+* a *late marker*, ``budgets/<scope>/late/date=.../step=.../<same file>``, written before a
+  charge whose day has already ended (by the writer's clock), and after a charge that had to
+  be spooled: a closed day's rollup is read without listing the day, and the markers are how
+  a reader learns that a charge landed in that day after its rollup;
+* the step's *last-run pointer*, ``budgets/pipeline=<p>/last-run/step=<step>.json``, moved
+  forward by compare-and-swap when a later run of the step is charged, so the gate's
+  "last run" estimate is one read instead of a listing of the pipeline's month.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.record import parse_utc
+from carbonpipe.errors import ObjectNotFound, PreconditionFailed
+from carbonpipe.record import parse_utc, utc_iso
 from carbonpipe.units import NG_PER_KG, kg_to_ng
 
 if TYPE_CHECKING:
@@ -56,15 +69,19 @@ __all__ = [
     "SCOPE_KINDS",
     "UG_PER_KG",
     "Charge",
+    "advance_last_run",
     "baseline_key",
     "charge_record",
     "check_amount",
     "estimate_ng",
     "kg_to_ng",
     "kg_to_ug",
+    "last_run_key",
+    "late_marker_key",
     "parse_charge_key",
     "parse_scope",
     "record_scopes",
+    "run_order",
     "safe_name",
     "scope_key",
 ]
@@ -75,6 +92,7 @@ BASELINES_PREFIX = "baselines"
 UG_PER_KG = 1_000_000_000
 # /2: amounts in nanograms (key suffix "ng", "emissions_ng"); /1 wrote whole micrograms.
 CHARGE_SCHEMA = "carbonpipe.charge/2"
+LAST_RUN_SCHEMA = "carbonpipe.last-run/1"
 _CHARGE_FILE = re.compile(r"^(?P<rid>.+)__(?P<amount>\d+)(?P<ng>ng)?\.json$")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]*$")
@@ -181,10 +199,75 @@ class Charge:
     spooled: tuple[str, ...] = ()
 
 
-def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = False) -> Charge:
+def late_marker_key(charge_key: str) -> str:
+    """The late marker of a charge: the same key with ``/late/`` for ``/charges/``."""
+    head, sep, tail = charge_key.partition("/charges/")
+    if not sep:
+        raise ValueError(f"{charge_key!r} is not a charge key")
+    return f"{head}/late/{tail}"
+
+
+def last_run_key(pipeline: str, step: str) -> str:
+    """``budgets/pipeline=<p>/last-run/step=<step>.json``: the step's last-run pointer."""
+    return (
+        f"{BUDGETS_PREFIX}/{scope_key(f'pipeline:{pipeline}')}/last-run/step={safe_name(step)}.json"
+    )
+
+
+def run_order(body: Mapping[str, Any]) -> tuple[str, str]:
+    """How runs of a step are ordered: by end time, then record id (as the pointer keeps them)."""
+    try:
+        ended = utc_iso(parse_utc(body["ended_at"]))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        ended = ""
+    return ended, str(body.get("record_id", ""))
+
+
+def advance_last_run(store: Store, key: str, body: Mapping[str, Any], *, attempts: int = 4) -> bool:
+    """Move the step's last-run pointer at ``key`` to ``body`` if it is a later run.
+
+    Compare-and-swap, a few attempts; never raises for the store (the pointer is only where an
+    estimate starts; a reader falls back to listing when it is missing). True when ``body`` is
+    (now) the pointer's run.
+    """
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    mine = run_order(body)
+    for _ in range(attempts):
+        try:
+            try:
+                current = store.get(key)
+            except ObjectNotFound:
+                store.put_if_absent(key, data)
+                return True
+            try:
+                theirs = run_order(json.loads(current.data))
+            except ValueError:
+                theirs = ("", "")  # unreadable: replace it
+            if theirs >= mine:
+                return theirs == mine
+            store.replace(key, data, if_version=current.version)
+            return True
+        except PreconditionFailed:
+            continue  # another run's charge moved it: compare again
+        except Exception as exc:  # a store down or refusing: the charge itself is safe
+            logging.getLogger(__name__).debug("cannot move the last-run pointer %s: %s", key, exc)
+            return False
+    return False
+
+
+def charge_record(
+    store: Store,
+    record: ChargeableRecord,
+    *,
+    run_scope: bool = False,
+    now: datetime | None = None,
+) -> Charge:
     """Charge a record to its scopes (pipeline, team if set, run if asked); idempotent.
 
     Each scope's charge goes through the spool: a store that is down gets it on the next replay.
+    A charge for a day that has ended by ``now`` (default: the clock) gets a late marker first,
+    and a charge that was spooled gets one after; the pipeline's charge moves the step's
+    last-run pointer (see the module docstring).
     """
     rid = record.record_id
     if not isinstance(rid, str) or not _RECORD_ID.match(rid):
@@ -192,8 +275,10 @@ def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = F
     kg = check_amount("emissions_kg_co2e", record.emissions_kg_co2e)
     ng = kg_to_ng(kg)
     day = parse_utc(record.ended_at).date().isoformat()
+    late = day < (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date().isoformat()
     outcomes: dict[str, list[str]] = {"written": [], "duplicate": [], "spooled": []}
     keys: list[str] = []
+    scopes_pipeline = f"pipeline:{record.pipeline}"
     for scope in record_scopes(record, run=run_scope):
         key = (
             f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/date={day}/"
@@ -216,7 +301,18 @@ def charge_record(store: Store, record: ChargeableRecord, *, run_scope: bool = F
             body["duration_s"] = float(duration)
         data = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         keys.append(key)
-        outcomes[_deliver(store, key, data)].append(key)
+        if late:  # before the charge: whoever lists the charge can list its marker
+            _deliver(store, late_marker_key(key), data)
+        outcome = _deliver(store, key, data)
+        outcomes[outcome].append(key)
+        if outcome == "spooled" and not late:  # it may land after its day is rolled up
+            _deliver(store, late_marker_key(key), data)
+        if outcome == "written" and scope == scopes_pipeline:
+            advance_last_run(
+                store,
+                last_run_key(record.pipeline, record.step),
+                {**body, "schema": LAST_RUN_SCHEMA, "key": key, "date": day},
+            )
     return Charge(
         rid,
         kg,

@@ -38,7 +38,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +49,8 @@ from carbonpipe.budgets.charges import (
     estimate_ng,
     kg_to_ng,
     kg_to_ug,
-    parse_charge_key,
     parse_scope,
     record_scopes,
-    safe_name,
     scope_key,
 )
 from carbonpipe.errors import (
@@ -68,21 +65,21 @@ from carbonpipe.stores.base import Store
 if TYPE_CHECKING:
     from carbonpipe.budgets.charges import ChargeableRecord
 from carbonpipe.budgets.budget import Budget
-from carbonpipe.budgets.period import PeriodWindow, _add_months, _utc, period_window
+from carbonpipe.budgets.latest import LAST_RUN_LOOKBACK_MONTHS, last_run
+from carbonpipe.budgets.period import PeriodWindow, _utc, period_window
+from carbonpipe.budgets.rollup import PeriodUsage, listed_usage, period_usage, settled
 from carbonpipe.budgets.status import (
     BudgetStatus,
     ChargeEntry,
     GateDecision,
     Reservation,
     _ng_to_kg,
-    _Usage,
 )
 
 logger = logging.getLogger(__name__)
 # Long enough for a typical training step; the tracker passes a longer TTL for longer steps.
 DEFAULT_RESERVATION_TTL_S = 6 * 3600.0
-# How far back the gate looks for a step's last run before falling back to the default.
-LAST_RUN_LOOKBACK_MONTHS = 12
+__all__ = ["DEFAULT_RESERVATION_TTL_S", "LAST_RUN_LOOKBACK_MONTHS", "BudgetLedger"]
 
 _DOC_SCHEMA = "carbonpipe.reservations/1"
 # Full-jitter exponential backoff for reservation compare-and-swap conflicts.
@@ -130,66 +127,23 @@ class BudgetLedger:
 
     def charge(self, record: ChargeableRecord, *, run_scope: bool = False) -> Charge:
         """Charge a record to its scopes (pipeline, team if set, run if asked); idempotent."""
-        return charge_record(self.store, record, run_scope=run_scope)
+        return charge_record(self.store, record, run_scope=run_scope, now=self._now())
 
     def charges(
         self, scope: str, period: str = "total", *, at: datetime | None = None
     ) -> list[ChargeEntry]:
-        """List the (deduplicated) charges of ``scope`` in the period containing ``at``."""
-        window = period_window(period, at or self._now())
-        return sorted(self._usage(scope, window).entries.values(), key=lambda e: e.key)
+        """List every charge of ``scope`` in the period containing ``at`` (one per record a day)."""
+        return listed_usage(self.store, scope, period_window(period, at or self._now()))[1]
 
-    def _usage(self, scope: str, window: PeriodWindow) -> _Usage:
-        base = f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/"
-        entries: dict[str, ChargeEntry] = {}
-        for prefix in window.date_prefixes:
-            for key in self.store.list(base + prefix):
-                entry = _parse_charge_key(scope, base, key)
-                if entry is None:
-                    continue
-                # Two keys for one record can only come from a re-measured re-delivery; any
-                # fixed choice keeps every reader agreeing on the sum.
-                current = entries.get(entry.record_id)
-                if current is None or entry.key < current.key:
-                    entries[entry.record_id] = entry
-        total = sum(e.emissions_ng for e in entries.values())
-        first = min((e.date for e in entries.values()), default=None)
-        return _Usage(total, entries, first)
+    def usage(self, scope: str, period: str = "total") -> PeriodUsage:
+        """The scope's exact use in the current period: closed days from their rollups
+        (:mod:`carbonpipe.budgets.rollup`), open days listed."""
+        now = self._now()
+        return period_usage(self.store, scope, period_window(period, now), now)
 
     def last_charge(self, pipeline: str, step: str) -> ChargeEntry | None:
         """Return the latest charge of ``pipeline``'s ``step`` in the last year, or None."""
-        scope = f"pipeline:{pipeline}"
-        base = f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/"
-        step_part = f"/step={safe_name(step)}/"
-        now = self._now()
-        this_month = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
-        for back in range(LAST_RUN_LOOKBACK_MONTHS):
-            start = _add_months(this_month, -back)
-            latest: list[ChargeEntry] = []
-            for key in self.store.list(f"{base}date={start:%Y-%m}-"):
-                if step_part not in key:
-                    continue
-                entry = _parse_charge_key(scope, base, key)
-                if entry is None:
-                    continue
-                if latest and entry.date > latest[0].date:
-                    latest = []
-                if not latest or entry.date == latest[0].date:
-                    latest.append(entry)
-            if latest:
-                # Several runs on the last day: only their bodies know which ended last.
-                return max((self._with_ended_at(e) for e in latest), key=_ended_order)
-        return None
-
-    def _with_ended_at(self, entry: ChargeEntry) -> ChargeEntry:
-        try:
-            body = json.loads(self.store.get(entry.key).data)
-            ended: str | None = utc_iso(parse_utc(body["ended_at"]))
-        except (ObjectNotFound, ValueError, KeyError, TypeError, AttributeError):
-            return entry  # unreadable body: the entry still counts, it just sorts first
-        duration = body.get("duration_s")
-        ok = isinstance(duration, (int, float)) and not isinstance(duration, bool)
-        return replace(entry, ended_at=ended, duration_s=float(duration) if ok else None)
+        return last_run(self.store, pipeline, step, self._now())
 
     # -- reservations --------------------------------------------------------------------------
 
@@ -365,15 +319,15 @@ class BudgetLedger:
 
     def _snapshot(
         self, scope: str, window: PeriodWindow, key: str, now: datetime
-    ) -> tuple[str | None, dict[str, dict[str, Any]], _Usage]:
+    ) -> tuple[str | None, dict[str, dict[str, Any]], PeriodUsage]:
         # Read reservations before listing charges: a charge landing in between is then seen
         # by the listing, so its reservation counts as settled, never twice and never zero times.
         doc, version = self._read_reservations(key)
-        usage = self._usage(scope, window)
+        usage = period_usage(self.store, scope, window, now)
         active = {
             e["reservation_id"]: e
             for e in doc
-            if e["reservation_id"] not in usage.entries and parse_utc(e["expires_at"]) > now
+            if parse_utc(e["expires_at"]) > now and not settled(self.store, scope, e, usage)
         }
         return version, active, usage
 
@@ -434,7 +388,7 @@ class BudgetLedger:
             days_left=max(remaining_kg, 0.0) / burn if burn > 0 else None,
             warning=used_ng >= budget.warn_ratio * limit_ng,
             exceeded=used_ng > limit_ng,
-            charges=len(usage.entries),
+            charges=usage.count,
             reservations=len(active),
             on_exceed=budget.on_exceed,
         )
@@ -456,7 +410,7 @@ class BudgetLedger:
     def _decide(
         budget: Budget,
         window: PeriodWindow,
-        usage: _Usage,
+        usage: PeriodUsage,
         active: Mapping[str, Mapping[str, Any]],
         est_ng: int,
         estimate_source: str,
@@ -541,18 +495,6 @@ class BudgetLedger:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _parse_charge_key(scope: str, base: str, key: str) -> ChargeEntry | None:
-    parsed = parse_charge_key(base, key)
-    if parsed is None:
-        return None
-    date, step, rid, ng = parsed
-    return ChargeEntry(scope=scope, record_id=rid, emissions_ng=ng, date=date, step=step, key=key)
-
-
-def _ended_order(entry: ChargeEntry) -> tuple[str, str]:
-    return entry.ended_at or "", entry.record_id
 
 
 def _reservations_key(scope: str, window: PeriodWindow) -> str:
