@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.carbonpipe-installed
 SOURCES := carbonpipe components operators pipelines
 
-.PHONY: install test lint demo bench clean image-print
+.PHONY: install test lint demo bench clean image-print java
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ lint: install
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
-test: install lint
+# Spark's tests (tests/esg/test_sql.py) run on Java: Debian's JRE when none is installed.
+java:
+	@command -v java > /dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
+
+test: install lint java
 	$(PY) -m pytest -q
 
 demo: install

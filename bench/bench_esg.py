@@ -8,7 +8,7 @@ What it does, each measured step in its own child process (wall time, and peak R
 ``resource.getrusage(RUSAGE_CHILDREN)`` by a wrapper whose only child is that step):
 
 1. generate N step records over 2026-Q4 as JSON files in a local store (the tracker's layout:
-   ``records/v1/date=.../pipeline=.../<id>.json``, bytes as ``Record.to_json`` writes them);
+   ``records/v2/date=.../pipeline_key=.../<id>.json``, bytes as ``Record.to_json`` writes them);
 2. ``compact``: the nightly JSON -> Parquet compaction of every day (one night does one day;
    the whole quarter at once is the worst case);
 3. ``aggregate``: ``esg.aggregate`` over the quarter (lists every JSON key to catch records the
@@ -212,7 +212,7 @@ def task_pandas(root: str, limit: int) -> dict[str, Any]:
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
-    base = Path(root) / "records" / "v1"
+    base = Path(root) / "records" / "v2"
     for dirpath, _, files in sorted(os.walk(base)):
         for name in sorted(files):
             if len(rows) >= limit:
@@ -278,7 +278,7 @@ def add_late_records(root: Path, n: int) -> None:
     """Add ``n`` records to already compacted days (a spool replay after the nightly job)."""
     from carbonpipe.record import record_key
 
-    src = sorted((root / "records" / "v1").glob("date=2026-10-1*/pipeline=*/*.json"))[:n]
+    src = sorted((root / "records" / "v2").glob("date=2026-10-1*/pipeline_key=*/*.json"))[:n]
     for path in src:
         rec = json.loads(path.read_bytes())
         rec["record_id"] = "late" + rec["record_id"][4:]
@@ -308,7 +308,7 @@ def main() -> None:
             # Back to the state right after generation: no parts, no late records, no report.
             shutil.rmtree(root / "records" / "compact", ignore_errors=True)
             shutil.rmtree(root / "esg", ignore_errors=True)
-            for stale in (root / "records" / "v1").glob("date=*/pipeline=*/late*.json"):
+            for stale in (root / "records" / "v2").glob("date=*/pipeline_key=*/late*.json"):
                 stale.unlink()
         else:
             print(f"generating {args.records:,} records in {root} ...", flush=True)

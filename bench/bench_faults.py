@@ -136,7 +136,7 @@ def main() -> None:
         )  # fmt: skip
         flushes.append(json.loads(out.stdout) if out.stdout.strip() else {"error": out.stderr})
 
-    records = [Record.from_json(direct.get(k).data) for k in direct.list("records/v1/")]
+    records = [Record.from_json(direct.get(k).data) for k in direct.list("records/v2/")]
     by_id = Counter(r.record_id for r in records)
     expected = {
         make_record_id(PROJECT, PIPELINE, f"step-{i:04d}", "work", 1): f"step-{i:04d}"

@@ -3,9 +3,13 @@
 A record's id is derived from (project, pipeline, run, step, attempt), so a re-delivery of the
 same attempt is the same record and lands on the same key. Records are stored Hive-style::
 
-    records/v1/date=YYYY-MM-DD/pipeline=<name>/<record_id>.json
+    records/v2/date=YYYY-MM-DD/pipeline_key=<partition_value(pipeline)>/<record_id>.json
 
-so DuckDB, Athena, BigQuery and Spark read the folder as a table partitioned by date and pipeline.
+The pipeline's folder is named ``pipeline_key``, not ``pipeline``: an engine that adds Hive
+partition columns (DuckDB, Spark, Athena, BigQuery) then adds a column of its own beside the
+record's ``pipeline`` field instead of shadowing it with the sanitised folder name, and no
+record field is named ``date``. Earlier versions wrote ``records/v1/date=.../pipeline=.../``;
+readers read both (a record in both is counted once) and ``carbonpipe migrate`` moves v1 to v2.
 
 Every field is documented once, in the JSON Schema shipped with the package
 (``carbonpipe/schemas/record.v2.json``). Every field is always written, with a typed ``null``
@@ -35,7 +39,11 @@ READABLE_SCHEMAS = ("carbonpipe.record/1", SCHEMA)
 STATUSES = ("succeeded", "failed", "killed", "lost")
 DETECTED_BY = ("metadata", "argument", "env", "default", "world")
 METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
-RECORDS_PREFIX = "records/v1"
+RECORDS_PREFIX = "records/v2"
+#: Where versions before the ``pipeline_key`` folder wrote records: read too, until migrated.
+LEGACY_RECORDS_PREFIX = "records/v1"
+#: The name of the pipeline's partition folder in ``records/v2``.
+PIPELINE_PARTITION = "pipeline_key"
 
 # The record's shape (documented in carbonpipe/schemas/record.v2.json): what is always written.
 #: Top-level figures, always floats.
@@ -217,8 +225,31 @@ class Record:
 
 
 def record_key(date: str, pipeline: str, record_id: str) -> str:
-    """Return ``records/v1/date=<date>/pipeline=<pipeline>/<record_id>.json``."""
-    return f"{RECORDS_PREFIX}/date={date}/pipeline={partition_value(pipeline)}/{record_id}.json"
+    """Return ``records/v2/date=<date>/pipeline_key=<partition value>/<record_id>.json``."""
+    part = f"{PIPELINE_PARTITION}={partition_value(pipeline)}"
+    return f"{RECORDS_PREFIX}/date={date}/{part}/{record_id}.json"
+
+
+def legacy_record_key(date: str, pipeline: str, record_id: str) -> str:
+    """Return where versions before ``records/v2`` put the record (``records/v1/.../pipeline=``)."""
+    part = f"pipeline={partition_value(pipeline)}"
+    return f"{LEGACY_RECORDS_PREFIX}/date={date}/{part}/{record_id}.json"
+
+
+def record_day_prefixes(day: str, pipeline: str | None = None) -> list[str]:
+    """The folders that may hold one day's records (of one ``pipeline``): ``records/v2``'s first,
+    then ``records/v1``'s (with a pipeline, its folder and the lossy one of older versions, whose
+    records a reader keeps only if their ``pipeline`` field matches)."""
+    if pipeline is None:
+        return [f"{RECORDS_PREFIX}/date={day}/", f"{LEGACY_RECORDS_PREFIX}/date={day}/"]
+    return [f"{RECORDS_PREFIX}/date={day}/{PIPELINE_PARTITION}={partition_value(pipeline)}/"] + [
+        f"{LEGACY_RECORDS_PREFIX}/date={day}/pipeline={p}/" for p in partition_values(pipeline)
+    ]
+
+
+def record_id_of_key(key: str) -> str:
+    """The record id a record's key ends with (``.../<record_id>.json``)."""
+    return key.rsplit("/", 1)[-1].removesuffix(".json")
 
 
 def _as_float(value: Any, name: str) -> Any:

@@ -13,7 +13,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from carbonpipe.errors import InvalidRecord
-from carbonpipe.record import RECORDS_PREFIX, Record, partition_values
+from carbonpipe.record import (
+    LEGACY_RECORDS_PREFIX,
+    RECORDS_PREFIX,
+    Record,
+    record_day_prefixes,
+    record_id_of_key,
+)
 from carbonpipe.stores.base import Store
 from carbonpipe.units import kg_to_ng, kwh_to_nwh, ng_to_kg, nwh_to_kwh
 
@@ -29,37 +35,53 @@ def record_keys(
 ) -> Iterator[str]:
     """Yield the keys of records ended between ``start`` and ``end`` (inclusive, UTC dates).
 
-    With ``pipeline``, the keys under its partition folders (see
-    :func:`carbonpipe.record.partition_values`); the older, lossy folder may hold other
-    pipelines' records too, so read records are to be kept only if their ``pipeline`` matches.
+    Both layouts are listed, ``records/v2`` then ``records/v1`` (see
+    :func:`carbonpipe.record.record_day_prefixes`); a record found in both (a migration under
+    way) is yielded once. With ``pipeline``, the keys under its partition folders: the older,
+    lossy v1 folder may hold other pipelines' records too, so read records are to be kept only
+    if their ``pipeline`` matches.
     """
     if start is not None and end is not None and end < start:
         raise ValueError(f"end ({end}) is before start ({start})")
+    # A store not migrated yet: its v1 keys wait (by record id) until v2 is listed.
+    legacy: dict[str, str] = {}
+    for key in _layout_keys(store, LEGACY_RECORDS_PREFIX, start, end, pipeline):
+        legacy.setdefault(record_id_of_key(key), key)
+    for key in _layout_keys(store, RECORDS_PREFIX, start, end, pipeline):
+        legacy.pop(record_id_of_key(key), None)
+        yield key
+    yield from legacy.values()
+
+
+def _layout_keys(
+    store: Store, root: str, start: date | None, end: date | None, pipeline: str | None
+) -> Iterator[str]:
+    """The record keys of one layout (``records/v2`` or ``records/v1``) in the date range."""
     if start is None or end is None or (end - start).days > 366:
-        prefixes = [f"{RECORDS_PREFIX}/"]
+        days: list[str | None] = [None]
     else:
-        prefixes = [
-            f"{RECORDS_PREFIX}/date={(start + timedelta(days=i)).isoformat()}/"
-            for i in range((end - start).days + 1)
+        days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    parts: list[str] = []
+    if pipeline:  # the folder names of this layout, from the day's prefixes
+        parts = [
+            p.split("/")[-2] + "/"
+            for p in record_day_prefixes("0000-00-00", pipeline)
+            if p.startswith(root + "/")
         ]
-    parts = [f"pipeline={p}/" for p in partition_values(pipeline)] if pipeline else []
-    listings = [
-        prefix + part
-        for prefix in prefixes
-        for part in (parts if parts and prefix != f"{RECORDS_PREFIX}/" else [""])
-    ]
-    for listing in listings:
-        for key in store.list(listing):
-            if not key.endswith(".json"):
-                continue
-            if parts and not any(f"/{part}" in key for part in parts):
-                continue
-            d = key[len(RECORDS_PREFIX) + len("/date=") :][:10]
-            if start is not None and d < start.isoformat():
-                continue
-            if end is not None and d > end.isoformat():
-                continue
-            yield key
+    for day in days:
+        base = f"{root}/" if day is None else f"{root}/date={day}/"
+        for listing in [base + part for part in parts] if parts and day else [base]:
+            for key in store.list(listing):
+                if not key.endswith(".json"):
+                    continue
+                if parts and not any(f"/{part}" in key for part in parts):
+                    continue
+                d = key[len(root) + len("/date=") :][:10]
+                if start is not None and d < start.isoformat():
+                    continue
+                if end is not None and d > end.isoformat():
+                    continue
+                yield key
 
 
 def read_records(store: Store, keys: Iterable[str], *, workers: int = 16) -> Iterator[Record]:

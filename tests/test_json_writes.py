@@ -137,7 +137,7 @@ def test_non_finite_figures_are_replaced_noted_written_and_charged(tmp_path: Pat
     store = open_store(str(tmp_path / "store"))
     done = deliver_record(store, record, spool_dir=tmp_path / "spool")
     assert done.charge_error is None
-    (written,) = (tmp_path / "store").glob(f"records/v1/**/{record.record_id}.json")
+    (written,) = (tmp_path / "store").glob(f"records/v2/**/{record.record_id}.json")
     json.loads(written.read_bytes(), parse_constant=pytest.fail)
     charges = list((tmp_path / "store").glob(f"budgets/**/charges/**/{record.record_id}__*"))
     assert len(charges) == 1

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from carbonpipe.errors import InvalidRecord
-from carbonpipe.record import SCHEMA, Record, make_record_id, partition_value, record_key
+from carbonpipe.record import (
+    SCHEMA,
+    Record,
+    legacy_record_key,
+    make_record_id,
+    partition_value,
+    record_key,
+)
 
 
 def _record(**overrides: Any) -> dict[str, Any]:
@@ -67,8 +74,12 @@ def test_record_key_is_hive_partitioned_by_end_date_and_pipeline() -> None:
     rec = Record.from_dict(_record(pipeline="my pipe/v2"))
     part = partition_value("my pipe/v2")  # sanitised, plus a hash of the true name
     assert part.startswith("my_pipe_v2-") and part != partition_value("my_pipe_v2")
-    assert rec.key == f"records/v1/date=2026-11-24/pipeline={part}/{rec.record_id}.json"
-    assert record_key("2026-01-01", "a", "x") == "records/v1/date=2026-01-01/pipeline=a/x.json"
+    assert rec.key == f"records/v2/date=2026-11-24/pipeline_key={part}/{rec.record_id}.json"
+    assert record_key("2026-01-01", "a", "x") == "records/v2/date=2026-01-01/pipeline_key=a/x.json"
+    # The layout of earlier versions, which readers still read and `carbonpipe migrate` moves.
+    assert (
+        legacy_record_key("2026-01-01", "a", "x") == "records/v1/date=2026-01-01/pipeline=a/x.json"
+    )
     assert partition_value("") not in ("", "_")
 
 

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(sub: Any) -> None:
     """Let optional modules (ESG, baselines, plots) add their subcommands."""
-    for module in ("carbonpipe.cli.esg", "carbonpipe.cli.export"):
+    extensions = ("esg", "export", "sql", "migrate")
+    for module in (f"carbonpipe.cli.{name}" for name in extensions):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

@@ -17,7 +17,9 @@ from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.opener import open_store
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Iterable
+
+    import pyarrow as pa
 from carbonpipe.esg.period import Period, parse_period
 from carbonpipe.esg.rows import (
     COMPACT_SCHEMA,
@@ -63,11 +65,33 @@ def closed_days(
     return out
 
 
+PARQUET_TYPE = "application/vnd.apache.parquet"
+
+
+def encode_part(table: pa.Table, day: str, skipped: Iterable[str]) -> bytes:
+    """A day's rows as the bytes of its part: sorted by record id, ``compact/3`` metadata."""
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+    table = table.cast(_arrow_schema())
+    table = table.take(pa.compute.sort_indices(table, [("record_id", "ascending")]))
+    table = table.replace_schema_metadata(
+        {
+            "schema": COMPACT_SCHEMA,
+            "date": day,
+            "skipped": json.dumps(sorted(skipped), allow_nan=False),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
 def compact_day(store: Store, day: date | str, *, workers: int = 8) -> Compaction:
     """Fold a day's JSON records that its part lacks into the part (create or compare-and-swap)."""
     with needs_extra("esg", "ESG reports"):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
     day = day.isoformat() if isinstance(day, date) else day
     keys, ids = _list_day(store, day)
@@ -89,28 +113,12 @@ def compact_day(store: Store, day: date | str, *, workers: int = 8) -> Compactio
     tables = [part.table.cast(_arrow_schema())] if part else []
     tables.append(_records_table(records, day))
     table = pa.concat_tables(tables)
-    table = table.take(pa.compute.sort_indices(table, [("record_id", "ascending")]))
-    table = table.replace_schema_metadata(
-        {
-            "schema": COMPACT_SCHEMA,
-            "date": day,
-            "skipped": json.dumps(sorted(skipped), allow_nan=False),
-        }
-    )
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    data = encode_part(table, day, skipped)
     try:
         if part is None:
-            store.put_if_absent(
-                part_key(day), buf.getvalue(), content_type="application/vnd.apache.parquet"
-            )
+            store.put_if_absent(part_key(day), data, content_type=PARQUET_TYPE)
         else:
-            store.replace(
-                part_key(day),
-                buf.getvalue(),
-                if_version=part.version,
-                content_type="application/vnd.apache.parquet",
-            )
+            store.replace(part_key(day), data, if_version=part.version, content_type=PARQUET_TYPE)
     except PreconditionFailed:
         # Another compactor won; its part is as valid as ours and readers add what it lacks.
         log.info("carbonpipe: %s was compacted concurrently; keeping the other writer's part", day)

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,11 +17,9 @@ from typing import TYPE_CHECKING
 from carbonpipe._optional import needs_extra
 from carbonpipe.errors import InvalidRecord, ObjectNotFound
 from carbonpipe.record import (
-    RECORDS_PREFIX,
     Record,
     parse_utc,
-    partition_values,
-    utc_iso,
+    record_day_prefixes,
 )
 from carbonpipe.stores.base import Store, StoredObject
 from carbonpipe.stores.local import LocalStore
@@ -34,9 +31,12 @@ if TYPE_CHECKING:
 
 
 COMPACT_PREFIX = "records/compact/v1"
-# /2 adds the exact integer columns (_INT_COLUMNS); a /1 part gets them computed when read.
-COMPACT_SCHEMA = "carbonpipe.compact/2"
-_READABLE_SCHEMAS = (COMPACT_SCHEMA.encode(), b"carbonpipe.compact/1")
+# /2 added the exact integer columns (_INT_COLUMNS); a /1 part gets them computed when read.
+# /3 types the columns for SQL engines: started_at and ended_at timestamp[us, UTC] (text in
+# /1 and /2, converted when read), labels map<string, string> (null in rows of older parts).
+COMPACT_SCHEMA = "carbonpipe.compact/3"
+_OLD_SCHEMAS = (b"carbonpipe.compact/2", b"carbonpipe.compact/1")
+_READABLE_SCHEMAS = (COMPACT_SCHEMA.encode(), *_OLD_SCHEMAS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,8 +51,6 @@ _STRING_COLUMNS = (
     "run_id",
     "step",
     "team",
-    "started_at",
-    "ended_at",
     "status",
     "provider",
     "region",
@@ -64,6 +62,7 @@ _STRING_COLUMNS = (
     "method",
     "alerts_json",
 )
+_TIMESTAMP_COLUMNS = ("started_at", "ended_at")
 _FLOAT_COLUMNS = (
     "duration_s",
     "energy_cpu_kwh",
@@ -121,9 +120,11 @@ def _arrow_schema(*, dictionary: bool = False) -> pa.Schema:
 
     return pa.schema(
         [pa.field(n, text(n)) for n in _STRING_COLUMNS]
+        + [pa.field(n, pa.timestamp("us", tz="UTC")) for n in _TIMESTAMP_COLUMNS]
         + [pa.field("attempt", pa.int32())]
         + [pa.field(n, pa.float64()) for n in _FLOAT_COLUMNS]
         + [pa.field(n, pa.int64()) for n in _INT_COLUMNS]
+        + [pa.field("labels", pa.map_(pa.string(), pa.string()))]
     )
 
 
@@ -169,6 +170,20 @@ def _with_exact_columns(table: pa.Table) -> pa.Table:
     return table
 
 
+def _with_types(table: pa.Table) -> pa.Table:
+    """Type a part written before ``compact/3``: its timestamps were text, it had no labels."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in _TIMESTAMP_COLUMNS:
+        typed = pc.cast(pc.cast(table[name], pa.string()), pa.timestamp("us", tz="UTC"))
+        table = table.set_column(table.schema.get_field_index(name), name, typed)
+    if "labels" in table.schema.names:
+        return table
+    labels = pa.nulls(table.num_rows, pa.map_(pa.string(), pa.string()))
+    return table.append_column(pa.field("labels", labels.type), labels)
+
+
 def _records_table(records: Sequence[Record], day: str) -> pa.Table:
     """Flatten records into the compaction schema (column order of ``_arrow_schema``)."""
     with needs_extra("esg", "ESG reports"):
@@ -188,8 +203,6 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
                 r.run_id,
                 r.step,
                 r.team,
-                _canonical_utc(r.started_at),
-                _canonical_utc(r.ended_at),
                 r.status,
                 loc.get("provider"),
                 loc.get("region"),
@@ -200,6 +213,8 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
                 src.get("kind"),
                 r.measurement.get("method"),
                 json.dumps(alerts, sort_keys=True, allow_nan=False) if alerts else None,
+                parse_utc(r.started_at),
+                parse_utc(r.ended_at),
                 r.attempt,
                 r.duration_s,
                 e["cpu"],
@@ -222,20 +237,13 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
                     r.emissions_kg_co2e,
                     remote_kg,
                 ),
+                sorted(r.labels.items()),
             )
         )
     schema = _arrow_schema()
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
     arrays = [pa.array(col, f.type) for col, f in zip(columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-_CANONICAL_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-
-
-def _canonical_utc(text: str) -> str:
-    """Return ``text`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (records the tracker writes already are)."""
-    return text if _CANONICAL_UTC.match(text) else utc_iso(parse_utc(text))
 
 
 def _remote_kg(r: Record) -> float:
@@ -251,34 +259,27 @@ def _record_id_of(key: str) -> str:
     return key.rsplit("/", 1)[-1][: -len(".json")]
 
 
-def _day_prefixes(day: str, pipeline: str | None = None) -> list[str]:
-    """The folders of one day (of one pipeline: its folder, then the lossy one of old versions,
-    whose records the caller filters by their ``pipeline`` field)."""
-    prefix = f"{RECORDS_PREFIX}/date={day}/"
-    return [f"{prefix}pipeline={p}/" for p in partition_values(pipeline)] if pipeline else [prefix]
-
-
 def _list_day(store: Store, day: str, pipeline: str | None = None) -> tuple[list[str], list[str]]:
-    """Return the JSON record keys of one day (of one pipeline) and their record ids."""
-    prefixes = _day_prefixes(day, pipeline)
+    """Return the JSON record keys of one day (of one pipeline) and their record ids.
+
+    Both layouts (``records/v2``, then ``records/v1``); a record in both is listed once.
+    """
+    prefixes = record_day_prefixes(day, pipeline)
     if not isinstance(store, LocalStore):
         found = [k for prefix in prefixes for k in store.list(prefix) if k.endswith(".json")]
-        return found, [_record_id_of(k) for k in found]
+        return _once(found, [_record_id_of(k) for k in found])
     # A million keys through the generic os.walk listing cost seconds; two listdir levels
     # of the same folders cost a fraction of that, with the same result (dot-files skipped).
-    prefix = prefixes[0]
-    try:
-        folders = (
-            prefixes
-            if pipeline
-            else [
-                f"{prefix}{name}/"
-                for name in os.listdir(store.root / prefix)
-                if name.startswith("pipeline=")
-            ]
-        )
-    except (FileNotFoundError, NotADirectoryError):
-        return [], []
+    folders = list(prefixes) if pipeline else []
+    if not pipeline:
+        for prefix in prefixes:
+            try:
+                names = os.listdir(store.root / prefix)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            folders.extend(
+                f"{prefix}{n}/" for n in names if n.startswith(("pipeline_key=", "pipeline="))
+            )
     keys: list[str] = []
     ids: list[str] = []
     for folder in folders:
@@ -289,7 +290,21 @@ def _list_day(store: Store, day: str, pipeline: str | None = None) -> tuple[list
         names = [n for n in names if n.endswith(".json") and not n.startswith(".")]
         keys.extend(folder + n for n in names)
         ids.extend(n[:-5] for n in names)
-    return keys, ids
+    return _once(keys, ids)
+
+
+def _once(keys: list[str], ids: list[str]) -> tuple[list[str], list[str]]:
+    """Keep the first key of each record id (v2's, when a migration left it in both layouts)."""
+    if len(set(ids)) == len(ids):
+        return keys, ids
+    seen: set[str] = set()
+    out: tuple[list[str], list[str]] = ([], [])
+    for key, rid in zip(keys, ids, strict=True):
+        if rid not in seen:
+            seen.add(rid)
+            out[0].append(key)
+            out[1].append(rid)
+    return out
 
 
 def part_key(day: str) -> str:
@@ -326,8 +341,10 @@ def _decode_part(obj: StoredObject | None, day: str) -> _Part | None:
         if meta.get(b"schema") not in _READABLE_SCHEMAS:
             raise ValueError(f"schema is {meta.get(b'schema')!r}, not {COMPACT_SCHEMA}")
         skipped = frozenset(json.loads(meta.get(b"skipped", b"[]")))
-        if meta.get(b"schema") != COMPACT_SCHEMA.encode():
+        if meta.get(b"schema") == b"carbonpipe.compact/1":
             table = _with_exact_columns(table)
+        if meta.get(b"schema") in _OLD_SCHEMAS:
+            table = _with_types(table)
         schema = _arrow_schema(dictionary=True)
         table = table.select(schema.names).cast(schema)
     except (pa.ArrowException, ValueError, KeyError) as exc:
@@ -335,6 +352,20 @@ def _decode_part(obj: StoredObject | None, day: str) -> _Part | None:
         log.warning("carbonpipe: ignoring unreadable compacted part %s: %s", part_key(day), exc)
         return None
     return _Part(table, skipped, obj.version)
+
+
+def _schema_of(data: bytes) -> str | None:
+    """The ``schema`` a part's metadata names (``carbonpipe.compact/3``), None if unreadable."""
+    with needs_extra("esg", "ESG reports"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(pa.BufferReader(data)).metadata or {}
+    except (pa.ArrowException, ValueError):
+        return None
+    schema = meta.get(b"schema")
+    return schema.decode("utf-8", "replace") if schema is not None else None
 
 
 def _read_part(store: Store, day: str) -> _Part | None:

@@ -150,7 +150,7 @@ def test_a_failing_definition_write_never_stops_or_holds_the_step(flaky_store: F
     proxy = flaky_store.proxy
     proxy.fail(403, match="budgets/definitions")  # only the definition objects are refused
     _steps(flaky_store.store, _budget(1.0), "train")
-    [record] = list(flaky_store.direct.list("records/v1/"))
+    [record] = list(flaky_store.direct.list("records/v2/"))
     assert record
     assert not flaky_store.direct.exists(KEY)
     window = period_window("month", datetime.now(timezone.utc))

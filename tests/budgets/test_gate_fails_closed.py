@@ -103,7 +103,7 @@ def test_when_unavailable_run_runs_the_step_and_its_delivered_record_says_so(
     )
     assert flushed.returncode == 0, flushed.stderr
     assert json.loads(flushed.stdout)["remaining"] == 0
-    [key] = list(flaky_store.direct.list("records/v1/"))
+    [key] = list(flaky_store.direct.list("records/v2/"))
     record = Record.from_json(flaky_store.direct.get(key).data)
     assert record.record_id == metrics.record_id and record.status == "succeeded"
     assert note in record.tracking_errors

@@ -96,7 +96,7 @@ def test_run_with_when_unavailable_run_runs_and_its_flushed_record_says_so(
     flushed = _run(["flush", "--json"], env)
     assert flushed.returncode == 0, flushed.stderr
     assert json.loads(flushed.stdout)["remaining"] == 0
-    [key] = list(s3_store.list("records/v1/"))
+    [key] = list(s3_store.list("records/v2/"))
     record = Record.from_json(s3_store.get(key).data)
     assert (record.pipeline, record.step, record.status) == ("g", "train", "succeeded")
     [note] = [e for e in record.tracking_errors if "ran ungated" in e]

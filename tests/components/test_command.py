@@ -69,7 +69,7 @@ def test_tracked_command_runs_the_command_and_reports_metrics_to_kfp(tmp_path: P
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "trained" in done.stdout
-    [key] = list(open_store(store).list("records/v1/"))
+    [key] = list(open_store(store).list("records/v2/"))
     rec = Record.from_json(open_store(store).get(key).data)
     assert (rec.project, rec.pipeline, rec.run_id, rec.step) == (
         "cmd-proj",

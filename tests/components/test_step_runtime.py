@@ -56,7 +56,7 @@ def spend(store_uri: str, pipeline: str, kg: float, step: str = "train") -> None
 
 def records(store_uri: str) -> list[Record]:
     store = open_store(store_uri)
-    return [Record.from_json(store.get(k).data) for k in store.list("records/v1/")]
+    return [Record.from_json(store.get(k).data) for k in store.list("records/v2/")]
 
 
 def _square(x: int) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -39,6 +39,9 @@ from carbonpipe.stores.base import Store
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.units import format_energy, kg_to_ng, kwh_to_nwh, ng_to_kg, nwh_to_kwh
 from tests.esg.test_esg import fill, make_record
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PERIOD = "2026-11"
 AT = datetime(2026, 11, 30, 23, tzinfo=timezone.utc)  # the ledger's "now": inside the month
@@ -261,8 +264,9 @@ def test_a_part_compacted_before_the_integer_columns_still_reads_exactly(
     ]
     fill(local_store, recs)
     fresh = esg.aggregate(local_store, PERIOD)
-    # What compaction wrote before: the float columns only, schema carbonpipe.compact/1.
-    table = esg_rows._records_table(recs, "2026-11-15")
+    # What compaction wrote before: the float columns only, timestamps as text, no labels,
+    # schema carbonpipe.compact/1.
+    table = old_part_table(esg_rows._records_table(recs, "2026-11-15"))
     table = table.drop_columns(list(esg_rows._INT_COLUMNS)).replace_schema_metadata(
         {"schema": "carbonpipe.compact/1", "date": "2026-11-15", "skipped": "[]"}
     )
@@ -273,6 +277,16 @@ def test_a_part_compacted_before_the_integer_columns_still_reads_exactly(
     assert old.stats.compacted_records == len(recs) and old.stats.json_records == 0
     assert old.totals() == fresh.totals()
     assert old.breakdown("team", "pipeline") == fresh.breakdown("team", "pipeline")
+
+
+def old_part_table(table: pa.Table) -> pa.Table:
+    """``table`` (a part's rows) as compact/1 and /2 wrote it: timestamps as text, no labels."""
+    import pyarrow as pa
+
+    for name in ("started_at", "ended_at"):
+        text = [t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for t in table[name].to_pylist()]
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(text))
+    return table.drop_columns(["labels"])
 
 
 # -- the commands a user runs ------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_each_trial_is_a_step_with_its_carbon_on_the_trial(
         assert attrs[CARBON_INTENSITY] == intensity
         assert attrs[CARBON_G_CO2] == pytest.approx(attrs[ENERGY_KWH] * intensity)
         assert attrs[DURATION_S] > 0 and attrs[REMOTE_G_CO2] == 0
-        (path,) = tmp_path.glob(f"records/v1/**/{attrs[RECORD_ID]}.json")
+        (path,) = tmp_path.glob(f"records/v2/**/{attrs[RECORD_ID]}.json")
         record = json.loads(path.read_text())
         assert record["step"] == f"trial-{trial.number}"
         assert record["status"] == "succeeded"

@@ -92,6 +92,6 @@ def test_records_a_down_store_never_got_are_swept_from_xcom_once(
     [swept] = _json(again)["swept"]
     assert (swept["found"], swept["delivered"], swept["duplicates"]) == (2, 0, 2)
 
-    stored = [Record.from_json(s3_store.get(k).data) for k in s3_store.list("records/v1/")]
+    stored = [Record.from_json(s3_store.get(k).data) for k in s3_store.list("records/v2/")]
     assert sorted(r.record_id for r in stored) == sorted(r.record_id for r in copies)
     assert {r.run_id for r in stored} == {dr.run_id} and {r.status for r in stored} == {"succeeded"}

@@ -110,5 +110,5 @@ def test_records_reach_s3_through_an_airflow_connection(
     ]
     record_id = xcom_value(dr, "train", key="carbon_metrics")["record_id"]
     assert keys == [
-        f"prod/records/v1/date={keys[0].split('date=')[1][:10]}/pipeline=cp_s3/{record_id}.json"
+        f"prod/records/v2/date={keys[0].split('date=')[1][:10]}/pipeline_key=cp_s3/{record_id}.json"
     ]

@@ -54,7 +54,7 @@ def _flush(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def _records(store: Store) -> list[Record]:
-    return [Record.from_json(store.get(k).data) for k in store.list("records/v1/")]
+    return [Record.from_json(store.get(k).data) for k in store.list("records/v2/")]
 
 
 def test_records_of_a_run_whose_store_refused_them_are_swept_from_the_pipeline_root_once(

@@ -39,7 +39,7 @@ class Spent:
 
 
 def records(store: Store) -> list[Record]:
-    return [Record.from_json(store.get(k).data) for k in store.list("records/v1/")]
+    return [Record.from_json(store.get(k).data) for k in store.list("records/v2/")]
 
 
 def run(tmp_path: Path, **arguments: object) -> Any:

@@ -107,7 +107,7 @@ def strict_json(raw: bytes) -> Any:
 
 def stored(tmp_path: Path, record_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The record as written, and the budget charges written for it, all strictly parsed."""
-    (record_path,) = tmp_path.glob(f"records/v1/**/{record_id}.json")
+    (record_path,) = tmp_path.glob(f"records/v2/**/{record_id}.json")
     record = strict_json(record_path.read_bytes())
     charges = [
         strict_json(p.read_bytes()) for p in tmp_path.glob(f"budgets/**/charges/**/{record_id}__*")

@@ -662,7 +662,7 @@ def _remote(metrics: Any) -> tuple[float, list[dict[str, Any]]]:
 
 
 def _stored_record(tmp_path: Path, record_id: str) -> dict[str, Any]:
-    (path,) = tmp_path.glob(f"records/v1/**/{record_id}.json")
+    (path,) = tmp_path.glob(f"records/v2/**/{record_id}.json")
     data = json.loads(path.read_text())
     assert isinstance(data, dict)
     return data

@@ -137,15 +137,14 @@ def resolve_attempt(tracker: CarbonTracker, step: str) -> int | None:
         return value
     if not tracker.settings.run_id:
         return None
-    from carbonpipe.record import RECORDS_PREFIX, make_record_id, partition_values
+    from carbonpipe.record import make_record_id, record_day_prefixes
 
     s = tracker.settings
     today = datetime.now(timezone.utc).date()
     try:
         seen: set[str] = set()
         for day in (today - timedelta(days=1), today):
-            for part in partition_values(s.pipeline):  # the old, lossy folder too
-                prefix = f"{RECORDS_PREFIX}/date={day.isoformat()}/pipeline={part}/"
+            for prefix in record_day_prefixes(day.isoformat(), s.pipeline):  # v1's folders too
                 seen.update(
                     k.rsplit("/", 1)[-1].removesuffix(".json") for k in tracker.store.list(prefix)
                 )
