@@ -71,20 +71,18 @@ def logs_to(path: Path | None) -> Iterator[None]:
             os.close(saved[1])
 
 
-def gate_line(label: str, report: dict[str, Any]) -> str:
-    """One line for a gate's decision: what it decided and the figures it decided on."""
+def gate_line(who: str, decision: dict[str, Any], verdict: object, step: object) -> str:
+    """One line for a gate's decision: what it decided and the figures (a ``GateDecision``'s
+    fields) it decided on."""
     from carbonpipe.impact import format_mass
 
-    gate = report.get("gate") or {}
-
     def kg(name: str) -> str:
-        value = gate.get(name)
+        value = decision.get(name)
         return "?" if not isinstance(value, (int, float)) else format_mass(max(float(value), 0.0))
 
     return (
-        f"KFP gated training ({label}): gate decided {report.get('decision')!r} for "
-        f"{report.get('step')}: used {kg('used_kg')} + reserved {kg('reserved_kg')} + "
-        f"estimate {kg('estimate_kg')} vs limit {kg('limit_kg')} CO2e"
+        f"{who}: gate decided {verdict!r} for {step}: used {kg('used_kg')} + reserved "
+        f"{kg('reserved_kg')} + estimate {kg('estimate_kg')} vs limit {kg('limit_kg')} CO2e"
     )
 
 
@@ -104,12 +102,21 @@ def run_kfp(store: Path, work: Path, log: Path | None = None) -> list[str]:
         runs = sorted(set(root.iterdir()) - before)
         reports = [r / "budget-gate" / "report" for r in runs]
         found = [json.loads(r.read_text()) for r in reports if r.exists()]
-        decisions += [gate_line(label, report) for report in found]
+        decisions += [
+            gate_line(
+                f"KFP gated training ({label})",
+                report.get("gate") or {},
+                report.get("decision"),
+                report.get("step"),
+            )
+            for report in found
+        ]
     return decisions
 
 
-def run_airflow(work: Path) -> str:
-    """Run the example gated training DAG with ``dag.test()``."""
+def run_airflow(work: Path) -> list[str]:
+    """Run the example gated training DAG with ``dag.test()``; return its task states and its
+    gate's decision."""
     import importlib.util
 
     with needs_extra("airflow", "the demo"):
@@ -134,7 +141,28 @@ def run_airflow(work: Path) -> str:
     states = {
         ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in run.get_task_instances()
     }
-    return f"Airflow DAG {module.dag.dag_id}: {states}"
+    lines = [f"Airflow DAG {module.dag.dag_id}: {states}"]
+    decision = _airflow_gate_decision(module.dag.dag_id, "budget_gate")
+    if decision is not None:
+        who = f"Airflow {module.dag.dag_id}"
+        lines.append(gate_line(who, decision, decision.get("action"), "train"))
+    return lines
+
+
+def _airflow_gate_decision(dag_id: str, task_id: str) -> dict[str, Any] | None:
+    """The decision an Airflow budget gate returned (its XCom), or ``None`` (it skipped)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(XComModel.dag_id == dag_id, XComModel.task_id == task_id)
+            .filter(XComModel.key == "return_value")
+            .first()
+        )
+        value = None if row is None else row.value
+    return value if isinstance(value, dict) else None
 
 
 def run_esg(store: Path, work: Path) -> dict[str, object]:
@@ -171,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += run_kfp(store, work, log)
     with logs_to(log):
         if not args.skip_airflow:
-            lines.append(run_airflow(work))
+            lines += run_airflow(work)
         esg = run_esg(store, work)
 
     from carbonpipe.impact import format_energy, format_mass
