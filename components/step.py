@@ -59,7 +59,8 @@ ADDED_DOCS: dict[str, str] = {
     "it). Filled with the enclosing pipeline's name.",
     "carbon_run_id": "Run id grouping the records of one run. Filled with KFP's job id.",
     "carbon_run_name": "Run name, recorded as the kfp_run_name label. Filled with KFP's job name.",
-    "carbon_task": "Step name of the record. Filled with KFP's task name.",
+    "carbon_task": "Step name of the record. Filled with KFP's task name (giving it is not "
+    "needed in a dsl.ParallelFor any more, and deprecated).",
     "carbon_task_id": "KFP's id of this execution (pipeline_task_uuid), recorded as the "
     "kfp_task_uuid label. Filled with KFP's placeholder.",
     "carbon_loop": "Inside dsl.ParallelFor: the inputs the loop item feeds, whose values name "

@@ -24,7 +24,8 @@ from carbonpipe.integrations.kfp.context import (
 
 @dataclass(frozen=True)
 class GateOutcome:
-    """What the ``budget_gate`` component returns: ``fits`` and ``decision`` (run or skip)."""
+    """The ``budget_gate`` component's answer: its ``decision`` (run or skip, the value it
+    returns), whether it ``fits`` (in its report and status metrics), why, and the report."""
 
     fits: bool
     decision: str
