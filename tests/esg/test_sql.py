@@ -142,6 +142,27 @@ def test_duckdb_reads_a_varied_store_as_carbonpipe_report_does(tmp_path: Path) -
     assert labels["cost/center"] == "42"
 
 
+def test_hive_partitioning_adds_columns_beside_the_records_fields(tmp_path: Path) -> None:
+    """What a user gets pointing DuckDB at records/v2 with Hive partitioning on: the record's
+    own ``pipeline`` (``ranking v2/train``, ``2024`` as text), the folder as ``pipeline_key``."""
+    duckdb = pytest.importorskip("duckdb")
+    store = tmp_path / "store"
+    build(store)
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT DISTINCT pipeline, pipeline_key, typeof(pipeline) FROM read_json_auto("
+            f"'{store}/records/v2/*/*/*.json', hive_partitioning = true)"
+        )
+        .fetchall()
+    )
+    pipelines = {p for p, _, _ in rows}
+    assert {"ranking v2/train", "ranking_v2_train", "2024"} <= pipelines
+    assert all(t == "VARCHAR" for _, _, t in rows)
+    shadowed = [(p, k) for p, k, _ in rows if p == "ranking v2/train"]
+    assert shadowed and all(k.startswith("ranking_v2_train-") for _, k in shadowed)
+
+
 def test_duckdb_agrees_after_migrate_and_with_a_store_of_json_only(tmp_path: Path) -> None:
     store = tmp_path / "store"
     build(store, seed=11, records=40)
