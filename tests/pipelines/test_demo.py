@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from carbonpipe.report import summarize
 from carbonpipe.stores.opener import open_store
+from tests.esg.sql_stores import report, sql_statements
 
 
 def test_demo_runs_kfp_airflow_and_esg_end_to_end(tmp_path: Path) -> None:
@@ -45,3 +48,15 @@ def test_demo_runs_kfp_airflow_and_esg_end_to_end(tmp_path: Path) -> None:
     for name in ("report.json", "report.csv", "report.html"):
         assert any(store.glob(f"esg/*/{name}")), name
     assert f"records:   {summary.records} in {store}" in out.stdout
+    # The demo's store through the SQL `carbonpipe sql` ships: the same records, to the nanogram.
+    duckdb = pytest.importorskip("duckdb")
+    con = duckdb.connect()
+    for statement in sql_statements("duckdb", store):
+        con.execute(statement)
+    expected = report(store)
+    totals = "SELECT COUNT(*), SUM(emissions_ng), SUM(energy_total_nwh) FROM carbon_records"
+    assert con.execute(totals).fetchone() == (
+        expected["records"],
+        expected["emissions_ng"],
+        expected["energy_nwh"],
+    )
