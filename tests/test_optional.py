@@ -168,15 +168,13 @@ def test_integrations_without_their_framework_name_the_extra(
 
 
 def test_a_component_process_ends_with_the_line_not_a_traceback(tmp_path: Path) -> None:
-    # What a KFP component's executor runs: the body imports carbonpipe.integrations.kfp.
+    # What a KFP component's executor runs: the component's body, the nightly ESG job.
     done = _run(
         """
         import sys
         sys.modules["pyarrow"] = None
         from carbonpipe.integrations.kfp.esg import run_esg_aggregate
-        from carbonpipe.esg.compaction import compact_day
-        from carbonpipe.stores.local import LocalStore
-        compact_day(LocalStore("store"), "2026-11-03")
+        run_esg_aggregate(store="store", period="2026-11")
         """,
         tmp_path,
     )

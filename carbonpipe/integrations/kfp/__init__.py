@@ -14,12 +14,8 @@ KFP reads into the spec); each body is one call into a module here, mirroring th
 from __future__ import annotations
 
 from carbonpipe._lazy import lazy_exports
-from carbonpipe._optional import one_line_when_missing
 
 TYPE_CHECKING = False
-
-# The components' bodies run here: a missing extra fails the task with one line, not a traceback.
-one_line_when_missing()
 
 _EXPORTS: dict[str, str] = {
     "run_command": "carbonpipe.integrations.kfp.command",

@@ -139,6 +139,9 @@ def _clean_run_args(args: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``python -m carbonpipe.integrations.kfp.command command --command-json '[...]' -- ...``."""
+    from carbonpipe._optional import one_line_when_missing
+
+    one_line_when_missing()  # a missing extra ends the task with one line, not a traceback
     args = _command_parser().parse_args(argv)
     try:
         command = json.loads(args.command_json)

@@ -42,6 +42,9 @@ def run_esg_aggregate(
     pipeline root) is swept for the records steps left there as ``carbon_record`` artifacts
     first, so steps whose store was down are counted. Returns the summary.
     """
+    from carbonpipe._optional import one_line_when_missing
+
+    one_line_when_missing()  # a missing extra ends the task with one line, not a traceback
     from carbonpipe.config import resolve_settings
     from carbonpipe.esg.nightly import run_nightly
 

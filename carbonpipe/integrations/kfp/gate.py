@@ -62,6 +62,9 @@ def run_budget_gate(
     raises :class:`BudgetUnavailable`, naming the store's error), unless ``when_unavailable``
     is ``run``: then the answer is ``run`` and the report says the step runs ungated.
     """
+    from carbonpipe._optional import one_line_when_missing
+
+    one_line_when_missing()  # a missing extra ends the task with one line, not a traceback
     from carbonpipe.budgets.budget import Budget
     from carbonpipe.budgets.gate import BudgetGate
     from carbonpipe.budgets.ledger import BudgetLedger

@@ -89,7 +89,7 @@ def _render(value: Any) -> str:
         return value
     import json
 
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def loop_item(kwargs: Mapping[str, Any], loop: str | None) -> str | None:
@@ -175,6 +175,9 @@ def run_tracked_step(
     pipeline root when the pod and its spool are gone, to ``record``; a tracking failure never
     changes the function's result or exception.
     """
+    from carbonpipe._optional import one_line_when_missing
+
+    one_line_when_missing()  # a missing extra ends the task with one line, not a traceback
     from carbonpipe.step_identity import step_identity
 
     ctx = KfpContext.from_inputs(identity)
