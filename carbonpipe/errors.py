@@ -6,6 +6,8 @@ The hierarchy::
     ├── ConfigError (ValueError)          bad argument, env var or carbon.yaml field
     ├── InvalidRecord (ValueError)        a record that does not match carbonpipe.record/2
     ├── DetectionError                    cloud metadata answered something unusable
+    ├── IntensityUnavailable              a grid-intensity source failed (timeout, 401, 429,
+    │                                     5xx, malformed body): the step falls back to the table
     ├── StoreError
     │   ├── InvalidStoreURI (ValueError)  a store URI we cannot open
     │   ├── StoreUnavailable              unreachable, timed out, 5xx: the spool takes over
@@ -36,6 +38,13 @@ from __future__ import annotations
 
 class CarbonpipeError(Exception):
     """Base class of every carbonpipe error."""
+
+
+class IntensityUnavailable(CarbonpipeError):
+    """A grid-intensity source gave no usable answer in time; the caller falls back to the table.
+
+    The message never holds a credential (tokens, passwords): sources redact before raising.
+    """
 
 
 class ConfigError(CarbonpipeError, ValueError):
