@@ -9,6 +9,9 @@ scope it belongs to, and a budget added mid-month counts the month so far.
 Store layout (under the store's root)::
 
     budgets/<scope>/charges/date=YYYY-MM-DD/step=<step>/<record_id>__<nanograms>ng.json
+    budgets/<scope>/late/date=YYYY-MM-DD/step=<step>/<same name>     (a late charge's marker)
+    budgets/<scope>/rollups/date=YYYY-MM-DD__<n>n__<ng>ng__<m>m__<p>p.json
+    budgets/pipeline=<name>/last-run/step=<step>.json
     budgets/<scope>/<period>=<period-id>/reservations.json
     budgets/<scope>/<period>=<period-id>/alerts/<kind>-<limit micrograms>-<warn ratio>.json
     baselines/<pipeline>/<step>.json
@@ -20,9 +23,12 @@ Why this shape: a single document updated by compare-and-swap thrashes under ten
 (every writer rereads and retries), so charges are append-only objects written create-only. A
 charge is idempotent by construction (same record, same key), never contends with another, and
 the amount sits in the key, so a period's use is a *listing* of the date prefixes it covers,
-deduplicated by record id. Only gates contend, on one small reservations document per budget
-period, updated by compare-and-swap; a charge never touches it, because a reservation counts as
-settled as soon as a charge with its record id is listed. A reservation never settled (a pod
+one charge per record and day. A gate does not list a whole period, though: each closed day is
+read from its rollup, and only the days still open are listed (:mod:`carbonpipe.budgets.rollup`
+says how a late charge is still counted exactly once); the step's last run is one pointer read
+(:mod:`carbonpipe.budgets.latest`). Only gates contend, on one small reservations document
+per budget period, updated by compare-and-swap; a charge never touches it, because a
+reservation counts as settled as soon as a charge with its record id is in the store. A reservation never settled (a pod
 that died) stops counting at its ``expires_at``; the next gate write prunes it.
 
 Warnings at the warn ratio (and overruns) are logged once per crossing: each ledger remembers
