@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="move the quarantined entries back to pending and replay them with the others",
     )
     fl.add_argument(
+        "--trust-unsealed",
+        action="store_true",
+        help="seal and replay entries an older carbonpipe spooled without a seal (check the "
+        "stores and keys flush lists first); a forged or altered seal stays quarantined",
+    )
+    fl.add_argument(
         "--from",
         dest="sweep_from",
         action="append",

@@ -196,7 +196,11 @@ def cmd_flush(args: argparse.Namespace) -> int:
     # Steps whose process died first: their records go out (or into the spool) before the replay.
     lost = lost_steps.sweep(args.spool_dir)
     swept = _sweep(args)
-    report = spool.replay(args.spool_dir, retry_quarantined=args.retry_quarantined)
+    report = spool.replay(
+        args.spool_dir,
+        retry_quarantined=args.retry_quarantined,
+        trust_unsealed=args.trust_unsealed,
+    )
     data: dict[str, Any] = {
         "delivered": report.delivered,
         "duplicates": report.duplicates,

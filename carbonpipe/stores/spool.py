@@ -517,6 +517,7 @@ def replay(
     *,
     store: Store | None = None,
     retry_quarantined: bool = False,
+    trust_unsealed: bool = False,
 ) -> ReplayReport:
     """Deliver every spooled object to its store, removing each envelope only after success.
 
@@ -528,12 +529,18 @@ def replay(
     quickly), an object its store refuses for good is quarantined, and any other failure keeps
     that one entry for the next replay. ``remaining`` counts every envelope still pending
     afterwards, whatever its store. With ``retry_quarantined``, the quarantined entries (of
-    ``store``, if given) go back to pending first and are replayed with the others.
+    ``store``, if given) go back to pending first and are replayed with the others. With
+    ``trust_unsealed``, entries without a seal (an older carbonpipe's) are sealed and replayed
+    (:mod:`carbonpipe.stores.adopt`).
     """
     state = _Replay(root=private_spool_dir(spool_dir, create=False), store=store)
     released = 0
     if retry_quarantined:
         released = release(state.root, store_uri=None if store is None else store.uri)
+    if trust_unsealed:
+        from carbonpipe.stores.adopt import trust_unsealed as adopt
+
+        released += adopt(state.root)
     try:
         adopt_invalid(state.root)
         for path in _pending_paths(state.root):

@@ -258,3 +258,28 @@ def test_a_planted_open_step_entry_is_never_acted_on(tmp_path: Path) -> None:
     assert "without a valid seal" in failed and str(planted) in failed
     assert not target.exists()
     assert planted.exists()  # left for the user to inspect
+
+
+def test_an_older_carbonpipes_unsealed_entries_are_delivered_once_the_user_trusts_them(
+    tmp_path: Path,
+) -> None:
+    # Spooled before the seal existed: genuine, but unsealed. Flush quarantines it as untrusted
+    # (as it would a planted one); `flush --trust-unsealed` seals and delivers it. A forged seal
+    # stays in the quarantine whatever the flag.
+    store = tmp_path / "store"
+    _plant(str(store), "records/old.json", b'{"old": 1}', "old")
+    _plant(str(store), "records/forged.json", b'{"forged": 1}', "forged", mac="0" * 64)
+
+    first = _cli("flush", "--json")
+    assert first.returncode == 1, first.stderr
+    reasons = {q["key"]: q["reason"] for q in json.loads(first.stdout)["quarantine"]}
+    assert reasons == {"records/old.json": "untrusted", "records/forged.json": "untrusted"}
+    assert not store.exists()
+
+    trusted = _cli("flush", "--trust-unsealed", "--json")
+    assert trusted.returncode == 1, trusted.stderr  # the forged one is still held
+    report = json.loads(trusted.stdout)
+    assert report["delivered"] == 1
+    assert [q["key"] for q in report["quarantine"]] == ["records/forged.json"]
+    assert (store / "records" / "old.json").read_bytes() == b'{"old": 1}'
+    assert not (store / "records" / "forged.json").exists()
