@@ -53,6 +53,7 @@ def build_record(
     errors: Sequence[str] = (),
     alerts: Sequence[Mapping[str, Any]] = (),
     host: Mapping[str, Any] | None = None,
+    functional_units: Mapping[str, Any] | None = None,
 ) -> Record:
     """The record of one step attempt measured as ``m``, priced at ``intensity`` and ``pue``.
 
@@ -69,6 +70,9 @@ def build_record(
         alerts: Baseline regression alerts.
         host: The host the step ran on (:func:`carbonpipe.measure.host.host_facts`), or None
             where it is unknown (a lost step, priced elsewhere): its facts are then null.
+        functional_units: The step's units of work ``{name, count}`` (SCI's R), checked by
+            :mod:`carbonpipe.functional_unit`; the record's ``sci_g_per_unit`` is then
+            ``(operational + embodied) g / count`` (embodied 0 where not measured).
 
     Returns:
         The record, not yet validated against the store's schema (``Record.from_dict`` does).
@@ -80,7 +84,18 @@ def build_record(
     record = replace(record, measurement={**record.measurement, **_host(host)})
     notes: list[str] = []
     record = _finite_figures(record, notes)
-    return replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])
+    record = replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])
+    return with_sci(record, functional_units)
+
+
+def with_sci(record: Record, functional_units: Mapping[str, Any] | None) -> Record:
+    """``record`` with ``functional_units`` and its SCI score (``sci_g_per_unit``)."""
+    from carbonpipe.functional_unit import sci_g_per_unit
+
+    units = dict(functional_units) if functional_units else None
+    embodied = getattr(record, "embodied_kg_co2e", None)
+    sci = sci_g_per_unit(record.emissions_kg_co2e, embodied, units)
+    return replace(record, functional_units=units, sci_g_per_unit=sci)
 
 
 def _host(host: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -162,6 +162,9 @@ class Record:
     remote: list[dict[str, Any]] = field(default_factory=list)
     tracking_errors: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    # The step's units of work (SCI's R) and its SCI score: null where none were declared.
+    functional_units: dict[str, Any] | None = None
+    sci_g_per_unit: float | None = None
     schema: str = SCHEMA
 
     @property
@@ -286,6 +289,10 @@ def typed(data: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = {**dict.fromkeys(keys), **out[name]}
     if isinstance(out.get("measurement"), Mapping):
         out["measurement"] = _floats(out["measurement"], _MEASUREMENT_FLOATS, "measurement")
+    if "sci_g_per_unit" in out:
+        out["sci_g_per_unit"] = _as_float(out["sci_g_per_unit"], "sci_g_per_unit")
+    if isinstance(out.get("functional_units"), Mapping):
+        out["functional_units"] = _floats(out["functional_units"], ("count",), "functional_units")
     for name, floats in (("remote", _REMOTE_FLOATS), ("alerts", _ALERT_FLOATS)):
         if isinstance(out.get(name), list):
             out[name] = [
@@ -387,6 +394,21 @@ def validate(data: Mapping[str, Any]) -> None:
     for name in ("remote", "tracking_errors", "alerts"):
         if not isinstance(data.get(name, []), list):
             raise _fail(name, "must be a list")
+    _functional_units(data)
+
+
+def _functional_units(data: Mapping[str, Any]) -> None:
+    """``functional_units`` (absent, null or ``{name, count > 0}``) and ``sci_g_per_unit``."""
+    units = data.get("functional_units")
+    if units is not None:
+        if not isinstance(units, Mapping) or not isinstance(units.get("name"), str):
+            raise _fail("functional_units", "must be null or an object {name, count}")
+        if not units["name"] or len(units["name"]) > 64:
+            raise _fail("functional_units.name", "must be 1 to 64 characters")
+        if _number(units, "count", where="functional_units") <= 0:
+            raise _fail("functional_units.count", "must be > 0")
+    if data.get("sci_g_per_unit") is not None:
+        _number(data, "sci_g_per_unit")
 
 
 def _host_facts(measurement: Mapping[str, Any]) -> None:

@@ -188,6 +188,8 @@ class _Step:
         self.open_step: OpenStep | None = None
         self.errors: list[str] = []
         self.remote: dict[str, dict[str, Any]] = {}
+        # Its units of work (SCI's R), {name, count}: see add_units.
+        self.units: dict[str, Any] | None = None
         self.metrics: CarbonMetrics | None = None
         self._token: contextvars.Token[_Step | None] | None = None
         self._lock = threading.Lock()
@@ -206,6 +208,22 @@ class _Step:
             entry["count"] += 1
             entry["energy_kwh"] += energy_kwh
             entry["emissions_kg_co2e"] += emissions_kg_co2e
+
+    def add_units(self, count: float, name: str) -> None:
+        """Declare ``count`` units of work named ``name`` done by this step (SCI's R).
+
+        ``step.add_units(1000, "inference")``; calls add up. The record then carries
+        ``functional_units: {name, count}`` and ``sci_g_per_unit``. This overrides the
+        tracker's ``functional_unit`` (R = 1) for this step.
+
+        Raises:
+            ConfigError: ``count`` is not a finite number > 0, ``name`` is empty or over 64
+                characters, or the step already declared a different unit.
+        """
+        from carbonpipe.functional_unit import add
+
+        with self._lock:
+            self.units = add(self.units, count, name)
 
     # The handle returned by start_tracking is this object: it is a context manager too.
     def __enter__(self) -> _Step:

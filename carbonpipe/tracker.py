@@ -37,6 +37,7 @@ from carbonpipe._checks import (
     check_label_keys,
 )
 from carbonpipe.config import Settings, resolve_settings
+from carbonpipe.functional_unit import tracker_unit_name as unit_name
 from carbonpipe.record import Record
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class CarbonTracker:
         (``CARBONPIPE_STORE_TIMEOUT_S``; default 5). After one call times out, the step's
         later calls to that store go straight to the spool: a hung store costs a step this
         deadline once.
+    :param functional_unit: SCI's functional unit R for every step, one per step (e.g.
+        ``"training run"``); a step's own ``step.add_units(N, NAME)`` takes its place.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class CarbonTracker:
         config_file: str | None = None,
         store_options: Mapping[str, Any] | None = None,
         store_timeout_s: float | None = None,
+        functional_unit: str | None = None,
     ) -> None:
         from carbonpipe.stores.base import Store
         from carbonpipe.stores.uri import parse_store_uri
@@ -131,6 +135,8 @@ class CarbonTracker:
             labels,
         )
         self.labels: dict[str, str] = dict(labels or {})
+        # SCI's R: each step is one unit of this name unless it declares its own (add_units).
+        self.functional_unit = None if functional_unit is None else unit_name(functional_unit)
         self.run_id: str = self.settings.run_id or uuid.uuid4().hex
         self._store: BreakerStore | None = None
         if isinstance(output_dir, Store):
@@ -480,6 +486,7 @@ class CarbonTracker:
             remote=list(handle.remote.values()),
             errors=errors,
             host=host_facts(),
+            functional_units=handle.units or self._one_unit(),
         )
         alerts = self._alerts(handle, record.emissions_kg_co2e)
         if alerts:
@@ -494,6 +501,10 @@ class CarbonTracker:
         if log.isEnabledFor(logging.INFO):  # the comparisons load the factors file: only if shown
             log.info("%s", metrics.summary_line())
         return metrics
+
+    def _one_unit(self) -> dict[str, Any] | None:
+        """One of the tracker's ``functional_unit``: a step's R unless it declared its own."""
+        return {"name": self.functional_unit, "count": 1.0} if self.functional_unit else None
 
     def _alerts(self, handle: _Step, emissions_kg: float) -> list[dict[str, Any]]:
         """Compare the step with its baseline, if one is stored; never fails the step."""
