@@ -83,9 +83,12 @@ def add(current: dict[str, Any] | None, count: Any, name: Any) -> dict[str, Any]
     return {"name": new["name"], "count": current["count"] + new["count"]}
 
 
-def parse_units_text(text: str, *, where: str = UNITS_FILE_ENV) -> dict[str, Any] | None:
+def parse_units_text(
+    text: str, *, where: str = UNITS_FILE_ENV, default_name: str | None = None
+) -> dict[str, Any] | None:
     """The units a command wrote to ``$CARBONPIPE_UNITS_FILE``: ``N NAME`` (``1000 inference``)
-    or JSON ``{"count": N, "name": NAME}``; None when the file is empty.
+    or JSON ``{"count": N, "name": NAME}``; None when the file is empty. With
+    ``default_name`` (``carbonpipe run --unit NAME``), ``N`` alone names that unit.
 
     Raises:
         ConfigError: The text is neither, or its count or name is invalid (``where`` names it).
@@ -102,11 +105,12 @@ def parse_units_text(text: str, *, where: str = UNITS_FILE_ENV) -> dict[str, Any
             raise ConfigError(f"{where}: must be an object {{count, name}}")
         return units(
             data.get("count"),
-            data.get("name"),
+            data.get("name", default_name),
             count_field=f"{where}.count",
             name_field=f"{where}.name",
         )
     head, _, name = stripped.partition(" ")
+    name = name or (default_name or "")
     try:
         count = float(head)
     except ValueError:

@@ -6,6 +6,8 @@ line before argparse is imported (:func:`carbonpipe.cli.run.scan_run`).
 
 from __future__ import annotations
 
+from carbonpipe.cli.units import UNIT_OPTIONS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
@@ -57,6 +59,7 @@ _RUN_OPTIONS: dict[str, dict[str, Any]] = {
     "--attempt": {"type": int, "default": None, "help": "attempt number (retries)"},
     "--tracking-mode": {"choices": ["machine", "process", "offline"], "default": None},
     **_BUDGET_OPTIONS,
+    **UNIT_OPTIONS,
     "--label": {"action": "append", "default": [], "metavar": "KEY=VALUE"},
     "--metrics-json": {"help": "also write the step's metrics as JSON to this file"},
     "--record-json": {

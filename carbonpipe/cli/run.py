@@ -14,6 +14,7 @@ import sys
 from carbonpipe._checks import check_identity
 from carbonpipe.cli.console import configure_logging
 from carbonpipe.cli.options import _RUN_OPTIONS
+from carbonpipe.cli.units import apply_units, open_units_file, option_units
 from carbonpipe.errors import BudgetExceeded, CarbonpipeError, ConfigError
 
 TYPE_CHECKING = False
@@ -140,6 +141,7 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
     )
     check_attempt(args.attempt, name="--attempt")
     check_identity_settings(settings, _IDENTITY_OPTIONS, _labels(args.label))
+    option_units(args)  # --units and --unit are checked before the command starts
     _check_budget_options(args, settings)
     return settings
 
@@ -251,8 +253,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cgroup_file = _counters.resolve_share(settings.meter_mode, "auto")[1]
     counters = _counters.read_counters(cgroup_file, rapl=True)
+    units_file = open_units_file()  # $CARBONPIPE_UNITS_FILE: the command may write its units
     child = _Child.spawn(cmd)
     if child.exit_code is not None:
+        apply_units(args, None, units_file)
         return child.exit_code
     child.forward_signals()
     configure_logging(args.verbose)
@@ -271,6 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         while_running=None if tracker is None else lambda: tracker._warm_stop_path(summary=True),
         keep=lambda: _sidecar_of(handle),
     )
+    apply_units(args, handle, units_file)
     if tracker is not None and handle is not None:
         _report(args, tracker, handle, status)
     return code
@@ -286,6 +291,7 @@ def _run_gated(args: argparse.Namespace, cmd: list[str], step: str) -> int:
             return 0
         print(f"carbonpipe: {step} not started: {exc}", file=sys.stderr)
         return EXIT_BUDGET_EXCEEDED
+    units_file = open_units_file()
     child = _Child.spawn(cmd)
     if child.exit_code is not None:
         code, status = child.exit_code, "failed"
@@ -295,6 +301,7 @@ def _run_gated(args: argparse.Namespace, cmd: list[str], step: str) -> int:
             while_running=lambda: tracker._warm_stop_path(summary=True),
             keep=lambda: _sidecar_of(handle),
         )
+    apply_units(args, handle, units_file)
     _report(args, tracker, handle, status)
     return code
 
