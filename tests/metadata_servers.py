@@ -41,6 +41,8 @@ BEHAVIOURS = ("ok", "hang", "drip", "html", "redirect", "huge", "error", "not_fo
 GCP_ZONE = "europe-west1-b"
 AWS_REGION = "eu-west-1"
 AZURE_REGION = "westeurope"
+# What each server says the instance is (``instance_type = None``: the path answers 404).
+INSTANCE_TYPES = {"gcp": "n2-standard-8", "aws": "m6i.large", "azure": "Standard_D4s_v3"}
 
 # DMI strings as the three clouds and an ordinary machine expose them in /sys/class/dmi/id.
 DMI_GCP = {"sys_vendor": "Google", "product_name": "Google Compute Engine", "bios_vendor": "Google"}
@@ -82,6 +84,7 @@ class MetadataServer:
         self.region = region or {"gcp": GCP_ZONE, "aws": AWS_REGION, "azure": AZURE_REGION}[flavor]
         self.azure_json = False
         self.flavor_header = True
+        self.instance_type: str | None = INSTANCE_TYPES[flavor]
         self.requests: list[SeenRequest] = []
         self.tokens: set[str] = set()
         self._lock = threading.Lock()
@@ -130,6 +133,7 @@ class MetadataServer:
         self.chunked = False
         self.azure_json = False
         self.flavor_header = True
+        self.instance_type = INSTANCE_TYPES[self.flavor]
         self.region = {"gcp": GCP_ZONE, "aws": AWS_REGION, "azure": AZURE_REGION}[self.flavor]
 
     def wait_released(self, conn: socket.socket) -> None:
@@ -232,6 +236,12 @@ def _handler_for(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
             extra = {"Metadata-Flavor": "Google"} if server.flavor_header else {}
             if self.headers.get("Metadata-Flavor") != "Google":
                 self._send(403, b"Missing Metadata-Flavor:Google header.", extra=extra)
+            elif (
+                urlsplit(self.path).path == "/computeMetadata/v1/instance/machine-type"
+                and server.instance_type
+            ):
+                body = f"projects/123456789012/machineTypes/{server.instance_type}".encode()
+                self._send(200, body, "application/text", extra=extra)
             elif urlsplit(self.path).path != "/computeMetadata/v1/instance/zone":
                 self._send(404, b"not found", extra=extra)
             else:
@@ -258,6 +268,8 @@ def _handler_for(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
                 self._send(401, b"unauthorized")
             elif path == "/latest/meta-data/placement/region":
                 self._send(200, server.region.encode())
+            elif path == "/latest/meta-data/instance-type" and server.instance_type:
+                self._send(200, server.instance_type.encode())
             elif path == "/latest/meta-data/placement/availability-zone":
                 self._send(200, f"{server.region}a".encode())
             else:
@@ -275,8 +287,11 @@ def _handler_for(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
                     self._send(200, json.dumps(server.region).encode(), "application/json")
                 else:
                     self._send(200, server.region.encode(), "text/plain; charset=utf-8")
+            elif parts.path == "/metadata/instance/compute/vmSize" and server.instance_type:
+                self._send(200, server.instance_type.encode(), "text/plain; charset=utf-8")
             elif parts.path == "/metadata/instance/compute":
-                body = json.dumps({"location": server.region, "zone": "1"}).encode()
+                compute = {"location": server.region, "zone": "1", "vmSize": server.instance_type}
+                body = json.dumps(compute).encode()
                 self._send(200, body, "application/json; charset=utf-8")
             else:
                 self._send(404, b"not found")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from carbonpipe.errors import ConfigError
 from carbonpipe.location.countries import normalize_country
@@ -67,6 +67,9 @@ class Location:
     elapsed_ms: float
     zone: str | None = None
     notes: tuple[str, ...] = ()
+    #: What the step runs on (``m6i.large``), and who said so (:data:`INSTANCE_TYPE_BY`).
+    instance_type: str | None = None
+    instance_type_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.detected_by not in DETECTED_BY:
@@ -84,6 +87,8 @@ class Location:
             "elapsed_ms": self.elapsed_ms,
             "zone": self.zone,
             "notes": list(self.notes),
+            "instance_type": self.instance_type,
+            "instance_type_by": self.instance_type_by,
         }
 
 
@@ -99,6 +104,8 @@ def detect_location(
     deadline_s: float = DEFAULT_DEADLINE_S,
     dmi_dir: str | None = None,
     probe: bool = True,
+    instance_type: str | None = None,
+    instance_type_by: str = "argument",
 ) -> Location:
     """Find where this process runs; network trouble becomes a fallback and a note, never an error.
 
@@ -113,6 +120,9 @@ def detect_location(
         deadline_s: Overall time allowed for metadata detection, DMI reads included.
         dmi_dir: Folder of DMI strings; defaults to ``CARBONPIPE_DMI_DIR``, then sysfs.
         probe: ``False`` never contacts a metadata server (offline tracking).
+        instance_type: What the step runs on, when known; else ``CARBONPIPE_INSTANCE_TYPE``,
+            else what the metadata server (or an AWS Nitro DMI) says.
+        instance_type_by: Who gave ``instance_type``: ``argument``, ``env`` or ``config``.
 
     Returns:
         The location, with ``detected_by`` naming the source that settled it.
@@ -148,6 +158,7 @@ def detect_location(
         ("default_provider", "default_region", "default_country"),
     )
     notes: list[str] = []
+    itype, itype_by = _given_instance_type(instance_type, instance_type_by)
     # A region or country given by the user settles the location: no packet is worth sending.
     if probe and not any(c.region or c.country for c in levels):
         hint = next((c.provider for c in levels if c.provider), None)
@@ -157,8 +168,34 @@ def detect_location(
         notes.extend(meta.notes)
         if meta.provider is not None:
             levels.append(_Claim("metadata", meta.provider, meta.region, None, meta.zone))
+        if itype is None and meta.instance_type is not None:
+            itype, itype_by = meta.instance_type, meta.instance_type_by
     levels.append(default)
-    return _settle(levels, notes, started)
+    found = _settle(levels, notes, started)
+    if itype is None:
+        return found
+    return replace(found, instance_type=itype, instance_type_by=itype_by)
+
+
+def _given_instance_type(value: str | None, by: str) -> tuple[str | None, str | None]:
+    """The instance type given by argument (or configuration), else by the environment."""
+    from carbonpipe.location.machine import ENV_INSTANCE_TYPE, INSTANCE_TYPE_BY, INSTANCE_TYPE_RE
+
+    name = f"instance_type ({by})"
+    if value is None and os.environ.get(ENV_INSTANCE_TYPE, "").strip():
+        value, by, name = os.environ[ENV_INSTANCE_TYPE], "env", ENV_INSTANCE_TYPE
+    if value is None:
+        return None, None
+    if by not in INSTANCE_TYPE_BY:
+        raise ValueError(f"instance_type_by must be one of {INSTANCE_TYPE_BY}, got {by!r}")
+    text = value.strip() if isinstance(value, str) else ""
+    if not INSTANCE_TYPE_RE.fullmatch(text):
+        error = ConfigError if by == "env" else ValueError
+        raise error(
+            f"{name}={value!r} is not an instance type (e.g. 'm6i.large', 'n2-standard-8', "
+            "'Standard_D4s_v5')"
+        )
+    return text, by
 
 
 def clear_cache(*, disk: bool = True) -> None:

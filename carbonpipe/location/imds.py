@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from carbonpipe import _safejson
@@ -29,6 +29,12 @@ from carbonpipe.location.http import (
     _Request,
     _Response,
     _show,
+)
+from carbonpipe.location.machine import (
+    INSTANCE_TYPE_RE,
+    dmi_instance_type,
+    instance_type_request,
+    read_instance_type,
 )
 from carbonpipe.location.providers import (
     CACHE_TTL_S,
@@ -78,6 +84,8 @@ class _Metadata:
     zone: str | None = None
     notes: tuple[str, ...] = ()
     conclusive: bool = True
+    instance_type: str | None = None
+    instance_type_by: str | None = None  # "metadata" or "dmi"
 
 
 def metadata(
@@ -100,19 +108,25 @@ def metadata(
             return _Metadata()
     endpoints, notes = _endpoints(candidates)
     if not endpoints:
-        return _Metadata(notes=tuple(notes))
+        return _with_dmi_type(_Metadata(notes=tuple(notes)), dmi)
     key = _cache_key(endpoints)
     if use_cache:
         cached = _cache_get(key)
         if cached is not None:
-            return cached
+            return _with_dmi_type(cached, dmi)
     result = _probe_all(endpoints, deadline_at)
-    result = _Metadata(
-        result.provider, result.region, result.zone, tuple(notes) + result.notes, result.conclusive
-    )
+    result = replace(result, notes=tuple(notes) + result.notes)
     if use_cache:
         _cache_put(key, result)
-    return result
+    return _with_dmi_type(result, dmi)
+
+
+def _with_dmi_type(result: _Metadata, dmi: Mapping[str, str] | None) -> _Metadata:
+    """The result, with the instance type from DMI when no metadata server named one."""
+    if result.instance_type is not None or result.provider not in (None, "aws"):
+        return result
+    found = dmi_instance_type(dmi)
+    return result if found is None else replace(result, instance_type=found, instance_type_by="dmi")
 
 
 def _read_dmi(folder: str) -> dict[str, str] | None:
@@ -256,15 +270,18 @@ def _cache_get(key: str) -> _Metadata | None:
         age = time.time() - float(data["written_at"])
         provider, region, zone = data["provider"], data["region"], data["zone"]
         notes = tuple(str(n) for n in data["notes"])[:10]
+        itype = data.get("instance_type")
     except (OSError, ValueError, KeyError, TypeError):
         return None
     # A tampered or stale file must not decide where we run: re-check it like a live answer.
     valid = (provider is None and region is None) or (
         provider in PROVIDERS and isinstance(region, str) and REGION_RE[provider].fullmatch(region)
     )
+    if itype is not None and not (isinstance(itype, str) and INSTANCE_TYPE_RE.fullmatch(itype)):
+        return None
     if not valid or not 0 <= age < CACHE_TTL_S or not (zone is None or isinstance(zone, str)):
         return None
-    result = _Metadata(provider, region, zone, notes, True)
+    result = _Metadata(provider, region, zone, notes, True, itype, itype and "metadata")
     with _CACHE_LOCK:
         _CACHE[key] = (now + CACHE_TTL_S - age, result)
     return result
@@ -287,6 +304,7 @@ def _cache_put(key: str, result: _Metadata) -> None:
         "region": result.region,
         "zone": result.zone,
         "notes": list(result.notes),
+        "instance_type": result.instance_type,
     }
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -307,12 +325,24 @@ class _Outcome:
     zone: str | None = None
     note: str = ""
     conclusive: bool = True
+    instance_type: str | None = None
 
 
 _Probe = Generator[_Request, _Response, _Outcome]
 
 
-def _probe_gcp(ep: _Endpoint) -> _Probe:
+def _ask_type(
+    found: _Outcome, ep: _Endpoint, partial: dict[str, _Outcome] | None, token: str | None = None
+) -> _Probe:
+    """With the region ``found``, ask the instance type too; the region stands if that fails."""
+    if partial is not None:
+        partial[found.provider] = found  # what the deadline leaves if the second answer is late
+    resp = yield instance_type_request(found.provider, ep, token)
+    itype, note = read_instance_type(found.provider, resp)
+    return replace(found, instance_type=itype, note=note)
+
+
+def _probe_gcp(ep: _Endpoint, partial: dict[str, _Outcome] | None = None) -> _Probe:
     """GCE metadata: the zone, from a server that proves it is Google's by its header."""
     resp = yield _Request(
         "GET", f"{ep.prefix}/computeMetadata/v1/instance/zone", (("Metadata-Flavor", "Google"),)
@@ -326,10 +356,10 @@ def _probe_gcp(ep: _Endpoint) -> _Probe:
     m = _GCP_ZONE_PATH_RE.fullmatch(text or "")
     if not m:
         return _Outcome("gcp", note=f"gcp: zone rejected: {_show(resp.body)}")
-    return _Outcome("gcp", region=m.group(2), zone=m.group(1))
+    return (yield from _ask_type(_Outcome("gcp", region=m.group(2), zone=m.group(1)), ep, partial))
 
 
-def _probe_aws(ep: _Endpoint) -> _Probe:
+def _probe_aws(ep: _Endpoint, partial: dict[str, _Outcome] | None = None) -> _Probe:
     """EC2 IMDSv2: a session token first, then the region; never the token-less v1 path."""
     resp = yield _Request(
         "PUT",
@@ -353,10 +383,10 @@ def _probe_aws(ep: _Endpoint) -> _Probe:
     region = _text(resp)
     if region is None or not REGION_RE["aws"].fullmatch(region):
         return _Outcome("aws", note=f"aws: region rejected: {_show(resp.body)}")
-    return _Outcome("aws", region=region)
+    return (yield from _ask_type(_Outcome("aws", region=region), ep, partial, token))
 
 
-def _probe_azure(ep: _Endpoint) -> _Probe:
+def _probe_azure(ep: _Endpoint, partial: dict[str, _Outcome] | None = None) -> _Probe:
     """Azure IMDS: the compute location, as text (or as JSON, which some proxies return)."""
     resp = yield _Request(
         "GET",
@@ -375,7 +405,7 @@ def _probe_azure(ep: _Endpoint) -> _Probe:
     # Bare text is easy to mistake for a region, so the answer must also be typed as text or JSON.
     if text is None or not REGION_RE["azure"].fullmatch(text):
         return _Outcome("azure", note=f"azure: location rejected ({kind}): {_show(resp.body)}")
-    return _Outcome("azure", region=text)
+    return (yield from _ask_type(_Outcome("azure", region=text), ep, partial))
 
 
 _PROBES = {"gcp": _probe_gcp, "aws": _probe_aws, "azure": _probe_azure}
@@ -459,6 +489,7 @@ def _probe_all(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> _Metad
     """Run every probe concurrently until one finds a region, all end, or the deadline passes."""
     addresses = _resolve(endpoints, deadline_at)
     outcomes: dict[str, _Outcome] = {}
+    partial: dict[str, _Outcome] = {}  # regions found by probes still asking the instance type
     probes: dict[str, _Probe] = {}
     live: dict[str, _Exchange] = {}
     answered: set[str] = set()
@@ -488,7 +519,7 @@ def _probe_all(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> _Metad
                     provider, note=f"{provider}: {addresses[provider]}", conclusive=False
                 )
                 continue
-            probes[provider] = _PROBES[provider](ep)
+            probes[provider] = _PROBES[provider](ep, partial)
             send(provider, next(probes[provider]))
         stop_at = deadline_at - _TEARDOWN_RESERVE_S
         while live and not any(o.region for o in outcomes.values()):
@@ -527,8 +558,14 @@ def _probe_all(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> _Metad
             ex.close()
         sel.close()
     found = [o for p in PROVIDERS for o in [outcomes.get(p)] if o is not None and o.region]
+    if not found:  # a region whose instance type the deadline cut off still stands
+        late = [partial[p] for p in PROVIDERS if p in partial and p not in outcomes]
+        found = [replace(o, note=f"{o.provider}: instance type: no answer in time") for o in late]
     if found:
-        return _Metadata(found[0].provider, found[0].region, found[0].zone)
+        o = found[0]
+        said = (o.note,) if o.note else ()
+        by = "metadata" if o.instance_type else None
+        return _Metadata(o.provider, o.region, o.zone, said, True, o.instance_type, by)
     notes = []
     conclusive = True
     for provider in endpoints:

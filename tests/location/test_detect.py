@@ -159,11 +159,14 @@ def test_aws_is_asked_through_imdsv2_only(cloud_metadata: CloudMetadata) -> None
 
     assert detect().region == AWS_REGION
 
-    put, get = cloud_metadata.aws.requests
+    put, get, kind = cloud_metadata.aws.requests
     assert (put.method, put.path) == ("PUT", "/latest/api/token")
     assert 1 <= int(put.headers["x-aws-ec2-metadata-token-ttl-seconds"]) <= 21600
     assert (get.method, get.path) == ("GET", "/latest/meta-data/placement/region")
     assert get.headers["x-aws-ec2-metadata-token"] in cloud_metadata.aws.tokens
+    # The instance type, in the same pass, with the same session token.
+    assert (kind.method, kind.path) == ("GET", "/latest/meta-data/instance-type")
+    assert kind.headers["x-aws-ec2-metadata-token"] == get.headers["x-aws-ec2-metadata-token"]
 
 
 def test_gcp_and_azure_send_their_required_headers(cloud_metadata: CloudMetadata) -> None:
@@ -478,7 +481,8 @@ def test_answer_is_cached_in_the_process(cloud_metadata: CloudMetadata) -> None:
 
     assert first.region == second.region == "europe-west1"
     assert second.detected_by == "metadata"
-    assert cloud_metadata.gcp.count == 1
+    assert second.instance_type == "n2-standard-8"
+    assert cloud_metadata.gcp.count == 2  # zone + machine type, once
 
 
 def test_answer_is_cached_on_disk_for_the_next_process(cloud_metadata: CloudMetadata) -> None:
@@ -490,7 +494,8 @@ def test_answer_is_cached_on_disk_for_the_next_process(cloud_metadata: CloudMeta
     again = detect()
 
     assert again.region == AWS_REGION
-    assert cloud_metadata.aws.count == 2  # token + region, once
+    assert again.instance_type == "m6i.large"
+    assert cloud_metadata.aws.count == 3  # token + region + instance type, once
     assert len(_cache_files(cache_dir)) == 1
 
 
@@ -505,7 +510,7 @@ def test_disk_cache_expires_after_its_ttl(cloud_metadata: CloudMetadata) -> None
     clear_cache(disk=False)
 
     assert detect().region == "europe-west1"
-    assert cloud_metadata.gcp.count == 2
+    assert cloud_metadata.gcp.count == 4
 
 
 def test_tampered_disk_cache_is_ignored(cloud_metadata: CloudMetadata) -> None:
@@ -519,7 +524,7 @@ def test_tampered_disk_cache_is_ignored(cloud_metadata: CloudMetadata) -> None:
     clear_cache(disk=False)
 
     assert detect().region == "europe-west1"
-    assert cloud_metadata.gcp.count == 2
+    assert cloud_metadata.gcp.count == 4
 
 
 def test_cache_key_includes_the_endpoints(
@@ -549,7 +554,7 @@ def test_use_cache_false_asks_every_time(cloud_metadata: CloudMetadata) -> None:
     detect(use_cache=False)
     detect(use_cache=False)
 
-    assert cloud_metadata.azure.count == 2
+    assert cloud_metadata.azure.count == 4
     assert _cache_files(Path(os.environ["CARBONPIPE_CACHE_DIR"])) == []
 
 
