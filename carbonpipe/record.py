@@ -159,6 +159,8 @@ class Record:
     intensity_source: dict[str, str]
     measurement: dict[str, Any]
     labels: dict[str, str] = field(default_factory=dict)
+    # How its start was shifted to a cleaner grid (intensity.scheduling): null if it was not.
+    scheduling: dict[str, Any] | None = None
     remote: list[dict[str, Any]] = field(default_factory=list)
     tracking_errors: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -289,6 +291,8 @@ def typed(data: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = {**dict.fromkeys(keys), **out[name]}
     if isinstance(out.get("measurement"), Mapping):
         out["measurement"] = _floats(out["measurement"], _MEASUREMENT_FLOATS, "measurement")
+    if isinstance(out.get("scheduling"), Mapping):
+        out["scheduling"] = _floats(out["scheduling"], SCHEDULING_FLOATS, "scheduling")
     if "sci_g_per_unit" in out:
         out["sci_g_per_unit"] = _as_float(out["sci_g_per_unit"], "sci_g_per_unit")
     if isinstance(out.get("functional_units"), Mapping):
@@ -300,6 +304,54 @@ def typed(data: Mapping[str, Any]) -> dict[str, Any]:
                 for i, e in enumerate(out[name])
             ]
     return out
+
+
+#: The figures of ``scheduling``, always floats (or null).
+SCHEDULING_FLOATS = (
+    "waited_s",
+    "expected_duration_s",
+    "intensity_at_decision",
+    "intensity_planned",
+    "intensity_actual",
+    "intensity_if_started_at_decision",
+)
+
+
+def _scheduling(data: Mapping[str, Any]) -> None:
+    """``scheduling``: absent, null, or an object with its times and figures."""
+    block = data.get("scheduling")
+    if block is None:
+        return
+    if not isinstance(block, Mapping):
+        raise _fail("scheduling", "must be null or an object {decided_at, planned_start, ...}")
+    for name in ("decided_at", "planned_start"):
+        if not isinstance(block.get(name), str):
+            raise _fail(f"scheduling.{name}", "must be an ISO-8601 string")
+    _number(block, "waited_s", where="scheduling")
+    for name in SCHEDULING_FLOATS[1:]:
+        if block.get(name) is not None:
+            _number(block, name, where="scheduling")
+
+
+def _energy_profile(data: Mapping[str, Any]) -> None:
+    """``energy_profile``: absent, null or ``{unit: "nWh", points: [[offset s >= 0, nWh >= 0]]}``."""
+    block = data.get("energy_profile")
+    if block is None:
+        return
+    points = block.get("points") if isinstance(block, Mapping) else None
+    if not isinstance(points, list) or block.get("unit") != "nWh":
+        raise _fail("energy_profile", 'must be null or {"unit": "nWh", "points": [[s, nWh], ...]}')
+    for i, point in enumerate(points):
+        if not (
+            isinstance(point, list)
+            and len(point) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
+            and isinstance(point[1], int)
+            and math.isfinite(point[0])
+            and point[0] >= 0
+            and point[1] >= 0
+        ):
+            raise _fail(f"energy_profile.points[{i}]", "must be [offset s >= 0, integer nWh >= 0]")
 
 
 _STR_FIELDS = ("record_id", "project", "pipeline", "run_id", "step", "started_at", "ended_at")
@@ -386,6 +438,7 @@ def validate(data: Mapping[str, Any]) -> None:
     if not isinstance(measurement, Mapping) or measurement.get("method") not in METHODS:
         raise _fail("measurement.method", f"must be one of {METHODS}")
     _host_facts(measurement)
+    _scheduling(data)
     labels = data.get("labels", {})
     if not isinstance(labels, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()

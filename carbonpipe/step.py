@@ -188,6 +188,8 @@ class _Step:
         self.open_step: OpenStep | None = None
         self.errors: list[str] = []
         self.remote: dict[str, dict[str, Any]] = {}
+        # A shifted start (carbonpipe.intensity.scheduling.ShiftedStart): the record's scheduling.
+        self.scheduling: Any = None
         # Its units of work (SCI's R), {name, count}: see add_units.
         self.units: dict[str, Any] | None = None
         self.metrics: CarbonMetrics | None = None

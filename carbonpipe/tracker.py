@@ -488,6 +488,8 @@ class CarbonTracker:
             host=host_facts(),
             functional_units=handle.units or self._one_unit(),
         )
+        if handle.scheduling is not None:  # a shifted start: its plan, and the run's intensity
+            record = handle.scheduling.apply(record)
         alerts = self._alerts(handle, record.emissions_kg_co2e)
         if alerts:
             record = replace(record, alerts=alerts)

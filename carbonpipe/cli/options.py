@@ -60,6 +60,15 @@ _RUN_OPTIONS: dict[str, dict[str, Any]] = {
     "--tracking-mode": {"choices": ["machine", "process", "offline"], "default": None},
     **_BUDGET_OPTIONS,
     **UNIT_OPTIONS,
+    "--shift-within": {
+        "metavar": "DURATION",
+        "help": "start when the grid is cleanest within DURATION (90s, 15m, 6h) of now, by "
+        "the forecast of CARBONPIPE_INTENSITY_SOURCE for CARBONPIPE_INTENSITY_ZONE",
+    },
+    "--expected-duration": {
+        "metavar": "DURATION",
+        "help": "how long the command runs, for --shift-within (default: its last run's)",
+    },
     "--label": {"action": "append", "default": [], "metavar": "KEY=VALUE"},
     "--metrics-json": {"help": "also write the step's metrics as JSON to this file"},
     "--record-json": {

@@ -245,8 +245,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     step = args.step or os.path.basename(cmd[0])
     settings = _checked_settings(args)
     check_identity("--step" if args.step else "the step name (the command's; or give --step)", step)
+    shift = None
+    if args.shift_within is not None or args.expected_duration is not None:
+        from carbonpipe.cli import shift as _shift  # waits for a cleaner grid, then starts
+
+        shift = _shift.plan(args, settings, step)
+        stopped = _shift.wait(shift, step)
+        if stopped is not None:
+            return stopped
     if args.budget_scope is not None or settings.budgets:
-        return _run_gated(args, cmd, step)  # the gate decides before the command may start
+        return _run_gated(args, cmd, step, shift)  # the gate decides before the command starts
 
     # Nothing can stop this step: start it now, set tracking up while it runs.
     from carbonpipe.measure import counters as _counters
@@ -264,6 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         tracker = _tracker(args)
         handle = tracker._start_tracking_at(step, counters, attempt=args.attempt)
+        handle.scheduling = shift
     except Exception as exc:  # the command is running: it goes on, untracked
         from carbonpipe.stores.redact import redact
 
@@ -281,10 +290,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_gated(args: argparse.Namespace, cmd: list[str], step: str) -> int:
+def _run_gated(args: argparse.Namespace, cmd: list[str], step: str, shift: Any = None) -> int:
     tracker = _tracker(args)
     try:
         handle = tracker.start_tracking(step, attempt=args.attempt)
+        handle.scheduling = shift
     except BudgetExceeded as exc:
         if exc.on_exceed == "skip":
             print(f"carbonpipe: skipped {step}: {exc}", file=sys.stderr)

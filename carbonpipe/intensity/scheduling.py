@@ -25,16 +25,30 @@ from typing import Any
 from carbonpipe.intensity.base import IntensitySeries
 from carbonpipe.intensity.planner import StartPlan, plan_start, window_mean
 
-__all__ = ["ShiftedStart", "configured_source", "plan_configured"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from carbonpipe.record import Record
+
+__all__ = ["ShiftedStart", "configured_source", "configured_spec", "plan_configured", "replan"]
 
 SOURCE_ENV = "CARBONPIPE_INTENSITY_SOURCE"
 ZONE_ENV = "CARBONPIPE_INTENSITY_ZONE"
 
 
+def configured_spec(
+    source: str | None = None, zone: str | None = None, env: Mapping[str, str] | None = None
+) -> tuple[str | None, str | None]:
+    """The source spec (``file:PATH``, ``electricitymaps``, ...) and zone to plan with: the
+    arguments, else ``CARBONPIPE_INTENSITY_SOURCE`` and ``CARBONPIPE_INTENSITY_ZONE``."""
+    env = os.environ if env is None else env
+    spec = (source or env.get(SOURCE_ENV) or "").strip() or None
+    return spec, (zone or env.get(ZONE_ENV) or None)
+
+
 def configured_source(
     source: str | None = None, zone: str | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[Any, str | None]:
-    """The time-series source and zone to plan with: the arguments, else the environment.
+    """The time-series source and zone to plan with (see :func:`configured_spec`).
 
     Returns ``(None, zone)`` when no source is named or it is ``table`` (no time series).
     Raises ``ConfigError`` for a source name that does not exist or cannot be opened.
@@ -42,11 +56,49 @@ def configured_source(
     from carbonpipe.intensity.registry import open_source
 
     env = os.environ if env is None else env
-    spec = source or env.get(SOURCE_ENV) or ""
-    zone = zone or env.get(ZONE_ENV) or None
-    if not spec.strip():
+    spec, zone = configured_spec(source, zone, env)
+    if spec is None:
         return None, zone
     return open_source(spec, None, env), zone
+
+
+def replan(previous: StartPlan, source: Any, *, now: datetime, timeout_s: float = 5.0) -> StartPlan:
+    """Plan again at ``now`` with a newer forecast, never past ``previous.deadline``.
+
+    The decision time, the deadline and the intensity of starting at the first decision stay
+    ``previous``'s (that is the counterfactual a shift is measured against); the start and its
+    intensity are the new forecast's. A new forecast that cannot be read keeps the old plan.
+    """
+    from dataclasses import replace
+
+    left = max(0.0, (previous.deadline - now).total_seconds())
+    fresh = plan_start(
+        source,
+        previous.zone,
+        now=now,
+        expected_duration_s=previous.expected_duration_s,
+        shift_within_s=left,
+        timeout_s=timeout_s,
+    )
+    if fresh.intensity_planned is None:  # no forecast now: the old plan stands (or start now)
+        if previous.planned_start > now:
+            return previous
+        fresh = replace(fresh, reason=previous.reason)
+    start = max(fresh.planned_start, previous.decided_at)
+    base = previous.intensity_now
+    planned = fresh.intensity_planned
+    saving = 0.0
+    if base and planned is not None and base > 0:
+        saving = max(0.0, 1.0 - planned / base)
+    return replace(
+        fresh,
+        decided_at=previous.decided_at,
+        deadline=previous.deadline,
+        planned_start=start,
+        wait_s=(start - previous.decided_at).total_seconds(),
+        intensity_now=base,
+        saving_fraction=saving,
+    )
 
 
 def plan_configured(
@@ -91,6 +143,18 @@ class ShiftedStart:
     plan: StartPlan
     source: Any = None
     timeout_s: float = 5.0
+
+    def apply(self, record: Record) -> Record:
+        """``record`` with its ``scheduling`` block (the tracker's hook; never raises)."""
+        from dataclasses import replace
+
+        from carbonpipe.record import parse_utc
+
+        try:
+            block = self.scheduling(parse_utc(record.started_at), parse_utc(record.ended_at))
+        except Exception as exc:  # a malformed time: the record goes on without it
+            return replace(record, tracking_errors=[*record.tracking_errors, f"scheduling: {exc}"])
+        return replace(record, scheduling=block)
 
     def scheduling(self, started_at: datetime, ended_at: datetime) -> dict[str, Any]:
         """The record's ``scheduling`` block for a run over ``[started_at, ended_at)``.
