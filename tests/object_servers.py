@@ -8,12 +8,16 @@ Fixtures (all servers bind 127.0.0.1 and start at most once per session):
 * ``gcs_endpoint`` (session) URL of the real fake-gcs-server binary (memory backend).
 * ``gcs_store``    a :class:`GCSStore` on a fresh bucket; sets ``STORAGE_EMULATOR_HOST``.
 * ``local_store``  a :class:`LocalStore` in the test's temp folder.
-* ``store``        parametrised over ``local``, ``s3`` and ``gcs``: one test, three backends.
-* ``flaky_store``  parametrised over ``s3`` and ``gcs``: a :class:`Flaky` whose ``store`` talks
+* ``azure_store``  (tests/azurite.py) an :class:`AzureBlobStore` on a fresh Azurite container.
+* ``store``        parametrised over ``local``, ``s3``, ``gcs`` and ``azure``: one test, four
+  backends.
+* ``flaky_store``  parametrised over ``s3``, ``gcs`` and ``azure``: a :class:`Flaky` whose
+  ``store`` talks
   through a :class:`FaultProxy` (``down()``, ``fail(503)``, ``deny()``, ``hang()``,
   ``drip()``, ``up()``) and whose
   ``direct`` store reads the same bucket without the proxy.
-* ``fault_proxy``  factory: ``fault_proxy(upstream=None, flavour="s3")``, a loopback server that
+* ``fault_proxy``  factory: ``fault_proxy(upstream=None, flavour="s3")`` (or ``"gcs"``,
+  ``"azure"``: the shape of its error answers), a loopback server that
   forwards to ``upstream`` or, without one, answers every request with an error.
 * ``closed_port``  a loopback port nothing listens on.
 """
@@ -43,7 +47,7 @@ from carbonpipe.stores.local import LocalStore
 
 S3_BUCKET = "carbonpipe-test"
 STORE_PREFIX = "carbon"
-BACKENDS = ("local", "s3", "gcs")
+BACKENDS = ("local", "s3", "gcs", "azure")
 
 
 def free_port() -> int:
@@ -392,13 +396,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 time.sleep(proxy.fail_delay_s)
             if proxy.flavour == "gcs":
                 self._reply(status, [("Content-Type", "application/json")], gcs_error_body(status))
+            elif proxy.flavour == "azure":
+                from tests.azurite import azure_error
+
+                self._reply(status, *azure_error(status, code))
             else:
                 self._reply(
                     status, [("Content-Type", "application/xml")], s3_error_body(status, code)
                 )
             return
         assert proxy.upstream is not None
-        host_port = proxy.upstream.split("://", 1)[1].rstrip("/")
+        # Only the upstream's host: clients send the path (Azurite's /account included).
+        host_port = proxy.upstream.split("://", 1)[1].split("/", 1)[0]
         conn = HTTPConnection(host_port, timeout=30)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -435,8 +444,8 @@ class FaultProxy:
     """
 
     def __init__(self, upstream: str | None = None, flavour: str = "s3") -> None:
-        if flavour not in ("s3", "gcs"):
-            raise ValueError(f"flavour must be 's3' or 'gcs', got {flavour!r}")
+        if flavour not in ("s3", "gcs", "azure"):
+            raise ValueError(f"flavour must be 's3', 'gcs' or 'azure', got {flavour!r}")
         self.upstream = upstream
         self.flavour = flavour
         self.port = free_port()
@@ -625,7 +634,15 @@ def gcs_store_at(endpoint: str, like: Any) -> Store:
     )
 
 
-@pytest.fixture(params=[pytest.param(b, id=b) for b in ("s3", "gcs")])
+def store_at(backend: str, endpoint: str, like: Any) -> Store:
+    """``like``'s bucket or container at ``endpoint`` (a proxy), failing fast."""
+    from tests.azurite import azure_store_at
+
+    makers = {"s3": s3_store_at, "gcs": gcs_store_at, "azure": azure_store_at}
+    return makers[backend](endpoint, like)
+
+
+@pytest.fixture(params=[pytest.param(b, id=b) for b in ("s3", "gcs", "azure")])
 def flaky_store(
     request: pytest.FixtureRequest, fault_proxy: Callable[..., FaultProxy]
 ) -> Iterator[Flaky]:
@@ -634,25 +651,37 @@ def flaky_store(
     direct: Any = request.getfixturevalue(f"{backend}_store")
     endpoint = request.getfixturevalue(f"{backend}_endpoint")
     proxy = fault_proxy(endpoint, backend)
-    make = s3_store_at if backend == "s3" else gcs_store_at
-    flaky = make(proxy.url, direct)
+    flaky = store_at(backend, proxy.url, direct)
     yield Flaky(backend=backend, store=flaky, direct=direct, proxy=proxy)
     flaky.close()
 
 
 def unreachable_store(backend: str, port: int, like: Any = None) -> Store:
-    """An S3 or GCS store pointed at a loopback port nothing listens on."""
+    """An S3, GCS or Azure store pointed at a loopback port nothing listens on."""
+    from carbonpipe.stores.azure import AzureBlobStore
     from carbonpipe.stores.gcs import GCSStore
     from carbonpipe.stores.s3 import S3Store
 
     endpoint = f"http://127.0.0.1:{port}"
     if like is None:
-        like = (
-            S3Store(S3_BUCKET, STORE_PREFIX)
-            if backend == "s3"
-            else GCSStore("cp-down", STORE_PREFIX)
+        like = {
+            "s3": lambda: S3Store(S3_BUCKET, STORE_PREFIX),
+            "gcs": lambda: GCSStore("cp-down", STORE_PREFIX),
+            "azure": lambda: AzureBlobStore("cp-down", STORE_PREFIX, account_name="cpdown"),
+        }[backend]()
+    if backend == "azure":
+        # Its own account key, so that no credential chain is consulted for a store that is down.
+        return AzureBlobStore(
+            like.container,
+            like.prefix,
+            endpoint_url=endpoint,
+            account_name=like.account_name or "cpdown",
+            account_key="ZG93bg==",
+            max_attempts=1,
+            connect_timeout_s=1.0,
+            read_timeout_s=5.0,
         )
-    return s3_store_at(endpoint, like) if backend == "s3" else gcs_store_at(endpoint, like)
+    return store_at(backend, endpoint, like)
 
 
 __all__ = [
@@ -668,5 +697,6 @@ __all__ = [
     "s3_error_body",
     "s3_put_many",
     "s3_store_at",
+    "store_at",
     "unreachable_store",
 ]

@@ -17,9 +17,10 @@ BACKENDS: dict[str, str] = {
     "file": "carbonpipe.stores.local:LocalStore",
     "s3": "carbonpipe.stores.s3:S3Store",
     "gs": "carbonpipe.stores.gcs:GCSStore",
+    "az": "carbonpipe.stores.azure:AzureBlobStore",
 }
 # Schemes whose backend talks to a server, and so takes the ``timeout_s`` deadline.
-NETWORK_SCHEMES = frozenset({"s3", "gs"})
+NETWORK_SCHEMES = frozenset({"s3", "gs", "az"})
 
 
 def open_store(
@@ -28,7 +29,7 @@ def open_store(
     timeout_s: float | str | None = None,
     **options: Any,
 ) -> Store:
-    """Open the store a URI names: a folder, ``s3://bucket/prefix`` or ``gs://bucket/prefix``.
+    """Open the store a URI names: a folder, ``s3://``, ``gs://`` or ``az://container/prefix``.
 
     ``options`` go to the backend (``endpoint_url=``, ``client=`` ...). ``timeout_s`` is the
     deadline of every call to an object store (the ``store_timeout_s`` setting; a local folder

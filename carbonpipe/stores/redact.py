@@ -19,6 +19,11 @@ _SECRET_ENV = (
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "GOOGLE_OAUTH_ACCESS_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
 )
 # AWS access key ids (long-term AKIA..., temporary ASIA...), wherever they appear.
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
@@ -28,6 +33,10 @@ _NAMED = re.compile(
     r"(?i)(?P<name>[\w.\-]*(?:password|passwd|pwd|secret|token|credential|api[_\-]?key|"
     r"signature)[\w.\-]*)(?P<sep>\"?\s*[:=]\s*\"?|=)(?P<value>[^\s&\"',;}]+)"
 )
+# Azure: a connection string's AccountKey=..., a SAS token's signature (sig=..., also inside
+# SharedAccessSignature=...), wherever they appear, whatever follows them.
+_AZURE_KEY = re.compile(r"(?i)(?P<name>\bAccount_?Key\"?\s*[:=]\s*\"?)[^\s;&\"',}]+")
+_SAS_SIG = re.compile(r"(?i)(?P<name>(?<![\w\-])sig=)[^\s;&\"',}]+")
 # --password VALUE (the value as the next argument)
 _FLAG_SPACE = re.compile(
     r"(?i)(?<![\w\-])(?P<flag>--?[\w\-]*(?:password|passwd|secret|token)[\w\-]*)\s+(?!-)\S+"
@@ -44,6 +53,8 @@ def redact(text: str) -> str:
         if len(value) >= 8:  # shorter values would blank ordinary words
             text = text.replace(value, "***")
     text = _AUTH_HEADER.sub(r"\g<name>***", text)
+    text = _AZURE_KEY.sub(r"\g<name>***", text)
+    text = _SAS_SIG.sub(r"\g<name>***", text)
     text = _NAMED.sub(r"\g<name>\g<sep>***", text)
     text = _FLAG_SPACE.sub(r"\g<flag> ***", text)
     return _AWS_KEY_ID.sub("***", text)

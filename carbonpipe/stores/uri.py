@@ -15,16 +15,26 @@ DEFAULT_STORE = "./carbon-artifacts"
 # Seconds one call to an object store may take, retries included (the ``store_timeout_s`` setting).
 DEFAULT_STORE_TIMEOUT_S = 5.0
 ACCEPTED_FORMS = (
-    "a local folder path, file:///abs/path, s3://bucket[/prefix] or gs://bucket[/prefix]"
+    "a local folder path, file:///abs/path, s3://bucket[/prefix], gs://bucket[/prefix] "
+    "or az://container[/prefix]"
 )
 
 # A known scheme missing its "://" ("s3:/x", "gs:x", "s3//x", "gcs:\\x"): refused, never a folder.
-_MISTYPED_SCHEME = re.compile(r"(s3|s3a|s3n|gs|gcs|file)(?::|//|\\)", re.IGNORECASE)
-_FORM_OF = {"s3": "s3://BUCKET[/PREFIX]", "gs": "gs://BUCKET[/PREFIX]", "file": "file://PATH"}
+_MISTYPED_SCHEME = re.compile(r"(s3|s3a|s3n|gs|gcs|az|azure|file)(?::|//|\\)", re.IGNORECASE)
+_FORM_OF = {
+    "s3": "s3://BUCKET[/PREFIX]",
+    "gs": "gs://BUCKET[/PREFIX]",
+    "az": "az://CONTAINER[/PREFIX]",
+    "file": "file://PATH",
+}
+_KNOWN_SCHEMES = ("s3", "gs", "gcs", "az", "azure", "file")
+# "azure" and "gcs" are aliases (DuckDB reads azure://, gsutil users write gcs://).
+_CANONICAL = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "azure": "az"}
 
 _EDGE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _S3_CHARS = _EDGE_CHARS | frozenset(".-")  # S3 general purpose bucket naming rules
 _GS_CHARS = _EDGE_CHARS | frozenset("._-")  # GCS: dotted names may reach 222 characters
+_AZ_CHARS = _EDGE_CHARS | frozenset("-")  # Azure containers: no dots, no "--"
 
 
 def _bucket_and_prefix(rest: str, chars: frozenset[str], max_len: int) -> tuple[str, str] | None:
@@ -70,6 +80,15 @@ def parse_store_uri(uri: str | os.PathLike[str] | None) -> tuple[str, str, str]:
                 f"store URI {uri!r} is not a valid GCS URI; expected gs://bucket[/prefix]"
             )
         return ("gs", *parts)
+    if scheme in ("az", "azure"):
+        parts = _bucket_and_prefix(rest, _AZ_CHARS, 63)
+        if parts is None or "--" in parts[0]:
+            raise InvalidStoreURI(
+                f"store URI {uri!r} is not a valid Azure Blob URI; expected "
+                "az://container[/prefix] with a lower-case container name of 3-63 letters, "
+                "digits and single hyphens"
+            )
+        return ("az", *parts)
     if scheme == "file":
         if not rest.strip():
             raise InvalidStoreURI(f"store URI {uri!r} names no folder; use {ACCEPTED_FORMS}")
@@ -91,12 +110,12 @@ def _refuse_mistyped_scheme(uri: str, scheme: str | None) -> None:
         meant = typo.group(1).lower()
         problem = f"looks like a mistyped {meant}:// URI"
         folder = f" (for a local folder of that name, write ./{uri})"
-    elif scheme.lower() in ("s3", "gs", "gcs", "file") and scheme != scheme.lower():
+    elif scheme.lower() in _KNOWN_SCHEMES and scheme != scheme.lower():
         meant = scheme.lower()
         problem = f"has its scheme in upper case ({scheme}://)"
     else:
         return
-    form = _FORM_OF["s3" if meant.startswith("s3") else "gs" if meant == "gcs" else meant]
+    form = _FORM_OF[_CANONICAL.get(meant, meant)]
     raise InvalidStoreURI(
         f"store URI {uri!r} {problem}: write {form}; accepted: {ACCEPTED_FORMS}{folder}"
     )

@@ -1,4 +1,4 @@
-"""The store contract, run against the local folder, moto's S3 and fake-gcs-server alike."""
+"""The store contract, run against the local folder, moto's S3, fake-gcs-server and Azurite."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from carbonpipe.errors import (
     StoreUnavailable,
 )
 from carbonpipe.stores import s3 as store_s3
+from carbonpipe.stores.azure import AzureBlobStore
 from carbonpipe.stores.base import Store
 from carbonpipe.stores.gcs import GCSStore
 from carbonpipe.stores.local import LocalStore
@@ -47,6 +48,9 @@ def content_type_of(store: Store, key: str) -> str | None:
     if isinstance(store, GCSStore):
         blob = store.client.bucket(store.bucket).get_blob(f"{store.prefix}/{key}")
         return str(blob.content_type)
+    if isinstance(store, AzureBlobStore):
+        blob = store.client.get_blob_client(f"{store.prefix}/{key}")
+        return str(blob.get_blob_properties().content_settings.content_type)
     return None
 
 
@@ -356,7 +360,7 @@ def test_server_failures_become_carbonpipe_errors(
     assert flaky_store.store.get("a.json").data == b"1"
 
 
-@pytest.mark.parametrize("backend", ["s3", "gcs"])
+@pytest.mark.parametrize("backend", ["s3", "gcs", "azure"])
 def test_a_closed_port_is_unavailable(backend: str, closed_port: int) -> None:
     store = unreachable_store(backend, closed_port)
     started = time.monotonic()
@@ -372,7 +376,10 @@ def test_a_closed_port_is_unavailable(backend: str, closed_port: int) -> None:
     ("uri", "expected"),
     [
         pytest.param("ftp://host/path", "s3://bucket", id="unknown-scheme"),
-        pytest.param("azure://container/path", "gs://bucket", id="azure"),
+        pytest.param("wasbs://container@acct/path", "az://container", id="wasbs"),
+        pytest.param("az://Upper_Case/x", "az://container[/prefix]", id="az-bad-container"),
+        pytest.param("az://a--b/x", "az://container[/prefix]", id="az-double-hyphen"),
+        pytest.param("az://", "az://container[/prefix]", id="az-no-container"),
         pytest.param("s3://", "s3://bucket[/prefix]", id="s3-no-bucket"),
         pytest.param("s3://Upper_Case/x", "s3://bucket[/prefix]", id="s3-bad-bucket"),
         pytest.param("s3://ab", "s3://bucket[/prefix]", id="s3-short-bucket"),
