@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from carbonpipe.intensity.timed import apply_profile
 from carbonpipe.record import HOST_FIELDS, Record, utc_iso
 
 if TYPE_CHECKING:
-    from carbonpipe.intensity.base import Intensity
+    from carbonpipe.intensity.base import Intensity, IntensitySeries
     from carbonpipe.measure.base import Measurement
 
 #: What names one step attempt in a record (its id is derived from the others).
@@ -54,6 +55,7 @@ def build_record(
     alerts: Sequence[Mapping[str, Any]] = (),
     host: Mapping[str, Any] | None = None,
     functional_units: Mapping[str, Any] | None = None,
+    series: IntensitySeries | None = None,
 ) -> Record:
     """The record of one step attempt measured as ``m``, priced at ``intensity`` and ``pue``.
 
@@ -73,6 +75,10 @@ def build_record(
         functional_units: The step's units of work ``{name, count}`` (SCI's R), checked by
             :mod:`carbonpipe.functional_unit`; the record's ``sci_g_per_unit`` is then
             ``(operational + embodied) g / count`` (embodied 0 where not measured).
+        series: The grid's intensity over the step from a time-series source: each interval
+            of the step's energy profile is priced at its own time's intensity
+            (:mod:`carbonpipe.intensity.timed`); None, or one that cannot price every
+            interval, leaves ``intensity`` (the table) pricing the step, noted.
 
     Returns:
         The record, not yet validated against the store's schema (``Record.from_dict`` does).
@@ -83,6 +89,8 @@ def build_record(
     record = _build(identity, status, m, location, intensity, pue, tracking_mode, remote)
     record = replace(record, measurement={**record.measurement, **_host(host)})
     notes: list[str] = []
+    record, timed_notes = apply_profile(record, m.energy_profile, series, pue=pue)
+    notes.extend(timed_notes)
     record = _finite_figures(record, notes)
     record = replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])
     return with_sci(record, functional_units)

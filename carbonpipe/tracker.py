@@ -471,9 +471,14 @@ class CarbonTracker:
             "country_iso": country,
             "detected_by": detected_by,
         }
+        from carbonpipe.intensity.timed import step_series
         from carbonpipe.measure.host import host_facts
         from carbonpipe.pricing import build_record
 
+        # A time-series source (CARBONPIPE_INTENSITY_SOURCE): the grid over the step's window.
+        series, why = step_series(location, m.started_at, m.ended_at)
+        if why:
+            errors.append(why)
         s = self.settings
         record = build_record(
             self._identity(handle),
@@ -487,6 +492,7 @@ class CarbonTracker:
             errors=errors,
             host=host_facts(),
             functional_units=handle.units or self._one_unit(),
+            series=series,
         )
         if handle.scheduling is not None:  # a shifted start: its plan, and the run's intensity
             record = handle.scheduling.apply(record)

@@ -52,6 +52,9 @@ class Measurement:
     gpu_model: str | None
     errors: tuple[str, ...] = ()
     cpu_method: str | None = None
+    # (start offset s, kWh) per interval over the window (carbonpipe.measure.profile); empty
+    # when only the total is known (one interval: the whole window at its mean power).
+    energy_profile: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def nothing(

@@ -439,7 +439,7 @@ class Meter:
         method = "nvml" if raw.get("gpu_method") == "nvml" else cpu_method
         if method not in METHODS:
             method = "tdp"
-        return _measurement(
+        measurement = _measurement(
             t0,
             duration,
             energy,
@@ -452,6 +452,7 @@ class Meter:
             gpu_model=raw.get("gpu_model"),
             errors=self._errors,
         )
+        return _with_profile(measurement, raw.get("samples"), window_start)
 
     def _estimate(self, t0: _Edge, t1: _Edge, *, sidecar_cpu_s: float) -> Measurement:
         """Estimate from the step's own counters with CodeCarbon's models (see the constants)."""
@@ -514,6 +515,21 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _with_profile(m: Measurement, samples: object, window_start: float) -> Measurement:
+    """``m`` with its energy profile from the sidecar's cumulative samples (none: unchanged)."""
+    from dataclasses import replace
+
+    from carbonpipe.measure.profile import from_samples
+
+    if not isinstance(samples, list) or not samples:
+        return m
+    try:
+        profile = from_samples(samples, window_start, m.duration_s, m.total_energy_kwh)
+    except (TypeError, ValueError):
+        return m
+    return replace(m, energy_profile=profile)
 
 
 def _empty_measurement(meter: Meter, errors: tuple[str, ...]) -> Measurement:

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from carbonpipe.measure.heartbeat import Sampler
 from carbonpipe.measure.inbox import Inbox
+from carbonpipe.measure.profile import thin
 from carbonpipe.measure.share import StepShares
 from carbonpipe.measure.sidecar_imports import _skip_unused_imports
 from carbonpipe.measure.steptree import StepTree, _own_cpu_s
@@ -106,6 +107,8 @@ class _Session:
         self.log = _ErrorLog()
         self.measure_lock = threading.RLock()
         self.sampler: Sampler | None = None
+        # (perf_counter, cumulative kWh) after each measurement: the step's energy profile.
+        self.samples: list[tuple[float, float]] = []
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -270,8 +273,19 @@ class _Session:
                 began = time.perf_counter()
                 measure()
                 tracker._last_measured_time = began
+                with contextlib.suppress(Exception):
+                    self.samples.append((began, self._cumulative_kwh(tracker)))
+                    thin(self.samples)
 
         tracker._measure_power_and_energy = contiguous
+
+    @staticmethod
+    def _cumulative_kwh(tracker: Any) -> float:
+        return float(
+            tracker._total_cpu_energy.kWh
+            + tracker._total_gpu_energy.kWh
+            + tracker._total_ram_energy.kWh
+        )
 
     def _backdate_cpu(self, cpu: Any) -> bool:
         t0 = self.t0
@@ -366,6 +380,7 @@ class _Session:
                 for part in ("cpu", "gpu", "ram")
             },
             "tree_cpu_s": tree_cpu_s,
+            "samples": [[clock, kwh] for clock, kwh in self.samples],
             "shares": shares,
             "share": self.step.share if self.step is not None else "machine",
             "profile": self.profile,

@@ -1,0 +1,352 @@
+"""Time-resolved pricing: each interval of a step's energy at the intensity of its own time.
+
+A record keeps its step's energy profile (``energy_profile``: ``{"unit": "nWh", "points":
+[[start offset s, nWh], ...]}``, each interval lasting until the next one starts, the last until
+``duration_s``; integers summing exactly to the local energy). With a time-series source
+configured (``CARBONPIPE_INTENSITY_SOURCE`` / carbon.yaml ``intensity: {source: ...}``), the step
+is priced interval by interval::
+
+    emissions_ng = sum_i round(nWh_i x PUE x I_i / 1000)
+
+where ``I_i`` is the time-weighted mean of the series' points over interval ``i`` (computed with
+exact fractions; an interval no point overlaps takes the nearest point within one resolution
+step). The record's ``intensity_g_per_kwh`` is then the energy-weighted effective value,
+``1000 x emissions_ng / (nWh x PUE)``, and ``intensity_source`` says ``kind: "timeseries"``, the
+source, zone, signal, resolution and how many points were used.
+
+Only an *average* signal prices the location-based figure (GHG Protocol scope 2
+location-based, SCI): a marginal series (WattTime's MOER) is not used for it; the step falls
+back to the table and ``tracking_errors`` says why. Any failure (no zone, the source timed out,
+points missing) falls back the same way: the record's ``intensity_source.kind`` is then the
+table's (``cloud_region``, ``country``, ``world``) and ``carbonpipe reprice`` can revise it later.
+
+May import: ``intensity.*``, ``units``, ``errors`` and the standard library.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from typing import Any
+
+from carbonpipe.errors import IntensityUnavailable
+from carbonpipe.intensity.base import IntensitySeries
+from carbonpipe.units import NWH_PER_KWH, exact_scale
+
+__all__ = [
+    "FETCH_TIMEOUT_S",
+    "SOURCE_ENV",
+    "ZONE_ENV",
+    "TimedPrice",
+    "fetch_history",
+    "price_profile",
+    "record_profile",
+    "step_series",
+]
+
+SOURCE_ENV = "CARBONPIPE_INTENSITY_SOURCE"
+ZONE_ENV = "CARBONPIPE_INTENSITY_ZONE"
+FETCH_TIMEOUT_S = 5.0
+TIMESERIES = "timeseries"
+_MS = 1000
+
+
+def record_profile(
+    profile: Sequence[Sequence[float]], duration_s: float, local_kwh: float
+) -> dict[str, Any]:
+    """The record's ``energy_profile`` of ``profile`` (``(start offset s, kWh)`` intervals).
+
+    Offsets are rounded to the millisecond; energies become integer nWh summing exactly to
+    ``local_kwh`` in nWh (largest remainders). No profile: one interval at offset 0.
+    """
+    total = exact_scale(local_kwh, NWH_PER_KWH) if math.isfinite(local_kwh) and local_kwh > 0 else 0
+    limit = max(round(duration_s * _MS), 0) if math.isfinite(duration_s) else 0
+    merged: dict[int, float] = {}
+    for item in profile:
+        offset, kwh = float(item[0]), float(item[1])
+        if not (math.isfinite(offset) and math.isfinite(kwh)):
+            continue
+        ms = min(max(round(offset * _MS), 0), limit)
+        if ms == limit and limit > 0:
+            ms = max(limit - 1, 0)  # an interval starting at the very end: fold it back
+        merged[ms] = merged.get(ms, 0.0) + max(kwh, 0.0)
+    if not merged:
+        merged = {0: 1.0}
+    if 0 not in merged:
+        merged[0] = 0.0
+    offsets = sorted(merged)
+    weights = [merged[ms] for ms in offsets]
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights, weight_sum = [1.0] + [0.0] * (len(weights) - 1), 1.0
+    # Largest remainders over exact fractions: integers summing to total.
+    shares = [Fraction(w) / Fraction(weight_sum) * total for w in weights]
+    floors = [math.floor(s) for s in shares]
+    rest = total - sum(floors)
+    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
+    for i in order[:rest]:
+        floors[i] += 1
+    return {"unit": "nWh", "points": [[ms / _MS, n] for ms, n in zip(offsets, floors, strict=True)]}
+
+
+@dataclass(frozen=True)
+class TimedPrice:
+    """A profile priced with a series."""
+
+    emissions_ng: int
+    intensity_g_per_kwh: float
+    points_used: int
+
+
+def price_profile(
+    energy_profile: Mapping[str, Any],
+    started_at: datetime,
+    duration_s: float,
+    series: IntensitySeries,
+    pue: float,
+) -> TimedPrice:
+    """``sum_i round(nWh_i x pue x I_i / 1000)`` ng over the profile's intervals (see module).
+
+    Raises ``IntensityUnavailable`` when the series is marginal or leaves an interval uncovered.
+    """
+    if series.signal != "average":
+        raise IntensityUnavailable(
+            f"{series.source_name} gave a {series.signal} signal for {series.zone}: only an "
+            "average intensity prices the location-based figure"
+        )
+    points = list(series.points)
+    if not points:
+        raise IntensityUnavailable(f"{series.source_name} gave no points for {series.zone}")
+    starts = [p.start for p in points]
+    rows = [(float(o), int(n)) for o, n in energy_profile["points"]]
+    pue_f = Fraction(pue)
+    total_ng = 0
+    total_nwh = 0
+    used: set[int] = set()
+    weighted = Fraction(0)
+    weighted_s = Fraction(0)
+    for i, (offset, nwh) in enumerate(rows):
+        end_offset = rows[i + 1][0] if i + 1 < len(rows) else max(duration_s, offset)
+        begin = started_at + timedelta(milliseconds=round(offset * _MS))
+        end = started_at + timedelta(milliseconds=round(end_offset * _MS))
+        mean, seconds, which = _window_mean(points, starts, begin, end, series.resolution_s)
+        if mean is None:
+            raise IntensityUnavailable(
+                f"{series.source_name} has no {series.zone} point near {begin.isoformat()}"
+            )
+        used.update(which)
+        total_ng += _round_half_even(nwh * pue_f * mean / 1000)
+        total_nwh += nwh
+        weighted += mean * seconds
+        weighted_s += seconds
+    if total_nwh > 0 and pue > 0:
+        effective = float(Fraction(total_ng * 1000) / (total_nwh * pue_f))
+    else:
+        effective = (
+            float(weighted / weighted_s) if weighted_s else float(points[0].intensity_g_per_kwh)
+        )
+    return TimedPrice(total_ng, effective, len(used))
+
+
+def _window_mean(
+    points: list[Any], starts: list[datetime], begin: datetime, end: datetime, resolution_s: float
+) -> tuple[Fraction | None, Fraction, list[int]]:
+    """Exact time-weighted mean over ``[begin, end)`` (microseconds), its length, points used."""
+    length_us = _us(end - begin)
+    if length_us <= 0:  # an empty interval: the point at its instant
+        end = begin + timedelta(microseconds=1)
+        length_us = 1
+    first = max(bisect.bisect_right(starts, begin) - 1, 0)
+    total = Fraction(0)
+    covered = 0
+    which: list[int] = []
+    for j in range(first, len(points)):
+        p = points[j]
+        if p.start >= end:
+            break
+        overlap = _us(min(p.end, end) - max(p.start, begin))
+        if overlap > 0:
+            total += Fraction(p.intensity_g_per_kwh) * overlap
+            covered += overlap
+            which.append(j)
+    seconds = Fraction(length_us, 10**6)
+    if covered:
+        return total / covered, seconds, which
+
+    def gap_us(j: int) -> int:
+        return max(_us(points[j].start - end), _us(begin - points[j].end), 0)
+
+    nearest = min(range(len(points)), key=gap_us)
+    if gap_us(nearest) / 1e6 <= max(resolution_s, 0.0):
+        return Fraction(points[nearest].intensity_g_per_kwh), seconds, [nearest]
+    return None, seconds, []
+
+
+def _us(delta: timedelta) -> int:
+    return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+
+
+def _round_half_even(value: Fraction) -> int:
+    q, r = divmod(value.numerator, value.denominator)
+    twice = 2 * r
+    if twice > value.denominator or (twice == value.denominator and q & 1):
+        q += 1
+    return q
+
+
+def fetch_history(
+    source: Any, zone: str, start: datetime, end: datetime, *, timeout_s: float
+) -> IntensitySeries:
+    """``source.history(...)`` bounded by ``timeout_s``: never waits longer.
+
+    Raises ``IntensityUnavailable`` for a timeout or any failure of the source.
+    """
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["series"] = source.history(zone, start, end, timeout_s=timeout_s)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, name="carbonpipe-intensity", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise IntensityUnavailable(
+            f"{getattr(source, 'name', 'the source')} gave no history within {timeout_s:g} s"
+        )
+    error = box.get("error")
+    if isinstance(error, IntensityUnavailable):
+        raise error
+    if error is not None:
+        raise IntensityUnavailable(f"{type(error).__name__}: {error}") from None
+    series = box.get("series")
+    if not isinstance(series, IntensitySeries):
+        raise IntensityUnavailable("the source answered something that is not a series")
+    return series
+
+
+def resolve_zone(
+    source_name: str,
+    provider: str | None,
+    region: str | None,
+    country_iso: str | None,
+    zone: str | None,
+) -> str | None:
+    """The configured zone, else the cloud region's Electricity Maps zone (``zones.zone_for``)."""
+    if zone:
+        return zone
+    if importlib.util.find_spec("carbonpipe.intensity.zones") is None:
+        return None
+    from carbonpipe.intensity import zones
+
+    found = zones.zone_for(provider, region, country_iso, source=source_name)
+    return str(found) if found else None
+
+
+def step_series(
+    location: Mapping[str, Any],
+    started_at: datetime,
+    ended_at: datetime,
+    *,
+    spec: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    zone: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = FETCH_TIMEOUT_S,
+) -> tuple[IntensitySeries | None, str | None]:
+    """The configured source's history over a step, or ``(None, why)``; never raises.
+
+    ``spec``/``zone`` default to ``CARBONPIPE_INTENSITY_SOURCE``/``CARBONPIPE_INTENSITY_ZONE``.
+    ``(None, None)``: no time-series source configured (the table prices the step).
+    """
+    env = os.environ if env is None else env
+    spec = (spec or env.get(SOURCE_ENV) or "").strip()
+    if not spec:
+        return None, None
+    try:
+        from carbonpipe.intensity.registry import check_source_name, open_source
+
+        name, _ = check_source_name(spec)
+        if name == "table":
+            return None, None
+        source = open_source(spec, options, env)
+        wanted = resolve_zone(
+            name,
+            location.get("provider"),
+            location.get("region"),
+            location.get("country_iso"),
+            zone or env.get(ZONE_ENV) or (options or {}).get("zone"),
+        )
+        if not wanted:
+            return None, (
+                f"intensity source {name}: no grid zone for this location; set "
+                f"{ZONE_ENV} (an Electricity Maps zone such as BE or US-CAL-CISO)"
+            )
+        start = _aware(started_at)
+        end = max(_aware(ended_at), start + timedelta(milliseconds=1))
+        return fetch_history(source, wanted, start, end, timeout_s=timeout_s), None
+    except Exception as exc:
+        return None, f"intensity source {spec[:80]!r} failed: {exc}"
+
+
+def series_source_dict(series: IntensitySeries, points_used: int) -> dict[str, Any]:
+    """The record's ``intensity_source`` block for a step priced with ``series``."""
+    return {
+        "name": series.source_name,
+        "vintage": series.vintage,
+        "kind": TIMESERIES,
+        "zone": series.zone,
+        "signal": series.signal,
+        "resolution_s": float(series.resolution_s),
+        "points_used": int(points_used),
+    }
+
+
+def _aware(when: datetime) -> datetime:
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def apply_profile(
+    record: Any,
+    profile: Sequence[Sequence[float]],
+    series: IntensitySeries | None,
+    *,
+    pue: float,
+) -> tuple[Any, list[str]]:
+    """``record`` (a :class:`~carbonpipe.record.Record`) with its ``energy_profile`` and, when
+    ``series`` prices every interval, its time-resolved emissions; plus notes for
+    ``tracking_errors`` (why the series was not used). Never raises for a bad series."""
+    from dataclasses import replace
+
+    from carbonpipe.record import parse_utc
+    from carbonpipe.units import ng_to_kg
+
+    e = record.energy_kwh
+    local_kwh = float(e.get("cpu", 0.0)) + float(e.get("gpu", 0.0)) + float(e.get("ram", 0.0))
+    block = record_profile(profile or [(0.0, local_kwh)], record.duration_s, local_kwh)
+    record = replace(record, energy_profile=block)
+    if series is None:
+        return record, []
+    try:
+        priced = price_profile(block, parse_utc(record.started_at), record.duration_s, series, pue)
+    except IntensityUnavailable as exc:
+        return record, [f"time-resolved pricing not used ({exc}); priced with the table"]
+    remote_kg = sum(float(r.get("emissions_kg_co2e") or 0.0) for r in record.remote)
+    return (
+        replace(
+            record,
+            intensity_g_per_kwh=priced.intensity_g_per_kwh,
+            emissions_kg_co2e=ng_to_kg(priced.emissions_ng) + remote_kg,
+            intensity_source=series_source_dict(series, priced.points_used),
+        ),
+        [],
+    )

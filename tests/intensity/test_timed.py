@@ -1,0 +1,116 @@
+"""Energy profiles and their time-resolved pricing, by hand and as properties."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carbonpipe.errors import IntensityUnavailable
+from carbonpipe.intensity.base import IntensityPoint, IntensitySeries
+from carbonpipe.intensity.timed import fetch_history, price_profile, record_profile
+from carbonpipe.measure.profile import MAX_POINTS, from_samples, thin
+from carbonpipe.units import kwh_to_nwh
+
+T0 = datetime(2026, 1, 5, 14, 0, tzinfo=timezone.utc)
+
+
+def _series(values: list[float], step_s: float = 1.0, signal: str = "average") -> IntensitySeries:
+    points = tuple(
+        IntensityPoint(
+            T0 + timedelta(seconds=i * step_s), T0 + timedelta(seconds=(i + 1) * step_s), v
+        )
+        for i, v in enumerate(values)
+    )
+    return IntensitySeries(points, "file", "BE", signal=signal, resolution_s=step_s)
+
+
+def test_a_step_spanning_an_intensity_change_is_the_sum_of_its_intervals() -> None:
+    # Two 1 s intervals of 1 Wh and 3 Wh; 100 g/kWh in the first second, 400 in the second.
+    profile = {"unit": "nWh", "points": [[0.0, 10**9], [1.0, 3 * 10**9]]}
+    priced = price_profile(profile, T0, 2.0, _series([100, 400]), pue=1.5)
+    # 1 Wh x 1.5 x 100 g/kWh = 0.15 g; 3 Wh x 1.5 x 400 g/kWh = 1.8 g.
+    assert priced.emissions_ng == 150_000_000 + 1_800_000_000
+    assert priced.intensity_g_per_kwh == pytest.approx(1950 / 4 / 1.5 * 1000 / 1000)
+    assert priced.points_used == 2
+    # An interval straddling the change takes the time-weighted mean: 0.5 s at 100, 0.5 at 400.
+    straddle = {"unit": "nWh", "points": [[0.0, 0], [0.5, 2 * 10**9]]}
+    priced = price_profile(straddle, T0, 1.5, _series([100, 400]), pue=1.0)
+    assert priced.emissions_ng == 2 * 250 * 10**6
+
+
+def test_marginal_signals_and_uncovered_intervals_are_refused() -> None:
+    profile = {"unit": "nWh", "points": [[0.0, 10**9]]}
+    with pytest.raises(IntensityUnavailable, match="marginal"):
+        price_profile(profile, T0, 1.0, _series([100], signal="marginal"), pue=1.0)
+    far = {"unit": "nWh", "points": [[0.0, 10**9]]}
+    with pytest.raises(IntensityUnavailable, match="no BE point"):
+        price_profile(far, T0 + timedelta(hours=1), 1.0, _series([100]), pue=1.0)
+    # Within one resolution step of the series, the nearest point is used.
+    near = price_profile(far, T0 + timedelta(seconds=1.5), 0.5, _series([100]), pue=1.0)
+    assert near.emissions_ng == 100 * 10**6
+
+
+def test_fetch_history_never_waits_past_its_deadline() -> None:
+    import threading
+
+    release = threading.Event()
+
+    class Slow:
+        name = "slow"
+
+        def history(self, *args: object, **kwargs: object) -> IntensitySeries:
+            release.wait(10)
+            return _series([1])
+
+    started = datetime.now(timezone.utc)
+    with pytest.raises(IntensityUnavailable, match="within 0.2 s"):
+        fetch_history(Slow(), "BE", T0, T0, timeout_s=0.2)
+    assert (datetime.now(timezone.utc) - started).total_seconds() < 2
+    release.set()
+
+
+_PROFILES = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=100, allow_nan=False),
+        st.floats(min_value=0, max_value=1e-3, allow_nan=False),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(profile=_PROFILES, total=st.floats(min_value=0, max_value=10.0, allow_nan=False))
+def test_record_profile_sums_exactly_to_the_local_energy(profile, total) -> None:
+    block = record_profile(profile, 100.0, total)
+    offsets = [p[0] for p in block["points"]]
+    assert offsets == sorted(set(offsets)) and offsets[0] == 0.0
+    assert all(isinstance(n, int) and n >= 0 for _, n in block["points"])
+    assert sum(n for _, n in block["points"]) == kwh_to_nwh(total)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.floats(min_value=0, max_value=5, allow_nan=False), max_size=600),
+    total=st.floats(min_value=1e-9, max_value=10, allow_nan=False),
+)
+def test_profiles_from_cumulative_samples_keep_the_total_and_the_bound(steps, total) -> None:
+    samples, clock, level = [], 100.0, 0.0
+    for i, step in enumerate(steps):
+        level += step
+        samples.append((clock + i * 0.5, level))
+    duration = len(steps) * 0.5 + 0.1
+    profile = from_samples(samples, 100.0, duration, total)
+    assert 1 <= len(profile) <= MAX_POINTS
+    assert sum(kwh for _, kwh in profile) == pytest.approx(total, rel=1e-9)
+    assert all(kwh >= 0 for _, kwh in profile) and profile[0][0] == 0.0
+    assert all(a[0] < b[0] for a, b in zip(profile, profile[1:], strict=False))
+
+
+def test_thinning_keeps_the_last_sample() -> None:
+    samples = [(float(i), float(i)) for i in range(2000)]
+    while len(samples) > 1024:
+        thin(samples)
+    assert len(samples) <= 1024 and samples[-1] == (1999.0, 1999.0) and samples[0] == (0.0, 0.0)
