@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.carbonpipe-installed
 SOURCES := carbonpipe components operators pipelines
 
-.PHONY: install test lint demo bench clean image-print java
+.PHONY: install test lint demo bench clean image-print java if-cli
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,16 @@ java:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
 
-test: install lint java
+# The Impact Framework's CLI (tests/sci/test_impact_framework.py runs if-run on our export):
+# @grnsft/if from the npm registry, kept inside the ignored .venv, installed only if missing.
+IF_RUN := $(VENV)/if/node_modules/.bin/if-run
+
+$(IF_RUN):
+	npm install --prefix $(VENV)/if --no-audit --no-fund --silent @grnsft/if@1.1.0
+
+if-cli: $(IF_RUN)
+
+test: install lint java if-cli
 	$(PY) -m pytest -q
 
 demo: install

@@ -2,7 +2,9 @@
 
 ``carbonpipe export --format codecarbon --store URI [--period P | --start D --end D]
 [--pipeline NAME] > emissions.csv`` writes CodeCarbon's ``emissions.csv`` (see
-:mod:`carbonpipe.export`); the row count goes to stderr.
+:mod:`carbonpipe.export`); the row count goes to stderr. ``--format impact-framework`` writes
+an Impact Framework manifest (YAML) whose builtin plugins recompute the SCI of the records
+with functional units (see :mod:`carbonpipe.esg.impact_framework`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add ``export`` to the ``carbonpipe`` parser."""
     exp = subparsers.add_parser(
-        "export", help="write a store's records as CodeCarbon's emissions.csv to stdout"
+        "export",
+        help="write a store's records as CodeCarbon's emissions.csv or an Impact Framework "
+        "manifest to stdout",
     )
     exp.add_argument(
-        "--format", dest="fmt", required=True, choices=["codecarbon"], help="output format"
+        "--format",
+        dest="fmt",
+        required=True,
+        choices=["codecarbon", "impact-framework"],
+        help="output format",
     )
     exp.add_argument("--store", help="store URI (default: CARBONPIPE_STORE or carbon.yaml)")
     exp.add_argument("--config", help="carbon.yaml to read (CARBONPIPE_CONFIG)")
@@ -42,6 +50,8 @@ def cmd_export(args: Any) -> int:
         period = parse_period(args.period, start=start, end=end)
         start, end = period.start, period.end
     store = resolve_settings(config_file=args.config, store=args.store).open_store()
+    if args.fmt == "impact-framework":
+        return _impact_framework(args, store, start, end)
     try:
         count = export_records(
             store, sys.stdout, fmt=args.fmt, start=start, end=end, pipeline=args.pipeline
@@ -50,4 +60,27 @@ def cmd_export(args: Any) -> int:
         store.close()
     sys.stdout.flush()
     print(f"carbonpipe export: {count} record(s) from {redact(store.uri)}", file=sys.stderr)
+    return 0
+
+
+def _impact_framework(args: Any, store: Any, start: date | None, end: date | None) -> int:
+    """Write the Impact Framework manifest of the records to stdout."""
+    from carbonpipe.esg.impact_framework import write_manifest
+    from carbonpipe.report import read_records, record_keys
+    from carbonpipe.stores.redact import redact
+
+    try:
+        keys = record_keys(store, start=start, end=end, pipeline=args.pipeline)
+        records = [
+            r for r in read_records(store, keys) if not args.pipeline or r.pipeline == args.pipeline
+        ]
+        label = args.period or (f"{start}_{end}" if start and end else None)
+        count = write_manifest(records, sys.stdout, pipeline=args.pipeline, period=label)
+    finally:
+        store.close()
+    sys.stdout.flush()
+    print(
+        f"carbonpipe export: {count} record(s) with functional units from {redact(store.uri)}",
+        file=sys.stderr,
+    )
     return 0
