@@ -156,7 +156,7 @@ class Record:
     intensity_g_per_kwh: float
     emissions_kg_co2e: float
     location: dict[str, Any]
-    intensity_source: dict[str, Any]
+    intensity_source: dict[str, str]
     measurement: dict[str, Any]
     labels: dict[str, str] = field(default_factory=dict)
     # How its start was shifted to a cleaner grid (intensity.scheduling): null if it was not.
@@ -167,8 +167,12 @@ class Record:
     # The step's units of work (SCI's R) and its SCI score: null where none were declared.
     functional_units: dict[str, Any] | None = None
     sci_g_per_unit: float | None = None
-    # The step's energy over time (intensity.timed): {unit: "nWh", points: [[offset s, nWh]]}.
-    energy_profile: dict[str, Any] | None = None
+    # Where the PUE came from {kind, name, vintage}; the embodied share M of the hardware
+    # (carbonpipe.hardware) and operational + embodied: null in records written before them.
+    pue_source: dict[str, Any] | None = None
+    embodied_kg_co2e: float | None = None
+    embodied: dict[str, Any] | None = None
+    total_kg_co2e: float | None = None
     schema: str = SCHEMA
 
     @property
@@ -297,6 +301,13 @@ def typed(data: Mapping[str, Any]) -> dict[str, Any]:
         out["scheduling"] = _floats(out["scheduling"], SCHEDULING_FLOATS, "scheduling")
     if "sci_g_per_unit" in out:
         out["sci_g_per_unit"] = _as_float(out["sci_g_per_unit"], "sci_g_per_unit")
+    for name in ("embodied_kg_co2e", "total_kg_co2e"):
+        if name in out:
+            out[name] = _as_float(out[name], name)
+    if isinstance(out.get("embodied"), Mapping):
+        out["embodied"] = _floats(
+            {**dict.fromkeys(EMBODIED_FIELDS), **out["embodied"]}, _EMBODIED_FLOATS, "embodied"
+        )
     if isinstance(out.get("functional_units"), Mapping):
         out["functional_units"] = _floats(out["functional_units"], ("count",), "functional_units")
     for name, floats in (("remote", _REMOTE_FLOATS), ("alerts", _ALERT_FLOATS)):
@@ -333,27 +344,6 @@ def _scheduling(data: Mapping[str, Any]) -> None:
     for name in SCHEDULING_FLOATS[1:]:
         if block.get(name) is not None:
             _number(block, name, where="scheduling")
-
-
-def _energy_profile(data: Mapping[str, Any]) -> None:
-    """``energy_profile``: absent, null or ``{unit: "nWh", points: [[offset s >= 0, nWh >= 0]]}``."""
-    block = data.get("energy_profile")
-    if block is None:
-        return
-    points = block.get("points") if isinstance(block, Mapping) else None
-    if not isinstance(points, list) or block.get("unit") != "nWh":
-        raise _fail("energy_profile", 'must be null or {"unit": "nWh", "points": [[s, nWh], ...]}')
-    for i, point in enumerate(points):
-        if not (
-            isinstance(point, list)
-            and len(point) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
-            and isinstance(point[1], int)
-            and math.isfinite(point[0])
-            and point[0] >= 0
-            and point[1] >= 0
-        ):
-            raise _fail(f"energy_profile.points[{i}]", "must be [offset s >= 0, integer nWh >= 0]")
 
 
 def _energy_profile(data: Mapping[str, Any]) -> None:
@@ -462,7 +452,6 @@ def validate(data: Mapping[str, Any]) -> None:
         raise _fail("measurement.method", f"must be one of {METHODS}")
     _host_facts(measurement)
     _scheduling(data)
-    _energy_profile(data)
     labels = data.get("labels", {})
     if not isinstance(labels, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
@@ -472,6 +461,47 @@ def validate(data: Mapping[str, Any]) -> None:
         if not isinstance(data.get(name, []), list):
             raise _fail(name, "must be a list")
     _functional_units(data)
+    _embodied(data)
+
+
+#: ``embodied``'s fields, each always present (null where unknown).
+EMBODIED_FIELDS = (
+    "method",
+    "source",
+    "vintage",
+    "instance_type",
+    "instance_type_by",
+    "share",
+    "lifetime_years",
+    "host_kg_co2e",
+    "note",
+)
+_EMBODIED_FLOATS = ("share", "lifetime_years", "host_kg_co2e")
+#: How an embodied figure was found: a sourced table row, or the default model.
+EMBODIED_METHODS = ("ccf", "estimated")
+
+
+def _embodied(data: Mapping[str, Any]) -> None:
+    """``pue_source``, ``embodied_kg_co2e``, ``embodied`` and ``total_kg_co2e``: each absent,
+    null, or of its shape."""
+    for name in ("embodied_kg_co2e", "total_kg_co2e"):
+        if data.get(name) is not None:
+            _number(data, name)
+    pue = data.get("pue_source")
+    if pue is not None and not (
+        isinstance(pue, Mapping) and all(isinstance(pue.get(k), str) for k in ("kind", "name"))
+    ):
+        raise _fail("pue_source", "must be null or an object {kind, name, vintage}")
+    block = data.get("embodied")
+    if block is None:
+        return
+    if not isinstance(block, Mapping) or block.get("method") not in EMBODIED_METHODS:
+        raise _fail("embodied.method", f"must be one of {EMBODIED_METHODS}")
+    share = _number(block, "share", where="embodied")
+    if share > 1.0:
+        raise _fail("embodied.share", f"must be at most 1, got {share}")
+    if _number(block, "lifetime_years", where="embodied") <= 0:
+        raise _fail("embodied.lifetime_years", "must be > 0")
 
 
 def _functional_units(data: Mapping[str, Any]) -> None:
