@@ -156,7 +156,7 @@ class Record:
     intensity_g_per_kwh: float
     emissions_kg_co2e: float
     location: dict[str, Any]
-    intensity_source: dict[str, str]
+    intensity_source: dict[str, Any]
     measurement: dict[str, Any]
     labels: dict[str, str] = field(default_factory=dict)
     # How its start was shifted to a cleaner grid (intensity.scheduling): null if it was not.
@@ -173,6 +173,8 @@ class Record:
     embodied_kg_co2e: float | None = None
     embodied: dict[str, Any] | None = None
     total_kg_co2e: float | None = None
+    # The step's energy over time (intensity.timed): {unit: "nWh", points: [[offset s, nWh]]}.
+    energy_profile: dict[str, Any] | None = None
     schema: str = SCHEMA
 
     @property
@@ -367,6 +369,27 @@ def _energy_profile(data: Mapping[str, Any]) -> None:
             raise _fail(f"energy_profile.points[{i}]", "must be [offset s >= 0, integer nWh >= 0]")
 
 
+def _energy_profile(data: Mapping[str, Any]) -> None:
+    """``energy_profile``: absent, null or ``{unit: "nWh", points: [[offset s >= 0, nWh >= 0]]}``."""
+    block = data.get("energy_profile")
+    if block is None:
+        return
+    points = block.get("points") if isinstance(block, Mapping) else None
+    if not isinstance(points, list) or block.get("unit") != "nWh":
+        raise _fail("energy_profile", 'must be null or {"unit": "nWh", "points": [[s, nWh], ...]}')
+    for i, point in enumerate(points):
+        if not (
+            isinstance(point, list)
+            and len(point) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
+            and isinstance(point[1], int)
+            and math.isfinite(point[0])
+            and point[0] >= 0
+            and point[1] >= 0
+        ):
+            raise _fail(f"energy_profile.points[{i}]", "must be [offset s >= 0, integer nWh >= 0]")
+
+
 _STR_FIELDS = ("record_id", "project", "pipeline", "run_id", "step", "started_at", "ended_at")
 
 
@@ -452,6 +475,7 @@ def validate(data: Mapping[str, Any]) -> None:
         raise _fail("measurement.method", f"must be one of {METHODS}")
     _host_facts(measurement)
     _scheduling(data)
+    _energy_profile(data)
     labels = data.get("labels", {})
     if not isinstance(labels, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
