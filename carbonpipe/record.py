@@ -369,27 +369,6 @@ def _energy_profile(data: Mapping[str, Any]) -> None:
             raise _fail(f"energy_profile.points[{i}]", "must be [offset s >= 0, integer nWh >= 0]")
 
 
-def _energy_profile(data: Mapping[str, Any]) -> None:
-    """``energy_profile``: absent, null or ``{unit: "nWh", points: [[offset s >= 0, nWh >= 0]]}``."""
-    block = data.get("energy_profile")
-    if block is None:
-        return
-    points = block.get("points") if isinstance(block, Mapping) else None
-    if not isinstance(points, list) or block.get("unit") != "nWh":
-        raise _fail("energy_profile", 'must be null or {"unit": "nWh", "points": [[s, nWh], ...]}')
-    for i, point in enumerate(points):
-        if not (
-            isinstance(point, list)
-            and len(point) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
-            and isinstance(point[1], int)
-            and math.isfinite(point[0])
-            and point[0] >= 0
-            and point[1] >= 0
-        ):
-            raise _fail(f"energy_profile.points[{i}]", "must be [offset s >= 0, integer nWh >= 0]")
-
-
 _STR_FIELDS = ("record_id", "project", "pipeline", "run_id", "step", "started_at", "ended_at")
 
 
