@@ -1,0 +1,155 @@
+"""The on-disk cache of live intensity answers: hits make no request, files are private."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from carbonpipe.errors import IntensityUnavailable
+from carbonpipe.intensity.base import IntensityPoint, IntensitySeries
+from carbonpipe.intensity.cache import (
+    CachedSource,
+    IntensityCache,
+    default_cache_dir,
+    open_cached_source,
+)
+from tests.intensity import api_servers as api
+from tests.intensity.api_servers import ApiServer
+
+UTC = timezone.utc
+
+
+@pytest.fixture
+def em() -> Iterator[ApiServer]:
+    with api.electricitymaps() as server:
+        yield server
+
+
+def _env(server: ApiServer) -> dict[str, str]:
+    return {"ELECTRICITYMAPS_API_URL": server.url, "ELECTRICITYMAPS_API_TOKEN": api.EM_TOKEN}
+
+
+def _cached(server: ApiServer, folder: Path) -> CachedSource:
+    source = open_cached_source("electricitymaps", {}, _env(server), cache_dir=folder)
+    assert source is not None
+    return source
+
+
+def test_history_is_kept_for_ever_and_a_hit_makes_no_request(em: ApiServer, tmp_path: Path) -> None:
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    end = start + timedelta(hours=6)
+    first = _cached(em, tmp_path).history("BE", start, end, timeout_s=5)
+    assert len(em.requests) == 1
+    # A new process (a new cache object) answers from disk, also for a range inside.
+    again = _cached(em, tmp_path)
+    assert again.history("BE", start, end, timeout_s=5) == first
+    inner = again.history("BE", start + timedelta(hours=1), start + timedelta(hours=3), timeout_s=5)
+    assert [p.start for p in inner.points] == [start + timedelta(hours=h) for h in (1, 2)]
+    assert len(em.requests) == 1 and again.requests == 0
+    # A range reaching beyond what was answered goes to the API, then joins the cache.
+    again.history("BE", start + timedelta(hours=4), end + timedelta(hours=2), timeout_s=5)
+    assert len(em.requests) == 2
+    whole = again.history("BE", start, end + timedelta(hours=2), timeout_s=5)
+    assert len(whole.points) == 8 and len(em.requests) == 2
+
+
+def test_files_are_private_and_hold_no_credential(em: ApiServer, tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    now = datetime.now(UTC)
+    source = _cached(em, folder)
+    source.history(
+        "BE", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC), timeout_s=5
+    )
+    source.forecast("BE", now, now + timedelta(hours=2), timeout_s=5)
+    source.latest("BE", timeout_s=5)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    files = sorted(folder.iterdir())
+    assert len(files) == 3
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+        text = f.read_text()
+        assert api.EM_TOKEN not in text and "127.0.0.1" not in text
+
+
+def test_forecast_and_latest_are_kept_until_their_next_update(
+    em: ApiServer, tmp_path: Path
+) -> None:
+    cache = IntensityCache(tmp_path)
+    source = CachedSource(_cached(em, tmp_path).source, cache)
+    now = datetime.now(UTC)
+    source.forecast("BE", now, now + timedelta(hours=3), timeout_s=5)
+    source.forecast("BE", now, now + timedelta(hours=2), timeout_s=5)
+    source.latest("BE", timeout_s=5)
+    source.latest("BE", timeout_s=5)
+    assert len(em.requests) == 2
+    # Past the end of the hour the forecast was fetched in, it is asked for again.
+    later = time.time() + 3600
+    assert (
+        cache.get("electricitymaps", "BE", "forecast", now, now + timedelta(hours=1), now=later)
+        is None
+    )
+    assert cache.get("electricitymaps", "BE", "forecast", now, now + timedelta(hours=1)) is not None
+
+
+def test_a_corrupt_file_is_ignored_named_and_rewritten(em: ApiServer, tmp_path: Path) -> None:
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    end = start + timedelta(hours=2)
+    _cached(em, tmp_path).history("BE", start, end, timeout_s=5)
+    (path,) = tmp_path.iterdir()
+    path.write_text('{"format": "carbonpipe.intensity-cache/1", "points": [[')
+    source = _cached(em, tmp_path)
+    series = source.history("BE", start, end, timeout_s=5)
+    assert len(series.points) == 2 and len(em.requests) == 2
+    assert source.cache.problems and path.name in source.cache.problems[0]
+    assert _cached(em, tmp_path).history("BE", start, end, timeout_s=5) == series
+    assert len(em.requests) == 2
+
+
+def test_a_failure_is_not_cached(em: ApiServer, tmp_path: Path) -> None:
+    em.mode = "500"
+    source = _cached(em, tmp_path)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    with pytest.raises(IntensityUnavailable):
+        source.history("BE", start, start + timedelta(hours=1), timeout_s=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warm_hits_cost_about_a_millisecond(em: ApiServer, tmp_path: Path) -> None:
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    end = start + timedelta(days=7)
+    _cached(em, tmp_path).history("BE", start, end, timeout_s=5)
+    source = _cached(em, tmp_path)
+    source.history("BE", start, end, timeout_s=5)  # the first read parses the file
+    began = time.perf_counter()
+    for _ in range(50):
+        source.history("BE", start + timedelta(hours=5), start + timedelta(hours=6), timeout_s=5)
+    per_call = (time.perf_counter() - began) / 50
+    assert per_call < 0.01  # ~1 ms expected; wide margin for a busy machine
+
+
+def test_table_opens_nothing_and_the_default_folder(tmp_path: Path) -> None:
+    assert open_cached_source("table") is None
+    assert default_cache_dir({"CARBONPIPE_CACHE_DIR": str(tmp_path)}) == tmp_path / "intensity"
+    assert default_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/carbonpipe/intensity")
+
+
+def test_a_series_of_another_signal_replaces_the_history(tmp_path: Path) -> None:
+    cache = IntensityCache(tmp_path)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def series(signal: str, value: float) -> IntensitySeries:
+        point = IntensityPoint(t0, t0 + timedelta(hours=1), value)
+        return IntensitySeries((point,), "x", "Z", signal=signal)
+
+    cache.put(series("average", 100.0), "history", t0, t0 + timedelta(hours=1))
+    cache.put(series("marginal", 300.0), "history", t0, t0 + timedelta(hours=1))
+    hit = IntensityCache(tmp_path).get("x", "Z", "history", t0, t0 + timedelta(hours=1))
+    assert (
+        hit is not None and hit.signal == "marginal" and hit.points[0].intensity_g_per_kwh == 300.0
+    )
