@@ -129,6 +129,7 @@ def build_report(
         "optimisation_impact": impact,
         "recommendations": _recommendations(agg, total, impact, regressions),
         "regressions": regressions,
+        "sci": _sci(agg, store),
         "methodology": {
             **doc["methodology"],
             "emission_factors_in_use": sorted(
@@ -137,6 +138,19 @@ def build_report(
         },
     }
     return report
+
+
+def _sci(agg: Aggregate, store: Store | None) -> list[dict[str, Any]]:
+    """The SCI section (:mod:`carbonpipe.esg.sci`): empty without the store's records."""
+    if store is None:
+        return []
+    from carbonpipe.esg.sci import records_of, sci_section
+
+    try:
+        return sci_section(records_of(store, agg.period, agg.pipeline))
+    except Exception as exc:  # the rest of the report stands
+        log.warning("carbonpipe: SCI section left empty: %s", exc)
+        return []
 
 
 def _market_based(agg: Aggregate, config: EsgConfig) -> dict[str, Any] | None:
