@@ -1,4 +1,5 @@
-"""Airflow provider for carbonpipe: carbon-tracked tasks, budget gates and a budget sensor.
+"""Airflow provider for carbonpipe: carbon-tracked tasks, budget gates, a budget sensor and
+starts shifted to a cleaner grid.
 
 Importing this package costs a DAG file almost nothing: it imports neither Airflow nor
 CodeCarbon, boto3 or pandas. Public names resolve on first use, and Airflow reads
@@ -17,6 +18,8 @@ _EXPORTS: dict[str, str] = {
     "CarbonBudgetGateOperator": "carbonpipe.operators.gate",
     "CarbonBudgetSensor": "carbonpipe.operators.sensors",
     "CarbonBudgetTrigger": "carbonpipe.operators.triggers",
+    "CarbonShiftOperator": "carbonpipe.operators.shift",
+    "CarbonShiftTrigger": "carbonpipe.operators.triggers",
     "CarbonStoreHook": "carbonpipe.operators.hooks",
     "carbon_tracked_task": "carbonpipe.operators.decorators",
 }
@@ -53,5 +56,7 @@ if TYPE_CHECKING:  # names for type checkers; at run time __getattr__ imports th
     from carbonpipe.operators.gate import CarbonBudgetGateOperator as CarbonBudgetGateOperator
     from carbonpipe.operators.hooks import CarbonStoreHook as CarbonStoreHook
     from carbonpipe.operators.sensors import CarbonBudgetSensor as CarbonBudgetSensor
+    from carbonpipe.operators.shift import CarbonShiftOperator as CarbonShiftOperator
     from carbonpipe.operators.tracked import CarbonTrackedOperator as CarbonTrackedOperator
     from carbonpipe.operators.triggers import CarbonBudgetTrigger as CarbonBudgetTrigger
+    from carbonpipe.operators.triggers import CarbonShiftTrigger as CarbonShiftTrigger

@@ -119,6 +119,19 @@ class CarbonTrackedOperator(PythonOperator):
     :param country_iso_code: the country, when off-cloud.
     :param tracking_mode: ``machine``, ``process`` or ``offline``.
     :param labels: extra labels for the record (templated); Airflow's identity is added.
+    :param functional_unit: SCI's functional unit of the step (``"training run"``, ``"batch
+        job"``): one per run of the task, unless the callable declares its own with
+        ``carbonpipe.current_step().add_units(N, NAME)``.
+    :param units_from_result: take the step's units from what the task returns: a number
+        (of ``functional_unit``), ``"N NAME"`` (a Bash command's last line), or a mapping
+        ``{"count": N, "name": NAME}``; the record then carries its SCI.
+    :param shift_within: start when the grid is cleanest within this long (``"6h"``, seconds,
+        a ``timedelta``): the task waits in the triggerer (see :mod:`carbonpipe.operators.shift`).
+    :param expected_duration: how long the step runs, for ``shift_within`` (default: its last
+        recorded duration).
+    :param intensity_source: the forecast's source (default: ``CARBONPIPE_INTENSITY_SOURCE``).
+    :param intensity_zone: the grid zone (default: ``CARBONPIPE_INTENSITY_ZONE``).
+    :param replan_interval_s: seconds between two readings of the forecast while waiting.
     """
 
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs", "store", "labels")
@@ -154,6 +167,13 @@ class CarbonTrackedOperator(PythonOperator):
         country_iso_code: str | None = None,
         tracking_mode: str | None = None,
         labels: Mapping[str, str] | None = None,
+        functional_unit: str | None = None,
+        units_from_result: bool = False,
+        shift_within: Any = None,
+        expected_duration: Any = None,
+        intensity_source: str | None = None,
+        intensity_zone: str | None = None,
+        replan_interval_s: float = 900.0,
         **kwargs: Any,
     ) -> None:
         if (python_callable is None) == (operator is None):
@@ -192,10 +212,61 @@ class CarbonTrackedOperator(PythonOperator):
         self.country_iso_code = country_iso_code
         self.tracking_mode = tracking_mode
         self.labels = dict(labels or {})
+        from carbonpipe.functional_unit import tracker_unit_name
+
+        self.functional_unit = (
+            None if functional_unit is None else tracker_unit_name(functional_unit)
+        )
+        self.units_from_result = units_from_result
+        from carbonpipe.operators.shift import check_shift
+
+        self.shift_within_s, self.expected_duration_s = check_shift(shift_within, expected_duration)
+        self.intensity_source = intensity_source
+        self.intensity_zone = intensity_zone
+        self.replan_interval_s = replan_interval_s
 
     # -- execution ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        shift = None
+        if self.shift_within_s is not None:  # plan; defer to the trigger if the start waits
+            from carbonpipe.operators.shift import plan_or_defer
+
+            shift = plan_or_defer(
+                self,
+                shift_within_s=self.shift_within_s,
+                expected_duration_s=self.expected_duration_s or self._last_duration(context),
+                source=self.intensity_source,
+                zone=self.intensity_zone,
+                replan_interval_s=self.replan_interval_s,
+                method_name="execute_shifted",
+            )
+        return self._execute_tracked(context, shift)
+
+    def execute_shifted(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Run the step at the start the shift trigger fired for."""
+        from carbonpipe.operators.shift import resumed
+
+        shift = resumed(event, self.intensity_source, self.intensity_zone, self.log)
+        return self._execute_tracked(context, shift)
+
+    def _last_duration(self, context: Context) -> float:
+        from datetime import datetime, timezone
+
+        from carbonpipe.budgets.latest import last_run
+
+        tracker, step, _ = self._tracker(context)
+        entry = last_run(tracker.store, tracker.settings.pipeline, step, datetime.now(timezone.utc))
+        if entry is None or not entry.duration_s:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"shift_within: {step} has no earlier run to take its duration from; "
+                "give expected_duration= (e.g. '1h')"
+            )
+        return entry.duration_s
+
+    def _execute_tracked(self, context: Context, shift: Any) -> Any:
         from carbonpipe.errors import BudgetExceeded
 
         tracker, step, attempt = self._tracker(context)
@@ -203,12 +274,17 @@ class CarbonTrackedOperator(PythonOperator):
             handle = tracker.start_tracking(step, attempt=attempt)
         except BudgetExceeded as exc:
             raise budget_exception(exc, self.on_exceed) from exc
+        handle.scheduling = shift
         try:
             with handle:
                 if self.operator is not None:
                     result = self._execute_operator(context)
                 else:
                     result = super().execute(context)
+                if self.units_from_result:
+                    from carbonpipe.functional_unit import units_of_result
+
+                    handle.units = units_of_result(result, self.functional_unit)
         finally:
             if handle.metrics is not None:
                 self._publish(context, handle.metrics)
@@ -260,6 +336,7 @@ class CarbonTrackedOperator(PythonOperator):
             budget=self.budget,
             carbon_budget_g=self.carbon_budget_g,
             labels=identity.labels,
+            functional_unit=self.functional_unit,
         )
         return tracker, identity.step, identity.attempt
 

@@ -94,3 +94,80 @@ class CarbonBudgetTrigger(BaseTrigger):
                 await asyncio.sleep(self.poke_interval)
         except Exception as exc:
             yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
+
+
+class CarbonShiftTrigger(BaseTrigger):
+    """Fire at the planned start of a shifted step, re-planning as the forecast updates.
+
+    Every ``replan_interval_s`` seconds of waiting it reads the forecast again
+    (:func:`carbonpipe.intensity.scheduling.replan`) and moves the start if a newer forecast
+    says so, never past the plan's deadline; a forecast that cannot be read keeps the plan.
+    It fires once the planned start is reached, with the plan as the event's ``plan``.
+
+    :param plan: the plan (``StartPlan.to_dict()``), so the trigger serialises.
+    :param source: the time-series source spec (``file:PATH``, ``electricitymaps``, ...), or
+        None (no re-planning).
+    :param zone: the grid zone.
+    :param replan_interval_s: seconds between two readings of the forecast.
+    :param timeout_s: what one reading of the source may take.
+    """
+
+    def __init__(
+        self,
+        *,
+        plan: dict[str, Any],
+        source: str | None = None,
+        zone: str | None = None,
+        replan_interval_s: float = 900.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.plan = dict(plan)
+        self.source = source
+        self.zone = zone
+        self.replan_interval_s = replan_interval_s
+        self.timeout_s = timeout_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "plan": self.plan,
+                "source": self.source,
+                "zone": self.zone,
+                "replan_interval_s": self.replan_interval_s,
+                "timeout_s": self.timeout_s,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from datetime import datetime, timezone
+
+        from carbonpipe.intensity.planner import StartPlan
+        from carbonpipe.intensity.scheduling import configured_source, replan
+
+        try:
+            plan = StartPlan.from_dict(self.plan)
+            source = None
+            if self.source:
+                try:
+                    source = (await asyncio.to_thread(configured_source, self.source, self.zone))[0]
+                except Exception as exc:  # the plan stands; it is not re-planned
+                    self.log.warning("carbonpipe: cannot re-plan with %s: %s", self.source, exc)
+            while True:
+                now = datetime.now(timezone.utc)
+                start = min(plan.planned_start, plan.deadline)
+                if now >= start:
+                    yield TriggerEvent({"status": "success", "plan": plan.to_dict()})
+                    return
+                await asyncio.sleep(min((start - now).total_seconds(), self.replan_interval_s))
+                now = datetime.now(timezone.utc)
+                if source is not None and now < plan.planned_start:
+                    fresh = await asyncio.to_thread(
+                        replan, plan, source, now=now, timeout_s=self.timeout_s
+                    )
+                    if fresh.planned_start != plan.planned_start:
+                        self.log.info("carbonpipe: re-planned: %s", fresh.reason)
+                    plan = fresh
+        except Exception as exc:
+            yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
