@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.carbonpipe-installed
 SOURCES := carbonpipe components operators pipelines
 
-.PHONY: install test lint demo bench clean image-print java if-cli
+.PHONY: install test lint demo bench clean image-print java azurite if-cli
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ java:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
 
+# Azure Blob tests run Azurite, Microsoft's storage emulator, from the npm registry (Node >= 18),
+# kept inside the ignored .venv; tests/azurite.py pins the same version.
+AZURITE_VERSION := 3.37.0
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	npm install --prefix $(VENV)/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
+
+azurite: $(AZURITE)
+
 # The Impact Framework's CLI (tests/sci/test_impact_framework.py runs if-run on our export):
 # @grnsft/if from the npm registry, kept inside the ignored .venv, installed only if missing.
 IF_RUN := $(VENV)/if/node_modules/.bin/if-run
@@ -44,13 +54,13 @@ $(IF_RUN):
 
 if-cli: $(IF_RUN)
 
-test: install lint java if-cli
+test: install lint java azurite if-cli
 	$(PY) -m pytest -q
 
 demo: install
 	$(PY) -m carbonpipe.pipelines.demo
 
-bench: install
+bench: install azurite
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -241,6 +241,9 @@ def test_concurrent_gates_grant_exactly_the_reservations_that_fit(store: Store) 
         period="month",
         limit_g_co2e=1.0,
         default_step_estimate_g=0.3,
+        # Eight contenders on one document, a single-threaded emulator (Azurite) and a loaded
+        # two-core machine: the gate's 5 s default deadline is not what this test is about.
+        gate_timeout_s=60,
     )
     ledger = BudgetLedger(store, clock=_Clock())  # every process's ledger reads the same time
     ledger.charge(_record("prior", ug=50_000, step="prep"))
