@@ -15,6 +15,8 @@ Example ``carbon.yaml``::
     pue: 1.1
     location: {provider: gcp, region: europe-west1}
     regression: warn                      # or fail: a step 1.2x above its baseline fails
+    intensity: {source: electricitymaps, timeout_s: 5, zone: BE}  # table (default) | electricitymaps
+                                          # | watttime | carbon-aware-sdk | uk | file:PATH
     budgets:
       - {scope: "pipeline:train", period: month, limit_kg_co2e: 50, on_exceed: fail}
     esg: {organisation: Acme, team_sizes: {ranking: 6}}
@@ -59,7 +61,20 @@ _ENV: dict[str, str] = {
     "regression_factor": "CARBONPIPE_REGRESSION_FACTOR",
     "regression": "CARBONPIPE_REGRESSION",
     "store_timeout_s": "CARBONPIPE_STORE_TIMEOUT_S",
+    "intensity_source": "CARBONPIPE_INTENSITY_SOURCE",
 }
+# carbon.yaml ``intensity:`` keys besides ``source``; credentials are read from the environment only.
+INTENSITY_KEYS = (
+    "timeout_s",
+    "zone",
+    "url",
+    "region_id",
+    "postcode",
+    "signal",
+    "emission_factor_type",
+)
+_CREDENTIAL_KEYS = ("token", "api_token", "auth_token", "username", "password", "api_key", "key")
+DEFAULT_INTENSITY_TIMEOUT_S = 5.0
 
 
 class Settings:
@@ -79,6 +94,8 @@ class Settings:
         "regression_factor",
         "regression",
         "store_timeout_s",
+        "intensity_source",
+        "intensity",
         "default_provider",
         "default_region",
         "default_country",
@@ -99,6 +116,8 @@ class Settings:
     regression_factor: float
     regression: str
     store_timeout_s: float
+    intensity_source: str
+    intensity: Mapping[str, Any]
     default_provider: str | None
     default_region: str | None
     default_country: str | None
@@ -122,6 +141,8 @@ class Settings:
         regression_factor: float = 1.2,
         regression: str = "warn",
         store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
+        intensity_source: str = "table",
+        intensity: Mapping[str, Any] | None = None,
         default_provider: str | None = None,
         default_region: str | None = None,
         default_country: str | None = None,
@@ -133,6 +154,7 @@ class Settings:
         for name in self.__slots__:
             object.__setattr__(self, name, values[name])
         object.__setattr__(self, "sources", dict(sources or {}))
+        object.__setattr__(self, "intensity", dict(intensity or {}))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Settings are read-only; cannot set {name!r}")
@@ -298,6 +320,11 @@ def _parse(name: str, value: Any, origin: str) -> Any:
                 f"{where} must be one of {', '.join(REGRESSION_ACTIONS)}, got {_shown(value)}"
             )
         return action
+    if name == "intensity_source":
+        from carbonpipe.intensity.registry import check_source_name
+
+        source, argument = check_source_name(str(value), field=where)
+        return f"{source}:{argument}" if argument else source
     if name == "store":
         if isinstance(value, os.PathLike):
             return os.fspath(value)
@@ -312,7 +339,56 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 
 
 # ``esg:`` (organisation, boundary, team sizes, targets) is read by carbonpipe.esg.aggregation itself.
-_FILE_KEYS = set(_ENV) | {"location", "budgets", "esg"}
+_FILE_KEYS = (set(_ENV) - {"intensity_source"}) | {"location", "budgets", "esg", "intensity"}
+
+
+def _intensity_options(value: Any, path: Path | None) -> dict[str, Any]:
+    """Check carbon.yaml's ``intensity:`` mapping; return it with ``timeout_s`` a number."""
+    import difflib
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: intensity must be a mapping {{source, timeout_s, zone, ...}}")
+    options = dict(value)
+    for key in options:
+        if str(key).lower() in _CREDENTIAL_KEYS:
+            raise ConfigError(
+                f"{path}: intensity.{key}: credentials are read from the environment only "
+                "(ELECTRICITYMAPS_API_TOKEN, WATTTIME_USERNAME, WATTTIME_PASSWORD), never from "
+                "carbon.yaml"
+            )
+        if key != "source" and key not in INTENSITY_KEYS:
+            near = difflib.get_close_matches(str(key), ["source", *INTENSITY_KEYS], n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ConfigError(
+                f"{path}: intensity.{str(key)[:40]} is not a setting; accepted: source, "
+                f"{', '.join(INTENSITY_KEYS)}{hint}"
+            )
+    if "timeout_s" in options:
+        where = f"intensity.timeout_s (from {path})"
+        try:
+            timeout = float(options["timeout_s"])
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where} must be a number, got {_shown(options['timeout_s'])}"
+            ) from None
+        if not (math.isfinite(timeout) and 0 < timeout <= 60):
+            raise ConfigError(
+                f"{where} must be more than 0 and at most 60 seconds (the most a step's stop "
+                f"waits for the source), got {_shown(options['timeout_s'])}"
+            )
+        options["timeout_s"] = timeout
+    for key in ("zone", "url", "postcode", "signal", "emission_factor_type"):
+        if key in options and not isinstance(options[key], str):
+            raise ConfigError(f"{path}: intensity.{key} must be a string")
+    if "@" in str(options.get("url", "")).partition("://")[2].partition("/")[0]:
+        raise ConfigError(
+            f"{path}: intensity.url must not hold credentials (user:password@); they are read "
+            "from the environment only"
+        )
+    options.pop("source", None)
+    return options
+
+
 _LOCATION_KEYS = ("provider", "region", "country")
 
 
@@ -334,6 +410,17 @@ def resolve_settings(
         )
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    if data.get("intensity") is not None:
+        if isinstance(data["intensity"], dict) and data["intensity"].get("source") is not None:
+            data = {**data, "intensity_source": data["intensity"]["source"]}
+        values["intensity"] = _intensity_options(data["intensity"], path)
+        sources["intensity"] = "file"
+    if os.environ.get("CARBONPIPE_INTENSITY_ZONE"):
+        values["intensity"] = {
+            **values.get("intensity", {}),
+            "zone": os.environ["CARBONPIPE_INTENSITY_ZONE"],
+        }
+        sources["intensity"] = "env"
     for name, env in _ENV.items():
         if arguments.get(name) is not None:
             values[name] = _parse(name, arguments[name], "argument")
@@ -342,7 +429,8 @@ def resolve_settings(
             values[name] = _parse(name, os.environ[env], env)
             sources[name] = "env"
         elif data.get(name) is not None:
-            values[name] = _parse(name, data[name], f"{path}")
+            origin = f"{path} intensity.source" if name == "intensity_source" else f"{path}"
+            values[name] = _parse(name, data[name], origin)
             sources[name] = "file"
     location = data.get("location") or {}
     if not isinstance(location, dict):
