@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(sub: Any) -> None:
     """Let optional modules (ESG, baselines, plots) add their subcommands."""
-    extensions = ("esg", "export", "sql", "migrate")
+    extensions = ("esg", "export", "sql", "migrate", "reprice")
     for module in (f"carbonpipe.cli.{name}" for name in extensions):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from carbonpipe.esg.period import Period, parse_period
+from carbonpipe.esg.revisions import apply_revisions, load_revisions
 from carbonpipe.esg.rows import (
     _arrow_schema,
     _decode_part,
@@ -420,6 +421,9 @@ def aggregate(
     if progress:
         progress(0, len(days), 0)
 
+    # Records repriced by `carbonpipe reprice` (carbonpipe.esg.revisions): one LIST a month.
+    revisions = load_revisions(store, days) if days else {}
+
     def fetch_day(day: str) -> tuple[tuple[list[str], list[str]], StoredObject | None]:
         return _list_day(store, day, pipeline), _get_part(store, day)
 
@@ -443,6 +447,7 @@ def aggregate(
                 store, day, pipeline, listing, part_obj, fetch_pool if remote else None
             )
             if table is not None and table.num_rows:
+                table = apply_revisions(table, revisions.get(day))
                 cube, day_runs, day_alerts = _reduce(table, day)
                 cubes.append(cube)
                 runs.append(day_runs)

@@ -28,6 +28,7 @@ from carbonpipe.esg.aggregation import (
 )
 from carbonpipe.esg.config import CLOUD_PROVIDERS, SCOPES, EsgConfig, MarketFactor, statements
 from carbonpipe.esg.period import Period
+from carbonpipe.esg.revisions import revisions_block
 
 log = logging.getLogger(__name__)
 REPORT_SCHEMA = "carbonpipe.esg_report/1"
@@ -118,6 +119,7 @@ def build_report(
         },
         "measurement": _measurement(agg, total),
         "intensity_sources": _sources(agg),
+        "revisions": revisions_block(agg),
         "executive_summary": _summary(agg, config, total, teams, budgets, regressions),
         "team_breakdown": teams,
         "pipeline_breakdown": _pipeline_breakdown(agg, total_kg),
