@@ -4,6 +4,7 @@
 * ``tracked_command``        container component: any command under ``carbonpipe run``.
 * ``budget_gate``            does the next step fit its carbon budget? (for ``dsl.If``)
 * ``esg_aggregate``          the nightly ESG report of a store.
+* ``wait_for_clean_grid``    wait until the grid is cleanest within a deadline (before a step).
 * :func:`run_tracked_command_locally`  try ``tracked_command`` here (KFP's local runner cannot).
 
 Names resolve lazily: importing this package does not import kfp; the first use of a
@@ -23,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "tracked_command": "carbonpipe.components.command",
     "budget_gate": "carbonpipe.components.gate",
     "esg_aggregate": "carbonpipe.components.esg",
+    "wait_for_clean_grid": "carbonpipe.components.shift",
     "load_component": "carbonpipe.components._compile",
     "compile_components": "carbonpipe.components._compile",
     "run_local": "carbonpipe.components._local",
@@ -55,4 +57,5 @@ if TYPE_CHECKING:
     from .command import tracked_command as tracked_command
     from .esg import esg_aggregate as esg_aggregate
     from .gate import budget_gate as budget_gate
+    from .shift import wait_for_clean_grid as wait_for_clean_grid
     from .step import carbon_component as carbon_component

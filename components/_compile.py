@@ -22,6 +22,7 @@ SHIPPED: dict[str, str] = {
     "budget_gate": "carbonpipe.components.gate",
     "esg_aggregate": "carbonpipe.components.esg",
     "tracked_command": "carbonpipe.components.command",
+    "wait_for_clean_grid": "carbonpipe.components.shift",
 }
 
 

@@ -304,6 +304,10 @@ def carbon_component(
     country_iso_code: str | None = None,
     tracking_mode: str | None = None,
     labels: Mapping[str, str] | None = None,
+    shift_within: Any = None,
+    expected_duration: Any = None,
+    intensity_source: str | None = None,
+    intensity_zone: str | None = None,
 ) -> Any:
     """Make ``func`` a KFP lightweight component whose every run is a tracked carbonpipe step.
 
@@ -328,6 +332,11 @@ def carbon_component(
     record and a retry is the next attempt of its own iteration. Passing ``carbon_task`` (the
     old way to tell iterations apart) still names the step, with a ``DeprecationWarning``.
     Usable as ``@carbon_component`` or ``@carbon_component(...)``.
+
+    ``shift_within`` (``"6h"``, ``"15m"``, seconds) starts the step when the grid is cleanest
+    within that long, by the forecast of ``intensity_source``/``intensity_zone`` (default:
+    ``CARBONPIPE_INTENSITY_SOURCE``/``_ZONE``) over ``expected_duration`` (default: the step's
+    last run's): the pod sleeps until then, and the record carries ``scheduling``.
     """
     settings = dict(
         project=project,
@@ -342,6 +351,10 @@ def carbon_component(
         country_iso_code=country_iso_code,
         tracking_mode=tracking_mode,
         labels=labels,
+        shift_within=shift_within,
+        expected_duration=expected_duration,
+        intensity_source=intensity_source,
+        intensity_zone=intensity_zone,
     )
     step_config(**settings)  # fail at definition time, before a pipeline is even compiled
 

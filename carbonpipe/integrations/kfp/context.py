@@ -56,6 +56,10 @@ CONFIG_KEYS = (
     "country_iso_code",
     "tracking_mode",
     "labels",
+    "shift_within",
+    "expected_duration",
+    "intensity_source",
+    "intensity_zone",
     "function",
     "returns_value",
 )
@@ -176,6 +180,10 @@ def step_config(**settings: Any) -> dict[str, Any]:
         raise TypeError("labels must map strings to strings, e.g. {'model': 'bert'}")
     if "labels" in out:
         out["labels"] = dict(out["labels"])
+    if "shift_within" in out or "expected_duration" in out:
+        from carbonpipe.integrations.kfp.shift import check_shift_settings
+
+        check_shift_settings(out)  # durations in seconds; a bad one is refused now
     if "cloud_provider" in out:
         from carbonpipe.location.providers import normalize_provider
 

@@ -194,8 +194,12 @@ def run_tracked_step(
         native={**ctx.native(), "loop_item": None if item is None else item[:200]},
         labels=config.get("labels"),
     )
+    from carbonpipe.integrations.kfp.shift import shift_for_step
+
+    shift = shift_for_step(config, tracker, who.step)  # waits for a cleaner grid, if asked to
     try:
         handle = tracker.start_tracking(who.step, attempt=who.attempt, labels=who.labels)
+        handle.scheduling = shift
     except BudgetExceeded as exc:
         if exc.on_exceed != "skip":
             print(f"carbonpipe: {step} not started: {exc}", file=sys.stderr)
