@@ -14,8 +14,8 @@ The account comes from the SDK's normal chain, first match wins:
    ``credential=``, else azure-identity's ``DefaultAzureCredential`` (workload identity on AKS,
    managed identity on VMs, ``az login`` on a laptop).
 
-``endpoint_url=`` (or ``AZURE_STORAGE_BLOB_ENDPOINT``) replaces the blob endpoint, for an
-emulator or a private endpoint; sovereign clouds set ``endpoint_suffix=`` (or
+``endpoint_url=`` (or ``AZURE_STORAGE_BLOB_ENDPOINT``) replaces the blob endpoint, a connection
+string's too, for an emulator or a private endpoint; sovereign clouds set ``endpoint_suffix=`` (or
 ``AZURE_STORAGE_ENDPOINT_SUFFIX``, e.g. ``core.chinacloudapi.cn``). No key, SAS or connection
 string ever appears in an error message, a log line or the spool. The SDK is imported on first use.
 """
@@ -208,6 +208,7 @@ class AzureBlobStore(Store):
     def _account(self) -> tuple[str, Any]:
         """(account URL, credential) from the options and the environment, in the chain's order."""
         env = os.environ
+        endpoint = self.endpoint_url or env.get("AZURE_STORAGE_BLOB_ENDPOINT") or None
         connection = self._connection_string
         if connection is None and self.account_name is None:
             connection = env.get("AZURE_STORAGE_CONNECTION_STRING") or None
@@ -216,7 +217,7 @@ class AzureBlobStore(Store):
             if settings.get("USEDEVELOPMENTSTORAGE", "").lower() == "true":
                 raise ValueError("UseDevelopmentStorage=true: give Azurite's BlobEndpoint instead")
             account = settings.get("ACCOUNTNAME") or self.account_name or ""
-            url = self.endpoint_url or settings.get("BLOBENDPOINT")
+            url = endpoint or settings.get("BLOBENDPOINT")
             if not url:
                 if not account:
                     raise ValueError("the Azure connection string names no AccountName")
@@ -230,7 +231,6 @@ class AzureBlobStore(Store):
             or env.get("AZURE_STORAGE_ACCOUNT")
             or ""
         )
-        endpoint = self.endpoint_url or env.get("AZURE_STORAGE_BLOB_ENDPOINT")
         if not account and not endpoint:
             raise StorePermissionDenied(f"cannot open {self.uri}: {NO_CREDENTIALS}")
         url = self._account_url(endpoint or f"https://{account}.blob.{self._suffix()}", account)
@@ -291,7 +291,8 @@ class AzureBlobStore(Store):
         """Non-secret options another process needs to reopen this store (the spool keeps them)."""
         options = {}
         if self.endpoint_url:
-            options["endpoint_url"] = self.endpoint_url
+            # Never a SAS in its query: the replaying process takes credentials from its chain.
+            options["endpoint_url"] = self.endpoint_url.split("?", 1)[0]
         if self.account_name:
             options["account_name"] = self.account_name
         if self.endpoint_suffix:

@@ -1,6 +1,7 @@
 """A hung or slow-dripping store costs a step one deadline at most, and loses nothing.
 
-Real clients (boto3 against moto's server, google-cloud-storage against fake-gcs-server) talk
+Real clients (boto3 against moto's server, google-cloud-storage against fake-gcs-server,
+azure-storage-blob against Azurite) talk
 through a :class:`FaultProxy` that is told to hang (accept, never answer) or to drip (one byte
 every 0.2 s, so no read timeout ever fires and only the total deadline can stop the call).
 Timing asserts compare with the same step against the healthy store, with wide margins: the
@@ -41,7 +42,7 @@ STALLS = [pytest.param("hang", id="hang"), pytest.param("drip", id="drip")]
 
 def _fail_fast(flaky: Flaky) -> dict[str, Any]:
     """Options for one attempt per call, so a refused or failing call costs one request."""
-    return {"max_attempts": 1} if flaky.backend == "s3" else {"retry_timeout_s": 0}
+    return {"retry_timeout_s": 0} if flaky.backend == "gcs" else {"max_attempts": 1}
 
 
 def stall(proxy: FaultProxy, mode: str) -> None:
@@ -241,7 +242,11 @@ def test_a_tracked_step_pays_a_stalled_store_one_deadline_and_loses_nothing(
 
 def _cli_env(flaky: Flaky) -> dict[str, str]:
     env = {**os.environ, "CARBONPIPE_STORE_TIMEOUT_S": f"{DEADLINE_S:g}"}
-    endpoint = "AWS_ENDPOINT_URL_S3" if flaky.backend == "s3" else "STORAGE_EMULATOR_HOST"
+    endpoint = {
+        "s3": "AWS_ENDPOINT_URL_S3",
+        "gcs": "STORAGE_EMULATOR_HOST",
+        "azure": "AZURE_STORAGE_BLOB_ENDPOINT",
+    }[flaky.backend]
     env[endpoint] = flaky.proxy.url
     return env
 
@@ -283,10 +288,13 @@ def test_replay_at_exit_keeps_the_interpreter_one_deadline_at_most(
     assert deliver(store, "records/exit.json", b"{}").spooled
     flaky_store.proxy.hang()
     # The process used the store, as a tracked step does: its SDK is loaded before exit.
-    script = "import carbonpipe.stores.background\n" + (
-        "import boto3"
-        if flaky_store.backend == "s3"
-        else "from carbonpipe.stores.gcs import _import_storage; _import_storage()"
+    script = (
+        "import carbonpipe.stores.background\n"
+        + {
+            "s3": "import boto3",
+            "gcs": "from carbonpipe.stores.gcs import _import_storage; _import_storage()",
+            "azure": "from carbonpipe.stores.azure import _import_blob; _import_blob()",
+        }[flaky_store.backend]
     )
     env = {**os.environ, "CARBONPIPE_STORE_TIMEOUT_S": f"{DEADLINE_S:g}"}
     empty = {**env, "CARBONPIPE_SPOOL_DIR": str(tmp_path / "empty-spool")}

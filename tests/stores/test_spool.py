@@ -25,7 +25,7 @@ from carbonpipe.stores.spool import (
     replay,
     spool_dir,
 )
-from tests.object_servers import S3_BUCKET, FaultProxy, Flaky, s3_store_at
+from tests.object_servers import S3_BUCKET, FaultProxy, Flaky, s3_store_at, store_at
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
@@ -305,9 +305,23 @@ def flaky_s3(
     yield Flaky(backend="s3", store=s3_store_at(proxy.url, s3_store), direct=s3_store, proxy=proxy)
 
 
+@pytest.fixture(params=["s3", "azure"])
+def flaky_replayed(
+    request: pytest.FixtureRequest, fault_proxy: Callable[..., FaultProxy]
+) -> Iterator[Flaky]:
+    """An S3 or Azure Blob store behind a fault proxy, for the replays run in other processes."""
+    backend = request.param
+    direct: Any = request.getfixturevalue(f"{backend}_store")
+    proxy = fault_proxy(request.getfixturevalue(f"{backend}_endpoint"), backend)
+    yield Flaky(
+        backend=backend, store=store_at(backend, proxy.url, direct), direct=direct, proxy=proxy
+    )
+
+
 def test_concurrent_replays_from_two_processes_deliver_each_object_once(
-    flaky_s3: Flaky, tmp_path: Path
+    flaky_replayed: Flaky, tmp_path: Path
 ) -> None:
+    flaky_s3 = flaky_replayed
     flaky_s3.proxy.down()
     for i in range(60):
         assert deliver(flaky_s3.store, *record(i)).spooled
@@ -370,6 +384,44 @@ def test_no_secret_reaches_the_spool_or_the_logs(
             assert "AKIAIOSFODNN7EXAMPLE:" not in path.read_text(errors="replace"), path
     assert SECRET not in caplog.text
     assert caplog.records, "deliver() should have logged the spooling"
+
+
+def test_no_azure_key_or_sas_reaches_the_spool_or_the_logs(
+    azure_store: Any,
+    azure_endpoint: str,
+    fault_proxy: Callable[..., FaultProxy],
+    spool: Path,
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from carbonpipe.stores.azure import AzureBlobStore
+    from tests.azurite import AZURITE_KEY
+
+    caplog.set_level(logging.DEBUG)  # the SDK's own loggers too
+    proxy = fault_proxy(azure_endpoint, "azure")
+    denied = store_at("azure", proxy.url, azure_store)  # the key comes from the connection string
+    proxy.deny()
+    assert deliver(denied, *record(1)).spooled
+    sas = f"sv=2024-08-04&sp=rwdl&sig={SECRET}"
+    leaky = AzureBlobStore(
+        azure_store.container,
+        "carbon",
+        endpoint_url=f"http://127.0.0.1:{closed_port}/devstoreaccount1?{sas}",
+        sas_token=sas,
+        max_attempts=1,
+    )
+    result = deliver(leaky, *record(2))
+    assert result.spooled and SECRET not in (result.error or "")
+    proxy.up()
+    assert replay(store=denied).delivered == 2  # the same az:// store: both entries
+    for path in spool.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert SECRET not in text and AZURITE_KEY not in text, path
+    assert SECRET not in caplog.text and AZURITE_KEY not in caplog.text
+    assert azure_store.get(record(1)[0]).data == record(1)[1]
+    assert SECRET not in str(leaky.reopen_options()) and "?" not in str(leaky.reopen_options())
 
 
 def test_a_store_read_error_after_a_lost_race_still_spools(spool: Path, tmp_path: Path) -> None:
