@@ -31,6 +31,11 @@ _SAFE_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "NO_PROXY": "127.0.0.1,localhost",
+    # Live grid-intensity APIs: a closed loopback port unless a test names its own server.
+    "ELECTRICITYMAPS_API_URL": "http://127.0.0.1:9",
+    "WATTTIME_API_URL": "http://127.0.0.1:9",
+    "CARBON_AWARE_SDK_URL": "http://127.0.0.1:9",
+    "CARBONPIPE_UK_INTENSITY_URL": "http://127.0.0.1:9",
 }
 os.environ.update(_SAFE_ENV)
 
