@@ -120,6 +120,30 @@ def parse_units_text(
     return units(count, name, count_field=f"{where} count", name_field=f"{where} name")
 
 
+def units_of_result(result: Any, name: str | None) -> dict[str, Any]:
+    """The units a task returned (``units_from_result``): a number of ``name``, ``"N NAME"``
+    (or ``"N"``, of ``name``; a multi-line text's last line) or ``{"count": N, "name": NAME}``.
+
+    Raises:
+        ConfigError: The result is none of these, or its count or name is invalid.
+    """
+    where = "the task's result"
+    if isinstance(result, str):
+        lines = [line for line in result.strip().splitlines() if line.strip()]
+        found = parse_units_text(lines[-1] if lines else "", where=where, default_name=name)
+        if found is None:
+            raise ConfigError(f"{where} is empty: it gives no units")
+        return found
+    if isinstance(result, dict):
+        return units(
+            result.get("count"),
+            result.get("name", name),
+            count_field=f"{where}['count']",
+            name_field=f"{where}['name'] (or functional_unit)",
+        )
+    return units(result, name, count_field=where, name_field="functional_unit")
+
+
 def sci_g_per_unit(
     operational_kg: float, embodied_kg: float | None, functional_units: dict[str, Any] | None
 ) -> float | None:

@@ -115,19 +115,18 @@ def _entry(pipeline: str, unit: str, recs: list[Record]) -> dict[str, Any]:
 
 def _pue(rec: Record) -> dict[str, Any]:
     source = getattr(rec, "pue_source", None)
-    return {
-        "value": rec.pue,
-        "source": source
-        if source is not None
-        else "carbon.yaml pue / CARBONPIPE_PUE (1.0 when unset)",
-    }
+    if isinstance(source, dict):
+        text = ", ".join(str(source[k]) for k in ("name", "kind", "vintage") if source.get(k))
+    else:
+        text = "carbon.yaml pue / CARBONPIPE_PUE (1.0 when unset)"
+    return {"value": rec.pue, "source": text}
 
 
 def _embodied_factor(rec: Record) -> dict[str, Any]:
     block = getattr(rec, "embodied", None)
     if _embodied(rec) is None or not isinstance(block, dict):
         return {"method": None, "note": NOT_MEASURED}
-    keys = ("method", "source", "vintage", "instance_type", "share", "lifetime_years")
+    keys = ("method", "source", "vintage", "instance_type", "share", "lifetime_years", "note")
     return {k: block.get(k) for k in keys}
 
 

@@ -17,6 +17,11 @@ from carbonpipe.report import read_records, record_keys
 from carbonpipe.schemas.table import load_schema
 
 
+def _grams(rec: Record) -> float:
+    """O + M in grams: M is 0 where the record has no embodied figure."""
+    return (rec.emissions_kg_co2e + (getattr(rec, "embodied_kg_co2e", None) or 0.0)) * 1000
+
+
 def _tracker(tmp_path: Path, **kwargs: object) -> CarbonTracker:
     return CarbonTracker(
         project_name="p",
@@ -46,10 +51,10 @@ def test_a_step_with_declared_units_gets_an_sci_score(tmp_path: Path) -> None:
     serve, train = recs["serve"], recs["train"]
     assert serve.functional_units == {"name": "inference", "count": 1000.0}
     assert serve.sci_g_per_unit is not None and serve.sci_g_per_unit > 0
-    assert math.isclose(serve.sci_g_per_unit, serve.emissions_kg_co2e * 1000 / 1000)
+    assert math.isclose(serve.sci_g_per_unit, _grams(serve) / 1000)
     # The tracker's functional_unit: one training run per step, SCI = its grams.
     assert train.functional_units == {"name": "training run", "count": 1.0}
-    assert math.isclose(train.sci_g_per_unit or 0, train.emissions_kg_co2e * 1000)
+    assert math.isclose(train.sci_g_per_unit or 0, _grams(train))
     schema = load_schema("record")
     for rec in recs.values():
         jsonschema.validate(json.loads(rec.to_json()), schema)
