@@ -28,7 +28,9 @@ import hashlib
 import json
 import logging
 import math
+import random
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -223,16 +225,19 @@ def run_order(body: Mapping[str, Any]) -> tuple[str, str]:
     return ended, str(body.get("record_id", ""))
 
 
-def advance_last_run(store: Store, key: str, body: Mapping[str, Any], *, attempts: int = 4) -> bool:
+def advance_last_run(
+    store: Store, key: str, body: Mapping[str, Any], *, attempts: int = 10
+) -> bool:
     """Move the step's last-run pointer at ``key`` to ``body`` if it is a later run.
 
-    Compare-and-swap, a few attempts; never raises for the store (the pointer is only where an
-    estimate starts; a reader falls back to listing when it is missing). True when ``body`` is
-    (now) the pointer's run.
+    Compare-and-swap, retried after a short jittered pause (only runs of one step that end
+    together contend, and a retry stops at once if a later run got there). Never raises for
+    the store: the pointer is only where an estimate starts, and a reader with no pointer
+    lists. True when ``body`` is (now) the pointer's run.
     """
     data = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     mine = run_order(body)
-    for _ in range(attempts):
+    for attempt in range(attempts):
         try:
             try:
                 current = store.get(key)
@@ -247,8 +252,8 @@ def advance_last_run(store: Store, key: str, body: Mapping[str, Any], *, attempt
                 return theirs == mine
             store.replace(key, data, if_version=current.version)
             return True
-        except PreconditionFailed:
-            continue  # another run's charge moved it: compare again
+        except PreconditionFailed:  # another run's charge moved it: compare again
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         except Exception as exc:  # a store down or refusing: the charge itself is safe
             logging.getLogger(__name__).debug("cannot move the last-run pointer %s: %s", key, exc)
             return False

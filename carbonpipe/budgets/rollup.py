@@ -153,26 +153,28 @@ def _rollup_key(scope: str, r: DayRollup) -> str:
 
 
 def _roll_day(
-    store: Store, scope: str, day: str, entries: dict[str, ChargeEntry], keys: set[str]
+    store: Store,
+    scope: str,
+    day: str,
+    entries: dict[str, ChargeEntry],
+    keys: set[str],
+    markers: Iterable[str],
 ) -> DayRollup:
-    """Write the rollup of ``day`` from its listed charges (``keys``: every key listed).
+    """Write the rollup of ``day`` from its listed charges (``keys``: every key listed) and the
+    day's markers (their names under ``late/date=<day>/``), listed before or after.
 
-    The markers are listed *after* the charges: a charge written before its marker (a spooled
-    one) that the listing saw has its marker seen here too, or it is found stale later.
+    Either order is exact: a marker counts as landed only if the listing has its charge, so a
+    charge the listing missed is behind a marker the rollup saw unlanded (and a reader checks
+    it) or behind one it did not see (and a reader finds more markers than it saw).
     """
-    base = _base(scope)
-    marker_base = f"{base}late/date={day}/"
-    charge_base = f"{base}charges/date={day}/"
-    markers = {
-        m[len(marker_base) :]: (charge_base + m[len(marker_base) :]) in keys
-        for m in store.list(marker_base)
-    }
+    charge_base = f"{_base(scope)}charges/date={day}/"
+    landed = {rel: (charge_base + rel) in keys for rel in markers}
     rollup = DayRollup(
         day,
         len(entries),
         sum(e.emissions_ng for e in entries.values()),
-        len(markers),
-        sum(markers.values()),
+        len(landed),
+        sum(landed.values()),
     )
     key = _rollup_key(scope, rollup)
     body = {
@@ -181,7 +183,7 @@ def _roll_day(
         "date": day,
         "count": rollup.count,
         "total_ng": rollup.total_ng,
-        "markers": dict(sorted(markers.items())),
+        "markers": dict(sorted(landed.items())),
     }
     try:
         store.put_if_absent(
@@ -195,11 +197,39 @@ def _roll_day(
     return replace(rollup, key=key)
 
 
-def _list_day(store: Store, scope: str, day: str) -> DayRollup:
+def _list_days(
+    store: Store, scope: str, days: list[date], markers: dict[str, list[str]]
+) -> dict[str, DayRollup]:
+    """List the charges of ``days`` (closed days without a usable rollup) and roll each up.
+
+    Consecutive days are listed together, by the fewest prefixes that cover exactly them."""
     base = _base(scope) + "charges/"
-    keys = set(store.list(f"{base}date={day}/"))
-    entries = tally_keys(scope, base, keys).get(day, {})
-    return _roll_day(store, scope, day, entries, keys)
+    rolled: dict[str, DayRollup] = {}
+    runs: list[list[date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][-1] + timedelta(days=1) == day:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    for run in runs:
+        keys = [
+            k for p in _prefixes(run[0], run[-1] + timedelta(days=1)) for k in store.list(base + p)
+        ]
+        tallies = tally_keys(scope, base, keys)
+        by_day: dict[str, set[str]] = {}
+        for key in keys:
+            by_day.setdefault(key[len(base) + 5 : len(base) + 15], set()).add(key)
+        for day in run:
+            text = day.isoformat()
+            rolled[text] = _roll_day(
+                store,
+                scope,
+                text,
+                tallies.get(text, {}),
+                by_day.get(text, set()),
+                markers.get(text, ()),
+            )
+    return rolled
 
 
 def _landed_since(store: Store, scope: str, rollup: DayRollup) -> bool:
@@ -285,22 +315,26 @@ def _best_rollups(store: Store, scope: str, window: PeriodWindow) -> dict[str, D
 
 def _markers(
     store: Store, scope: str, window: PeriodWindow
-) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """The period's late markers: how many each day, and their keys (under ``late/``) by record."""
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The period's late markers: their names under ``late/date=<day>/`` by day, and their
+    keys under ``late/`` by record id."""
     base = f"{_base(scope)}late/"
-    counts: dict[str, int] = {}
+    by_day: dict[str, list[str]] = {}
     by_record: dict[str, list[str]] = {}
     for prefix in window.date_prefixes:
         for key in store.list(base + prefix):
             parsed = parse_charge_key(base, key)
             if parsed is None:
                 continue
-            counts[parsed[0]] = counts.get(parsed[0], 0) + 1
-            by_record.setdefault(parsed[2], []).append(key[len(base) :])
-    return counts, by_record
+            rel = key[len(base) :]
+            by_day.setdefault(parsed[0], []).append(rel.split("/", 1)[1])
+            by_record.setdefault(parsed[2], []).append(rel)
+    return by_day, by_record
 
 
-def _bootstrap(store: Store, scope: str, first_open: str) -> dict[str, DayRollup]:
+def _bootstrap(
+    store: Store, scope: str, first_open: str, markers: dict[str, list[str]]
+) -> dict[str, DayRollup]:
     """A total budget's first read: one listing of every charge, rolling up each closed day as
     the listing (in key order, so day by day) passes it."""
     base = _base(scope) + "charges/"
@@ -312,7 +346,9 @@ def _bootstrap(store: Store, scope: str, first_open: str) -> dict[str, DayRollup
         if current and current < first_open:
             keys = set(day_keys)
             entries = tally_keys(scope, base, keys).get(current, {})
-            rolled[current] = _roll_day(store, scope, current, entries, keys)
+            rolled[current] = _roll_day(
+                store, scope, current, entries, keys, markers.get(current, ())
+            )
 
     for key in store.list(base):
         day = key[len(base) :].split("/", 1)[0][5:]
@@ -335,29 +371,27 @@ def period_usage(store: Store, scope: str, window: PeriodWindow, now: datetime) 
         closed_end = min(first_open, window.end.date())
     else:
         if not rollups:
-            rollups = _bootstrap(store, scope, first_open.isoformat())
+            rollups = _bootstrap(store, scope, first_open.isoformat(), markers)
         known = [d for d in (*rollups, *markers) if d < first_open.isoformat()]
         first = date.fromisoformat(min(known)) if known else first_open
         closed_end = first_open
-    total = count = rolled = listed = 0
+    closed = list(_days(first, closed_end))
+    stale = [
+        day
+        for day in closed
+        if (r := rollups.get(day.isoformat())) is None
+        or r.markers != len(markers.get(r.day, ()))
+        or (r.landed < r.markers and _landed_since(store, scope, r))
+    ]
+    rollups.update(_list_days(store, scope, stale, markers))
+    total = count = 0
     first_date: str | None = None
-    for day in _days(first, closed_end):
-        text = day.isoformat()
-        r = rollups.get(text)
-        if r is not None and r.markers == markers.get(text, 0):
-            if r.landed == r.markers or not _landed_since(store, scope, r):
-                rolled += 1
-            else:
-                r = None
-        else:
-            r = None
-        if r is None:
-            r = _list_day(store, scope, text)
-            listed += 1
+    for day in closed:
+        r = rollups[day.isoformat()]
         total += r.total_ng
         count += r.count
         if r.count and first_date is None:
-            first_date = text
+            first_date = r.day
     # The open days, listed: the current day, the grace hour's, any dated ahead of the clock.
     base = _base(scope) + "charges/"
     lo = max(first_open, window.start.date()) if window.start is not None else first_open
@@ -372,7 +406,14 @@ def period_usage(store: Store, scope: str, window: PeriodWindow, now: datetime) 
             if first_date is None:
                 first_date = day_text
     return PeriodUsage(
-        total, count, first_date, entries, first_open.isoformat(), late, rolled, listed
+        total,
+        count,
+        first_date,
+        entries,
+        first_open.isoformat(),
+        late,
+        rolled=len(closed) - len(stale),
+        listed=len(stale),
     )
 
 
@@ -445,10 +486,10 @@ def roll_up(
         else:
             start = window.start.date()
         end = min(first_open, window.end.date()) if window.end is not None else first_open
-        for day in _days(start, end):
-            _list_day(store, scope, day.isoformat())
-            report.listed += 1
-            report.days.append(day.isoformat())
+        days = list(_days(start, end))
+        _list_days(store, scope, days, _markers(store, scope, window)[0])
+        report.listed = len(days)
+        report.days = [d.isoformat() for d in days]
         return report
     usage = period_usage(store, scope, window, now)
     report.rolled, report.listed = usage.rolled, usage.listed
