@@ -476,7 +476,14 @@ class CarbonTracker:
         from carbonpipe.pricing import build_record
 
         # A time-series source (CARBONPIPE_INTENSITY_SOURCE): the grid over the step's window.
-        series, why = step_series(location, m.started_at, m.ended_at)
+        series, why = step_series(
+            location,
+            m.started_at,
+            m.ended_at,
+            spec=self.settings.intensity_source,
+            options=self.settings.intensity,
+            timeout_s=float(self.settings.intensity.get("timeout_s") or 5.0),
+        )
         if why:
             errors.append(why)
         s = self.settings

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
+
 from carbonpipe import open_store
 from carbonpipe.record import parse_utc
 from carbonpipe.report import read_records, record_keys
@@ -143,3 +145,18 @@ def test_a_failing_source_falls_back_to_the_table_and_says_why(tmp_path: Path) -
         why = [e for e in rec.tracking_errors if "intensity source" in e]
         assert why, (name, rec.tracking_errors)
         assert ("cannot read it" if name == "missing" else "'FR'") in why[0]
+
+
+def test_carbon_yaml_names_the_file_and_the_zone_comes_from_the_cloud_region(
+    tmp_path: Path,
+) -> None:
+    t0 = datetime.now(timezone.utc).replace(microsecond=0)
+    path = _second_file(tmp_path / "grid.csv", t0, change_at=10**6, seconds=600)
+    config = tmp_path / "carbon.yaml"
+    config.write_text(f"intensity:\n  source: 'file:{path}'\n")
+    out = _run(tmp_path / "store", {"CARBONPIPE_CONFIG": str(config)})
+    assert out.returncode == 0, out.stderr
+    [rec] = _records(tmp_path / "store")
+    # gcp/europe-west1 is Electricity Maps' BE; the whole step at 100 g/kWh.
+    assert (rec.intensity_source["kind"], rec.intensity_source["zone"]) == ("timeseries", "BE")
+    assert rec.intensity_g_per_kwh == pytest.approx(100.0, rel=1e-6)
