@@ -308,6 +308,8 @@ def carbon_component(
     expected_duration: Any = None,
     intensity_source: str | None = None,
     intensity_zone: str | None = None,
+    functional_unit: str | None = None,
+    units_from_result: bool | None = None,
 ) -> Any:
     """Make ``func`` a KFP lightweight component whose every run is a tracked carbonpipe step.
 
@@ -337,6 +339,11 @@ def carbon_component(
     within that long, by the forecast of ``intensity_source``/``intensity_zone`` (default:
     ``CARBONPIPE_INTENSITY_SOURCE``/``_ZONE``) over ``expected_duration`` (default: the step's
     last run's): the pod sleeps until then, and the record carries ``scheduling``.
+
+    ``functional_unit`` (``"training run"``) makes each run one unit of work, SCI's R; the
+    function may declare its own with ``carbonpipe.current_step().add_units(N, NAME)``, or,
+    with ``units_from_result=True``, return them (a number of ``functional_unit``, ``"N
+    NAME"`` or ``{"count": N, "name": NAME}``). The record then carries ``sci_g_per_unit``.
     """
     settings = dict(
         project=project,
@@ -355,6 +362,8 @@ def carbon_component(
         expected_duration=expected_duration,
         intensity_source=intensity_source,
         intensity_zone=intensity_zone,
+        functional_unit=functional_unit,
+        units_from_result=units_from_result or None,
     )
     step_config(**settings)  # fail at definition time, before a pipeline is even compiled
 

@@ -60,6 +60,8 @@ CONFIG_KEYS = (
     "expected_duration",
     "intensity_source",
     "intensity_zone",
+    "functional_unit",
+    "units_from_result",
     "function",
     "returns_value",
 )
@@ -184,6 +186,10 @@ def step_config(**settings: Any) -> dict[str, Any]:
         from carbonpipe.integrations.kfp.shift import check_shift_settings
 
         check_shift_settings(out)  # durations in seconds; a bad one is refused now
+    if "functional_unit" in out:
+        from carbonpipe.functional_unit import tracker_unit_name
+
+        out["functional_unit"] = tracker_unit_name(out["functional_unit"])
     if "cloud_provider" in out:
         from carbonpipe.location.providers import normalize_provider
 

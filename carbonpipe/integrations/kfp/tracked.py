@@ -76,6 +76,7 @@ def make_tracker(config: Mapping[str, Any], identity: KfpContext) -> CarbonTrack
         team=config.get("team"),
         run_id=identity.run_id,
         budget=Budget(**budget) if budget else None,
+        functional_unit=config.get("functional_unit"),
     )
 
 
@@ -218,8 +219,12 @@ def run_tracked_step(
         print(f"carbonpipe: skipped {step}: {exc}", file=sys.stderr)
         publish_metrics(metrics, {"skipped": 1.0})
         return None
-    with handle:
+    with handle:  # inside, the function may call carbonpipe.current_step().add_units(N, NAME)
         result = func(**kwargs)
+        if config.get("units_from_result"):
+            from carbonpipe.functional_unit import units_of_result
+
+            handle.units = units_of_result(result, config.get("functional_unit"))
     try:
         figures = tracker.stop_tracking(step)
         publish_metrics(metrics, step_metrics(figures))
