@@ -415,6 +415,9 @@ class CarbonTracker:
         """
         with contextlib.suppress(Exception):
             _ = self.intensity
+        from carbonpipe.intensity.timed import warm
+
+        warm(self.settings.intensity_source, self.settings.intensity)  # a file source: parsed now
         with contextlib.suppress(Exception):
             from carbonpipe import baseline  # noqa: F401
             from carbonpipe.budgets import charges  # noqa: F401

@@ -45,10 +45,14 @@ __all__ = [
     "SOURCE_ENV",
     "ZONE_ENV",
     "TimedPrice",
+    "apply_profile",
     "fetch_history",
     "price_profile",
     "record_profile",
+    "resolve_zone",
+    "series_source_dict",
     "step_series",
+    "warm",
 ]
 
 SOURCE_ENV = "CARBONPIPE_INTENSITY_SOURCE"
@@ -350,3 +354,18 @@ def apply_profile(
         ),
         [],
     )
+
+
+def warm(spec: str | None, options: Mapping[str, Any] | None = None) -> None:
+    """Read a ``file:PATH`` source now (parsed once per process), off the step's stop path.
+
+    For callers that wait while the step runs elsewhere (``carbonpipe run``). Never raises:
+    a fault is found again, and reported, when the step is priced.
+    """
+    from contextlib import suppress
+
+    with suppress(Exception):
+        from carbonpipe.intensity.registry import check_source_name, open_source
+
+        if spec and check_source_name(spec)[0] == "file":
+            open_source(spec, options).validate()
