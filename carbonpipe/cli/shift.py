@@ -67,9 +67,37 @@ def plan(args: argparse.Namespace, settings: Settings, step: str) -> ShiftedStar
                 "give --expected-duration DURATION (e.g. 1h)"
             )
         duration = last
+    spec, zone = _source_and_zone(args, settings)
     return plan_configured(
-        expected_duration_s=duration, shift_within_s=within, now=datetime.now(timezone.utc)
+        expected_duration_s=duration,
+        shift_within_s=within,
+        source=spec,
+        zone=zone,
+        options=settings.intensity,
+        timeout_s=float(settings.intensity.get("timeout_s", 5.0)),
+        now=datetime.now(timezone.utc),
     )
+
+
+def _source_and_zone(args: argparse.Namespace, settings: Settings) -> tuple[str | None, str | None]:
+    """The source (``CARBONPIPE_INTENSITY_SOURCE`` or carbon.yaml ``intensity.source``) and the
+    zone (``CARBONPIPE_INTENSITY_ZONE``, ``intensity.zone``, else the zone of the cloud region
+    given with --provider/--region/--country; the location is not probed for)."""
+    import contextlib
+    import os
+
+    from carbonpipe.intensity.registry import check_source_name
+    from carbonpipe.intensity.timed import ZONE_ENV, resolve_zone
+
+    spec = settings.intensity_source or None
+    if spec is None or check_source_name(spec)[0] == "table":
+        return None, None
+    zone = os.environ.get(ZONE_ENV) or settings.intensity.get("zone") or None
+    with contextlib.suppress(Exception):  # no zone: the plan starts at once and says so
+        zone = resolve_zone(
+            check_source_name(spec)[0], args.provider, args.region, args.country, zone
+        )
+    return spec, zone
 
 
 def _last_duration(settings: Settings, step: str) -> float | None:

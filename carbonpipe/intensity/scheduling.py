@@ -46,7 +46,10 @@ def configured_spec(
 
 
 def configured_source(
-    source: str | None = None, zone: str | None = None, env: Mapping[str, str] | None = None
+    source: str | None = None,
+    zone: str | None = None,
+    env: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Any, str | None]:
     """The time-series source and zone to plan with (see :func:`configured_spec`).
 
@@ -59,7 +62,7 @@ def configured_source(
     spec, zone = configured_spec(source, zone, env)
     if spec is None:
         return None, zone
-    return open_source(spec, None, env), zone
+    return open_source(spec, options, env), zone
 
 
 def replan(previous: StartPlan, source: Any, *, now: datetime, timeout_s: float = 5.0) -> StartPlan:
@@ -109,10 +112,12 @@ def plan_configured(
     zone: str | None = None,
     now: datetime | None = None,
     timeout_s: float = 5.0,
+    options: Mapping[str, Any] | None = None,
 ) -> ShiftedStart:
-    """Plan a start with the configured source (see :func:`configured_source`)."""
+    """Plan a start with the configured source (see :func:`configured_source`); ``options``
+    are carbon.yaml's ``intensity:`` fields."""
     try:
-        opened, zone = configured_source(source, zone)
+        opened, zone = configured_source(source, zone, None, options)
     except Exception as exc:  # a source that cannot be opened: start at once, say why
         opened, why = None, f"the intensity source could not be opened ({exc}): started at once"
         plan = plan_start(

@@ -46,7 +46,7 @@ def _command(marker: Path) -> list[str]:
 
 def test_the_command_starts_at_the_cleanest_second_and_the_record_says_so(tmp_path: Path) -> None:
     forecast, store, marker = tmp_path / "f.csv", tmp_path / "store", tmp_path / "started"
-    clean_at = write_forecast(forecast, clean_in_s=3, clean_for_s=4)
+    clean_at = write_forecast(forecast, clean_in_s=5, clean_for_s=4)
     decided = time.time()
     out = subprocess.run(
         [
