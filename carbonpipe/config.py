@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from carbonpipe.stores.base import Store
 
 TRACKING_MODES = ("machine", "process", "offline")
+# Where a setting came from -> the instance type's ``instance_type_by``.
+_TYPE_BY = {"argument": "argument", "env": "env", "file": "config"}
 REGRESSION_ACTIONS = ("warn", "fail")
 CONFIG_ENV = "CARBONPIPE_CONFIG"
 DEFAULT_CONFIG_FILE = "carbon.yaml"
@@ -60,6 +62,8 @@ _ENV: dict[str, str] = {
     "spool_dir": "CARBONPIPE_SPOOL_DIR",
     "regression_factor": "CARBONPIPE_REGRESSION_FACTOR",
     "regression": "CARBONPIPE_REGRESSION",
+    "instance_type": "CARBONPIPE_INSTANCE_TYPE",
+    "embodied_lifetime_years": "CARBONPIPE_EMBODIED_LIFETIME_YEARS",
     "store_timeout_s": "CARBONPIPE_STORE_TIMEOUT_S",
     "intensity_source": "CARBONPIPE_INTENSITY_SOURCE",
 }
@@ -93,6 +97,8 @@ class Settings:
         "spool_dir",
         "regression_factor",
         "regression",
+        "instance_type",
+        "embodied_lifetime_years",
         "store_timeout_s",
         "intensity_source",
         "intensity",
@@ -115,6 +121,8 @@ class Settings:
     spool_dir: str
     regression_factor: float
     regression: str
+    instance_type: str | None
+    embodied_lifetime_years: float
     store_timeout_s: float
     intensity_source: str
     intensity: Mapping[str, Any]
@@ -140,6 +148,8 @@ class Settings:
         spool_dir: str = "",
         regression_factor: float = 1.2,
         regression: str = "warn",
+        instance_type: str | None = None,
+        embodied_lifetime_years: float = 4.0,
         store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
         intensity_source: str = "table",
         intensity: Mapping[str, Any] | None = None,
@@ -208,8 +218,17 @@ class Settings:
             default_region=self.default_region,
             default_country=self.default_country,
             probe=self.tracking_mode != "offline",
+            instance_type=self.instance_type,
+            instance_type_by=_TYPE_BY.get(self.sources.get("instance_type", ""), "argument"),
             deadline_s=DEFAULT_DEADLINE_S if deadline_s is None else deadline_s,
         )
+
+    def pue_for(self, provider: str | None, region: str | None) -> tuple[float, dict[str, Any]]:
+        """The PUE for a step there and its ``pue_source``: a configured ``pue`` wins, else the
+        region's published figure, the provider's fleet figure, or 1.0 on premises."""
+        from carbonpipe.hardware.pue import resolve_pue
+
+        return resolve_pue(provider, region, self.pue if "pue" in self.sources else None)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings with their sources, as ``carbonpipe config`` prints them."""
@@ -283,7 +302,13 @@ def _shown(value: object) -> str:
 
 def _parse(name: str, value: Any, origin: str) -> Any:
     where = f"{name} (from {origin})"
-    if name in ("pue", "measure_power_secs", "regression_factor", "store_timeout_s"):
+    if name in (
+        "pue",
+        "measure_power_secs",
+        "regression_factor",
+        "store_timeout_s",
+        "embodied_lifetime_years",
+    ):
         try:
             number = float(value)
         except (TypeError, ValueError) as exc:
@@ -300,6 +325,11 @@ def _parse(name: str, value: Any, origin: str) -> Any:
             raise ConfigError(
                 f"{where} must be more than 0 and at most 3600 seconds (the most one store "
                 f"call may take, e.g. 5), got {number}"
+            )
+        if name == "embodied_lifetime_years" and not 0.5 <= number <= 30:
+            raise ConfigError(
+                f"{where} must be between 0.5 and 30 years (the hardware's lifetime, default 4), "
+                f"got {number}"
             )
         if name == "regression_factor" and number <= 1.0:
             raise ConfigError(
@@ -325,6 +355,16 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 
         source, argument = check_source_name(str(value), field=where)
         return f"{source}:{argument}" if argument else source
+    if name == "instance_type":
+        from carbonpipe.location.machine import INSTANCE_TYPE_RE
+
+        text = value.strip() if isinstance(value, str) else ""
+        if not INSTANCE_TYPE_RE.fullmatch(text):
+            raise ConfigError(
+                f"{where} must be an instance type (e.g. m6i.large, n2-standard-8, "
+                f"Standard_D4s_v5), got {_shown(value)}"
+            )
+        return text
     if name == "store":
         if isinstance(value, os.PathLike):
             return os.fspath(value)

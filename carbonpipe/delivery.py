@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from carbonpipe.record import Record
@@ -41,6 +42,7 @@ def deliver_record(
     data: bytes | None = None,
     run_scope: bool = False,
     spool_dir: str | os.PathLike[str] | None = None,
+    total_scopes: Collection[str] = (),
 ) -> RecordDelivery:
     """Write ``record`` (or its stored bytes, ``data``) and charge it; never raises for the store.
 
@@ -55,7 +57,7 @@ def deliver_record(
     if delivery.error is not None and not delivery.spooled:
         return RecordDelivery(delivery)
     try:
-        charge_record(store, record, run_scope=run_scope)
+        charge_record(store, record, run_scope=run_scope, total_scopes=total_scopes)
     except Exception as exc:  # the record is safe; its charges went to the spool or failed here
         message = redact(f"{record.record_id}: budget ledger charge failed: {exc}")
         log.warning("carbonpipe: %s", message)

@@ -56,6 +56,8 @@ def build_record(
     host: Mapping[str, Any] | None = None,
     functional_units: Mapping[str, Any] | None = None,
     series: IntensitySeries | None = None,
+    pue_source: Mapping[str, Any] | None = None,
+    hardware: Mapping[str, Any] | None = None,
 ) -> Record:
     """The record of one step attempt measured as ``m``, priced at ``intensity`` and ``pue``.
 
@@ -79,6 +81,10 @@ def build_record(
             of the step's energy profile is priced at its own time's intensity
             (:mod:`carbonpipe.intensity.timed`); None, or one that cannot price every
             interval, leaves ``intensity`` (the table) pricing the step, noted.
+        pue_source: Where ``pue`` came from (:func:`carbonpipe.hardware.pue.resolve_pue`).
+        hardware: What the step ran on, for its embodied share (:func:`with_embodied`):
+            ``{provider, instance_type, instance_type_by, resources, lifetime_years}``; None
+            where it is unknown (a lost step): ``embodied_kg_co2e`` is then null.
 
     Returns:
         The record, not yet validated against the store's schema (``Record.from_dict`` does).
@@ -92,8 +98,32 @@ def build_record(
     record, timed_notes = apply_profile(record, m.energy_profile, series, pue=pue)
     notes.extend(timed_notes)
     record = _finite_figures(record, notes)
+    record = with_embodied(record, hardware, pue_source)
     record = replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])
     return with_sci(record, functional_units)
+
+
+def with_embodied(
+    record: Record, hardware: Mapping[str, Any] | None, pue_source: Mapping[str, Any] | None
+) -> Record:
+    """``record`` with its PUE's source, its embodied share M (:mod:`carbonpipe.hardware.embodied`)
+    over its duration, and ``total_kg_co2e`` = operational + embodied (both null without
+    ``hardware``). ``emissions_kg_co2e`` stays operational."""
+    record = replace(record, pue_source=dict(pue_source) if pue_source else None)
+    if hardware is None:
+        return record
+    from carbonpipe.hardware.embodied import DEFAULT_LIFETIME_YEARS, embodied_figure
+
+    kg, block = embodied_figure(
+        provider=hardware.get("provider"),
+        instance_type=hardware.get("instance_type"),
+        instance_type_by=hardware.get("instance_type_by"),
+        duration_s=record.duration_s,
+        resources=hardware.get("resources") or {},
+        lifetime_years=hardware.get("lifetime_years") or DEFAULT_LIFETIME_YEARS,
+    )
+    total = record.emissions_kg_co2e + kg
+    return replace(record, embodied_kg_co2e=kg, embodied=block, total_kg_co2e=total)
 
 
 def with_sci(record: Record, functional_units: Mapping[str, Any] | None) -> Record:

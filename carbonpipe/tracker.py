@@ -78,6 +78,9 @@ class CarbonTracker:
         (``CARBONPIPE_STORE_TIMEOUT_S``; default 5). After one call times out, the step's
         later calls to that store go straight to the spool: a hung store costs a step this
         deadline once.
+    :param instance_type: what the steps run on (``m6i.large``), for their embodied share;
+        ``None``: ``CARBONPIPE_INSTANCE_TYPE``, carbon.yaml, then the metadata server.
+    :param embodied_lifetime_years: the hardware's lifetime EL (default 4 years).
     :param functional_unit: SCI's functional unit R for every step, one per step (e.g.
         ``"training run"``); a step's own ``step.add_units(N, NAME)`` takes its place.
     """
@@ -104,6 +107,8 @@ class CarbonTracker:
         store_options: Mapping[str, Any] | None = None,
         store_timeout_s: float | None = None,
         functional_unit: str | None = None,
+        instance_type: str | None = None,
+        embodied_lifetime_years: float | None = None,
     ) -> None:
         from carbonpipe.stores.base import Store
         from carbonpipe.stores.uri import parse_store_uri
@@ -119,6 +124,8 @@ class CarbonTracker:
             run_id=run_id,
             tracking_mode=tracking_mode,
             pue=pue,
+            instance_type=instance_type,
+            embodied_lifetime_years=embodied_lifetime_years,
             measure_power_secs=measure_power_secs,
             store_timeout_s=store_timeout_s,
         )
@@ -332,7 +339,7 @@ class CarbonTracker:
         # Fails closed within gate_timeout_s; when_unavailable="run" admits it with a record note.
         admitted = admit_step(
             lambda: self.store,
-            self.budget,
+            self.budget.on_book(),  # a total-basis budget gates on the scope's total book
             pipeline=self.settings.pipeline,
             step=handle.name,
             reservation_id=handle.record_id,
@@ -489,14 +496,21 @@ class CarbonTracker:
         )
         if why:
             errors.append(why)
+        from carbonpipe.measure.resources import hardware_facts
+
         s = self.settings
+        pue, pue_source = s.pue_for(provider, region)
         record = build_record(
             self._identity(handle),
             status,
             m,
             location=location,
             intensity=intensity,
-            pue=s.pue,
+            pue=pue,
+            pue_source=pue_source,
+            hardware=hardware_facts(
+                self._location, provider, s.meter_mode, s.embodied_lifetime_years
+            ),
             tracking_mode=s.tracking_mode,
             remote=list(handle.remote.values()),
             errors=errors,
@@ -550,8 +564,13 @@ class CarbonTracker:
         from carbonpipe.stores.open_steps import settle
 
         per_run = self.budget is not None and self.budget.scope.startswith("run:")
+        books = {
+            b.scope
+            for b in (self.budget, *self.settings.budgets)
+            if getattr(b, "basis", "") == "total"
+        }
         try:
-            done = deliver_record(self.store, record, run_scope=per_run)
+            done = deliver_record(self.store, record, run_scope=per_run, total_scopes=books)
         except Exception as exc:
             log.error(
                 "carbonpipe: record %s could not be written or spooled: %s", record.record_id, exc
@@ -571,7 +590,7 @@ class CarbonTracker:
             if self.budget is not None:
                 from carbonpipe.budgets.ledger import BudgetLedger
 
-                return BudgetLedger(self.store).status(self.budget)
+                return BudgetLedger(self.store).status(self.budget.on_book())
         except Exception as exc:
             log.warning("carbonpipe: budget status after %s unavailable: %s", record.record_id, exc)
         return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carbonpipe.budgets.charges import (
+    book_scope,
     kg_to_ug,
     parse_scope,
 )
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 from carbonpipe.budgets.period import PERIODS
 
 ON_EXCEED = ("fail", "skip")
+#: What a budget counts: operational emissions (the default) or operational + embodied.
+BASES = ("operational", "total")
 WHEN_UNAVAILABLE = ("refuse", "run")
 DEFAULT_WARN_RATIO = 0.8
 # The gate's whole decision (estimate, ledger read, reservation) gets this long, then a budget
@@ -102,6 +105,7 @@ class Budget:
     when_unavailable: str = "refuse"
     gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S
     lease_s: float = DEFAULT_LEASE_S
+    basis: str = "operational"
     limit_g_co2e: InitVar[float | None] = None
     default_step_estimate_g: InitVar[float | None] = None
 
@@ -133,6 +137,8 @@ class Budget:
             raise _FieldError(
                 "on_exceed", f"{self.on_exceed!r} is not one of {', '.join(ON_EXCEED)}"
             )
+        if self.basis not in BASES:
+            raise _FieldError("basis", f"{self.basis!r} is not one of {', '.join(BASES)}")
         if self.when_unavailable not in WHEN_UNAVAILABLE:
             raise _FieldError(
                 "when_unavailable",
@@ -159,6 +165,16 @@ class Budget:
         """The pipeline's, team's or run's name."""
         return parse_scope(self.scope)[1]
 
+    def on_book(self) -> Budget:
+        """This budget on the ledger book its basis counts: itself for ``operational``; for
+        ``total``, the same budget on the scope's total book (:func:`book_scope`), whose
+        charges are operational + embodied."""
+        if self.basis == "operational":
+            return self
+        from dataclasses import replace
+
+        return replace(self, scope=book_scope(self.scope, self.basis))
+
 
 _YAML_FIELDS = (
     "scope",
@@ -172,6 +188,7 @@ _YAML_FIELDS = (
     "when_unavailable",
     "gate_timeout_s",
     "lease_s",
+    "basis",
 )
 
 
@@ -209,7 +226,7 @@ def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> list[Bud
     if not isinstance(entries, list):
         raise ConfigError(f"budgets: must be a list of budgets, got {type(entries).__name__}")
     budgets: list[Budget] = []
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, str], int] = {}
     for i, entry in enumerate(entries):
         label = f"budgets[{i}]"
         if not isinstance(entry, Mapping):
@@ -226,11 +243,11 @@ def load_budgets(source: str | os.PathLike[str] | Mapping[str, Any]) -> list[Bud
             budget = Budget(**entry)
         except _FieldError as exc:
             raise ConfigError(f"{label}.{exc.field_name}: {exc.problem}") from None
-        ident = (budget.scope, budget.period)
+        ident = (budget.scope, budget.period, budget.basis)
         if ident in seen:
             raise ConfigError(
                 f"{label}: duplicates budgets[{seen[ident]}] "
-                f"(scope {budget.scope}, period {budget.period})"
+                f"(scope {budget.scope}, period {budget.period}, basis {budget.basis})"
             )
         seen[ident] = i
         budgets.append(budget)

@@ -31,7 +31,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -126,6 +126,26 @@ def parse_scope(scope: str) -> tuple[str, str]:
             f"(kind one of {', '.join(SCOPE_KINDS)})"
         )
     return kind, name
+
+
+#: The total book of a scope: its own ledger, of operational + embodied charges, under a name no
+#: pipeline, team or run takes by accident (``pipeline:train`` -> ``pipeline:train [total]``).
+_BOOK_SUFFIX = " [{basis}]"
+
+
+def book_scope(scope: str, basis: str) -> str:
+    """The ledger scope that budgets of ``basis`` on ``scope`` count (``scope`` itself for
+    ``operational``)."""
+    return scope if basis == "operational" else scope + _BOOK_SUFFIX.format(basis=basis)
+
+
+def total_kg(record: ChargeableRecord) -> float:
+    """A record's operational + embodied kg CO2e (its operational figure where it has no
+    embodied one)."""
+    total = getattr(record, "total_kg_co2e", None)
+    if isinstance(total, (int, float)) and not isinstance(total, bool):
+        return float(total)
+    return record.emissions_kg_co2e + float(getattr(record, "embodied_kg_co2e", None) or 0.0)
 
 
 def scope_key(scope: str) -> str:
@@ -266,13 +286,16 @@ def charge_record(
     *,
     run_scope: bool = False,
     now: datetime | None = None,
+    total_scopes: Collection[str] = (),
 ) -> Charge:
     """Charge a record to its scopes (pipeline, team if set, run if asked); idempotent.
 
     Each scope's charge goes through the spool: a store that is down gets it on the next replay.
     A charge for a day that has ended by ``now`` (default: the clock) gets a late marker first,
     and a charge that was spooled gets one after; the pipeline's charge moves the step's
-    last-run pointer (see the module docstring).
+    last-run pointer (see the module docstring). Each of the record's scopes in
+    ``total_scopes`` (those a budget of basis ``total`` counts) is also charged its
+    operational + embodied figure on its total book (:func:`book_scope`).
     """
     rid = record.record_id
     if not isinstance(rid, str) or not _RECORD_ID.match(rid):
@@ -284,7 +307,13 @@ def charge_record(
     outcomes: dict[str, list[str]] = {"written": [], "duplicate": [], "spooled": []}
     keys: list[str] = []
     scopes_pipeline = f"pipeline:{record.pipeline}"
-    for scope in record_scopes(record, run=run_scope):
+    operational_kg = kg
+    books = [(scope, kg) for scope in record_scopes(record, run=run_scope)]
+    if total_scopes:
+        total = check_amount("total_kg_co2e", total_kg(record))
+        books += [(book_scope(s, "total"), total) for s, _ in books if s in total_scopes]
+    for scope, kg in books:
+        ng = kg_to_ng(kg)
         key = (
             f"{BUDGETS_PREFIX}/{scope_key(scope)}/charges/date={day}/"
             f"step={safe_name(record.step)}/{rid}__{ng}ng.json"
@@ -320,7 +349,7 @@ def charge_record(
             )
     return Charge(
         rid,
-        kg,
+        operational_kg,
         tuple(keys),
         written=tuple(outcomes["written"]),
         duplicates=tuple(outcomes["duplicate"]),

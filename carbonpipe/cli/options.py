@@ -30,6 +30,10 @@ _LOCATION_OPTIONS: dict[str, dict[str, Any]] = {
     "--provider": {"help": "cloud provider: gcp, aws or azure (skip detection)"},
     "--region": {"help": "the provider's region, e.g. europe-west1"},
     "--country": {"help": "ISO country code when off-cloud, e.g. FR or FRA"},
+    "--instance-type": {
+        "help": "what the step runs on, e.g. m6i.large or n2-standard-8, for its embodied "
+        "emissions (CARBONPIPE_INSTANCE_TYPE; default: the cloud's metadata server)"
+    },
 }
 _BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
     "--budget-scope": {"help": "budget scope, e.g. pipeline:train or team:ranking"},
@@ -50,6 +54,11 @@ _BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
         "type": float,
         "help": "seconds the budget gate may take to decide (default 5); then the ledger "
         "counts as unavailable",
+    },
+    "--budget-basis": {
+        "choices": ["operational", "total"],
+        "help": "what the budget counts: operational emissions (default) or operational + "
+        "embodied (total_kg_co2e)",
     },
 }
 _RUN_OPTIONS: dict[str, dict[str, Any]] = {

@@ -134,6 +134,7 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
         team=args.team,
         run_id=args.run_id,
         tracking_mode=args.tracking_mode,
+        instance_type=args.instance_type,
     )
     parse_store_uri(settings.store)
     check_given_location(
@@ -150,6 +151,7 @@ _BUDGET_TUNING = (
     ("--budget-estimate-kg", "budget_estimate_kg", "default_step_estimate_kg"),
     ("--budget-when-unavailable", "budget_when_unavailable", "when_unavailable"),
     ("--budget-gate-timeout-s", "budget_gate_timeout_s", "gate_timeout_s"),
+    ("--budget-basis", "budget_basis", "basis"),
 )
 
 
@@ -214,6 +216,7 @@ def _tracker(args: argparse.Namespace) -> CarbonTracker:
         budget=budget,
         labels=_labels(args.label),
         config_file=args.config,
+        instance_type=args.instance_type,
     )
     if tracker.budget is not None:
         # As the tracker estimates (baseline, last run, default), but a strict budget that

@@ -171,3 +171,17 @@ def step_resources(
         "host_gpus": max(devices, gpus or 0),
         "sockets": cpu_sockets(cpu_dir),
     }
+
+
+def hardware_facts(
+    location: Any, provider: str | None, tracking_mode: str, lifetime_years: float
+) -> dict[str, Any]:
+    """What a step ran on (``location``'s instance type, if it has one) and could use, as
+    :func:`carbonpipe.pricing.build_record` takes them for the step's embodied share."""
+    return {
+        "provider": provider,
+        "instance_type": getattr(location, "instance_type", None),
+        "instance_type_by": getattr(location, "instance_type_by", None),
+        "resources": step_resources(tracking_mode),
+        "lifetime_years": lifetime_years,
+    }
