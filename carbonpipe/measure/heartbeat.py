@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from carbonpipe.measure.base import _KWH_PER_J, METHODS, Measurement
+from carbonpipe.measure.profile import MAX_POINTS, from_samples
 from carbonpipe.measure.share import apportion
 
 HEARTBEAT_SCHEMA = "carbonpipe.heartbeat/1"
@@ -148,6 +149,7 @@ class Sampler:
                 "gpu": float(tracker._total_gpu_energy.kWh),
                 "ram": float(tracker._total_ram_energy.kWh),
             }
+            samples = list(getattr(session, "samples", ()))
         duration = max(until - session.window_start_perf, 0.0)
         energy: dict[str, float] = {}
         for part, value in measured.items():
@@ -174,6 +176,8 @@ class Sampler:
             "owner_gone": owner_gone,
             "beat": self.beats + 1,
             "errors": errors,
+            # (seconds from t0, cumulative kWh) after each measurement: the energy profile.
+            "samples": _offsets(samples, session.window_start_perf),
             **static,
         }
 
@@ -246,6 +250,11 @@ def heartbeat_measurement(document: dict[str, Any], *, errors: tuple[str, ...] =
 
     method = document.get("method")
     text = [str(e) for e in document.get("errors") or () if isinstance(e, str)]
+    profile: tuple[tuple[float, float], ...] = ()
+    samples = document.get("samples")
+    if isinstance(samples, list) and samples:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            profile = from_samples(samples, 0.0, duration, sum(energy.values()))
     return Measurement(
         started_at=started,
         ended_at=started + timedelta(seconds=duration),
@@ -264,7 +273,17 @@ def heartbeat_measurement(document: dict[str, Any], *, errors: tuple[str, ...] =
         gpu_model=_text(document.get("gpu_model")),
         errors=tuple(dict.fromkeys([*errors, *text])),
         cpu_method=_text(document.get("cpu_method")),
+        energy_profile=profile,
     )
+
+
+def _offsets(samples: list[tuple[float, float]], window_start: float) -> list[list[float]]:
+    """At most :data:`MAX_POINTS` + 1 cumulative samples, their clock made seconds from t0."""
+    step = max(1, -(-len(samples) // (MAX_POINTS + 1)))
+    kept = samples[::step]
+    if samples and kept[-1] is not samples[-1]:
+        kept.append(samples[-1])
+    return [[clock - window_start, kwh] for clock, kwh in kept]
 
 
 def _text(value: object) -> str | None:

@@ -70,6 +70,11 @@ def test_the_sidecar_rewrites_the_heartbeat_as_it_measures(tmp_path: Path) -> No
     assert 0 < so_far.total_energy_kwh <= final.total_energy_kwh
     assert so_far.method == final.method
     assert final.errors == ()
+    # Both carry the energy profile: an interval per measurement, summing to the total.
+    for m in (so_far, final):
+        assert len(m.energy_profile) >= 3, m.energy_profile
+        assert sum(kwh for _, kwh in m.energy_profile) == pytest.approx(m.total_energy_kwh)
+        assert [o for o, _ in m.energy_profile] == sorted({o for o, _ in m.energy_profile})
 
 
 _STEP = textwrap.dedent(
