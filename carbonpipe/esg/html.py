@@ -309,6 +309,17 @@ def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
             numeric=(4, 5),
         )
     )
+    revised = report.get("revisions") or {}
+    if revised.get("revised_records"):
+        parts.append(
+            f'<p class="src">{revised["revised_records"]} figures revised after the fact with a '
+            "time series (carbonpipe reprice): "
+            + "; ".join(
+                f"{_e(r['source'])} ({_e(r['vintage'])}): {r['records']} records"
+                for r in revised.get("sources", [])
+            )
+            + ".</p>"
+        )
     factors = report["executive_summary"]["equivalents"]["factors"]
     parts.append(
         '<p class="src">Equivalents: '

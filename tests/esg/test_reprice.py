@@ -186,6 +186,11 @@ def test_reprice_revises_table_priced_records_and_the_esg_report_uses_them(
     [source] = report["revisions"]["sources"]
     assert (source["source"], source["records"]) == ("file:BE", 2)
     assert "revised" in {s["kind"] for s in report["intensity_sources"]}
+    from carbonpipe.esg.charts import report_charts
+    from carbonpipe.esg.html import report_html
+
+    html = report_html(report, report_charts(report))
+    assert "2 figures revised after the fact with a time series" in html and "file:BE" in html
     # The records themselves are untouched; a rerun writes nothing and changes nothing.
     assert Record.from_json(store.get(across.key).data) == across
     second = reprice()
