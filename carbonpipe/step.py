@@ -106,6 +106,11 @@ class CarbonMetrics:
         return self.emissions_kg_co2 * 1000.0
 
     @property
+    def sci_g_per_unit(self) -> float | None:
+        """The step's SCI, g CO2e per functional unit (None without declared units)."""
+        return self.record.sci_g_per_unit
+
+    @property
     def budget_percent(self) -> float | None:
         """Share of the step's budget used after this step, if a budget was attached."""
         return None if self.budget_status is None else self.budget_status.percent
@@ -168,6 +173,8 @@ class CarbonMetrics:
             "cloud_region": self.cloud_region,
             "country_iso_code": self.country_iso_code,
             "budget_percent": self.budget_percent,
+            "functional_units": self.record.functional_units,
+            "sci_g_per_unit": self.record.sci_g_per_unit,
             "tracking_errors": list(self.tracking_errors),
         }
 

@@ -1,6 +1,7 @@
 """KFP: carbon_component(functional_unit=..., units_from_result=...) and current_step().add_units
 inside the step function give the record its SCI, under kfp.local's SubprocessRunner."""
 
+import json
 import math
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def test_kfp_steps_declare_their_units(tmp_path: Path) -> None:
         assert rec.functional_units == units, step
         assert rec.sci_g_per_unit is not None
         assert math.isclose(rec.sci_g_per_unit, _grams(rec) / units["count"])
+    # The KFP UI's Metrics show the score too.
+    [done] = (tmp_path / "out").glob("*/serve/executor_output.json")
+    [ui] = json.loads(done.read_text())["artifacts"]["carbon_metrics"]["artifacts"]
+    assert ui["metadata"]["sci_g_per_unit"] == pytest.approx(recs["serve"].sci_g_per_unit)
 
 
 def test_a_bad_functional_unit_is_refused_when_the_component_is_defined() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from carbonpipe.record import Record
 from carbonpipe.stores.local import LocalStore
-from tests.operators.conftest import task_states
+from tests.operators.conftest import task_states, xcom_value
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,3 +80,6 @@ def test_airflow_steps_declare_their_units(run_dag: Callable[..., Any], tmp_path
         assert rec.functional_units == units, step
         assert rec.sci_g_per_unit is not None
         assert math.isclose(rec.sci_g_per_unit, _grams(rec) / units["count"])
+    published = xcom_value(dr, "serve", key="carbon_metrics")
+    assert published["sci_g_per_unit"] == recs["serve"].sci_g_per_unit
+    assert published["functional_units"] == {"name": "inference", "count": 1000.0}

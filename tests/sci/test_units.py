@@ -45,6 +45,10 @@ def test_a_step_with_declared_units_gets_an_sci_score(tmp_path: Path) -> None:
         sum(i * i for i in range(100_000))
         step.add_units(600, "inference")
         step.add_units(400, "inference")
+    metrics = step.metrics
+    assert metrics is not None and metrics.sci_g_per_unit == metrics.record.sci_g_per_unit
+    assert metrics.to_dict()["functional_units"] == {"name": "inference", "count": 1000.0}
+    assert metrics.to_dict()["sci_g_per_unit"] == metrics.sci_g_per_unit
     with tracker.start_tracking("train"):
         sum(i * i for i in range(100_000))
     recs = _records(tmp_path)

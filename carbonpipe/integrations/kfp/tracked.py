@@ -50,6 +50,8 @@ def step_metrics(metrics: CarbonMetrics) -> dict[str, float]:
     }
     if metrics.budget_percent is not None:
         out["budget_percent"] = metrics.budget_percent
+    if metrics.sci_g_per_unit is not None:
+        out["sci_g_per_unit"] = metrics.sci_g_per_unit
     return out
 
 
