@@ -28,6 +28,7 @@ from carbonpipe.esg.rows import (
     _decode_part,
     _fetch,
     _get_part,
+    _has_legacy,
     _list_day,
     _pending,
     _records_table,
@@ -421,11 +422,12 @@ def aggregate(
     if progress:
         progress(0, len(days), 0)
 
+    legacy = _has_legacy(store) if days else False
     # Records repriced by `carbonpipe reprice` (carbonpipe.esg.revisions): one LIST a month.
     revisions = load_revisions(store, days) if days else {}
 
     def fetch_day(day: str) -> tuple[tuple[list[str], list[str]], StoredObject | None]:
-        return _list_day(store, day, pipeline), _get_part(store, day)
+        return _list_day(store, day, pipeline, legacy=legacy), _get_part(store, day)
 
     # Threads only wait on the network (listing, GETs); decoding and reducing stay on this
     # thread, because on a small machine threads fighting over the GIL cost more than they win.

@@ -25,6 +25,7 @@ from carbonpipe.esg.rows import (
     COMPACT_SCHEMA,
     _arrow_schema,
     _fetch,
+    _has_legacy,
     _list_day,
     _pending,
     _read_part,
@@ -88,13 +89,23 @@ def encode_part(table: pa.Table, day: str, skipped: Iterable[str]) -> bytes:
     return buf.getvalue()
 
 
-def compact_day(store: Store, day: date | str, *, workers: int = 8) -> Compaction:
-    """Fold a day's JSON records that its part lacks into the part (create or compare-and-swap)."""
+def compact_day(
+    store: Store, day: date | str, *, workers: int = 16, legacy: bool | None = None
+) -> Compaction:
+    """Fold a day's JSON records that its part lacks into the part (create or compare-and-swap).
+
+    A day without any JSON record listed has nothing to fold: its part is not read (a store
+    whose compacted records expire reads each part once a night, in the aggregation), and the
+    result counts 0 records. ``legacy``: whether to list ``records/v1`` too (None: ask the
+    store, :func:`carbonpipe.esg.rows._has_legacy`).
+    """
     with needs_extra("esg", "ESG reports"):
         import pyarrow as pa
 
     day = day.isoformat() if isinstance(day, date) else day
-    keys, ids = _list_day(store, day)
+    keys, ids = _list_day(store, day, legacy=_has_legacy(store) if legacy is None else legacy)
+    if not keys:
+        return Compaction(day, 0, 0, 0, False)
     part = _read_part(store, day)
     new_keys = _pending(keys, ids, part)
     if not new_keys:
@@ -137,5 +148,6 @@ def compact(
     """Compact every closed day of ``period`` (days still open are left to the JSON path)."""
     store = open_store(store)
     days = closed_days(parse_period(period), now=now, settle=settle)
+    legacy = _has_legacy(store) if days else False
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda d: compact_day(store, d), days))
+        return list(pool.map(lambda d: compact_day(store, d, legacy=legacy), days))

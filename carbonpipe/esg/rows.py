@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from carbonpipe._optional import needs_extra
 from carbonpipe.errors import InvalidRecord, ObjectNotFound
 from carbonpipe.record import (
+    LEGACY_RECORDS_PREFIX,
     Record,
     parse_utc,
     record_day_prefixes,
@@ -259,12 +260,28 @@ def _record_id_of(key: str) -> str:
     return key.rsplit("/", 1)[-1][: -len(".json")]
 
 
-def _list_day(store: Store, day: str, pipeline: str | None = None) -> tuple[list[str], list[str]]:
+def _has_legacy(store: Store) -> bool:
+    """Whether the store holds anything under ``records/v1``: one LIST request (one page).
+
+    A pass over a period asks once, so that a store born with ``records/v2`` (or migrated)
+    is not sent an empty listing of the old layout for every day.
+    """
+    if isinstance(store, LocalStore):
+        return True  # its listings are directory reads, and a missing folder costs nothing
+    return next(iter(store.list(f"{LEGACY_RECORDS_PREFIX}/")), None) is not None
+
+
+def _list_day(
+    store: Store, day: str, pipeline: str | None = None, *, legacy: bool = True
+) -> tuple[list[str], list[str]]:
     """Return the JSON record keys of one day (of one pipeline) and their record ids.
 
-    Both layouts (``records/v2``, then ``records/v1``); a record in both is listed once.
+    Both layouts (``records/v2``, then ``records/v1``; without ``legacy``, as
+    :func:`_has_legacy` found the store, v2 only); a record in both is listed once.
     """
     prefixes = record_day_prefixes(day, pipeline)
+    if not legacy:
+        prefixes = [p for p in prefixes if not p.startswith(f"{LEGACY_RECORDS_PREFIX}/")]
     if not isinstance(store, LocalStore):
         found = [k for prefix in prefixes for k in store.list(prefix) if k.endswith(".json")]
         return _once(found, [_record_id_of(k) for k in found])
