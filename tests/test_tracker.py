@@ -20,6 +20,7 @@ from carbonpipe import (
     current_step,
     open_store,
 )
+from carbonpipe.hardware.pue import resolve_pue
 from carbonpipe.intensity.table import lookup_intensity
 from carbonpipe.record import Record
 from carbonpipe.report import read_records, record_keys
@@ -56,8 +57,9 @@ def test_context_manager_measures_prices_and_records_the_step(tmp_path: Path) ->
     assert m.energy_consumed_kwh > 0
     assert m.cpu_energy_kwh > 0 and m.ram_energy_kwh > 0 and m.gpu_energy_kwh == 0
     assert m.carbon_intensity_g_per_kwh == expected.intensity_g_per_kwh
+    pue, _ = resolve_pue("gcp", "europe-west1")  # the region's published PUE (1.09)
     assert m.emissions_kg_co2 == pytest.approx(
-        m.energy_consumed_kwh * expected.intensity_g_per_kwh / 1000
+        m.energy_consumed_kwh * pue * expected.intensity_g_per_kwh / 1000
     )
     assert m.duration_s > 0
     assert (tracker.cloud_provider, tracker.cloud_region) == ("gcp", "europe-west1")
