@@ -114,3 +114,61 @@ def test_thinning_keeps_the_last_sample() -> None:
     while len(samples) > 1024:
         thin(samples)
     assert len(samples) <= 1024 and samples[-1] == (1999.0, 1999.0) and samples[0] == (0.0, 0.0)
+
+
+def test_a_marginal_series_never_prices_the_location_based_figure() -> None:
+    from carbonpipe.intensity.table import lookup_intensity
+    from carbonpipe.measure.base import Measurement
+    from carbonpipe.pricing import build_record
+
+    m = Measurement(
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=2),
+        duration_s=2.0,
+        cpu_energy_kwh=0.002,
+        gpu_energy_kwh=0.0,
+        ram_energy_kwh=0.0,
+        cpu_power_w=1.0,
+        gpu_power_w=0.0,
+        ram_power_w=0.0,
+        method="rapl",
+        tracking_mode="machine",
+        share="machine",
+        codecarbon_version=None,
+        cpu_model=None,
+        gpu_model=None,
+        energy_profile=((0.0, 0.001), (1.0, 0.001)),
+    )
+    identity = {
+        "record_id": "r" * 16,
+        "project": "p",
+        "experiment": "",
+        "pipeline": "x",
+        "run_id": "r",
+        "step": "s",
+        "team": "",
+        "attempt": 1,
+        "labels": {},
+    }
+    table = lookup_intensity("gcp", "europe-west1", None)
+    kwargs = {
+        "location": {
+            "provider": "gcp",
+            "region": "europe-west1",
+            "country_iso": None,
+            "detected_by": "argument",
+        },
+        "intensity": table,
+        "pue": 1.0,
+        "tracking_mode": "machine",
+    }
+    marginal = build_record(
+        identity, "succeeded", m, series=_series([900, 900], signal="marginal"), **kwargs
+    )
+    assert marginal.intensity_source["kind"] == table.kind
+    assert marginal.intensity_g_per_kwh == table.intensity_g_per_kwh
+    assert any("marginal" in e and "priced with the table" in e for e in marginal.tracking_errors)
+    average = build_record(identity, "succeeded", m, series=_series([100, 300]), **kwargs)
+    assert average.intensity_source["kind"] == "timeseries"
+    assert kwh_to_nwh(0.001) == 10**9 and average.emissions_kg_co2e == pytest.approx(0.4e-3)
+    assert average.energy_profile == {"unit": "nWh", "points": [[0.0, 10**9], [1.0, 10**9]]}
