@@ -63,7 +63,7 @@ def carbon_tracked_task(
 
     Accepts the arguments of :class:`CarbonTrackedOperator` (``project``, ``pipeline``,
     ``team``, ``budget``, ``carbon_budget_g``, ``on_exceed``, ``store``, ``aws_conn_id``,
-    ``gcp_conn_id``, ...) and of ``BaseOperator``.
+    ``gcp_conn_id``, ``azure_conn_id``, ...) and of ``BaseOperator``.
 
     :param python_callable: the function to decorate.
     :param multiple_outputs: unroll a returned dict into one XCom per key.

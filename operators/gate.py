@@ -62,6 +62,7 @@ class CarbonBudgetGateOperator(BaseOperator):
     :param store: the store URI (templated; default: the carbonpipe configuration).
     :param aws_conn_id: Airflow connection holding the credentials of an ``s3://`` store.
     :param gcp_conn_id: Airflow connection holding the credentials of a ``gs://`` store.
+    :param azure_conn_id: Airflow ``wasb`` connection holding the credentials of an ``az://`` store.
     """
 
     template_fields: Sequence[str] = ("pipeline", "step", "store")
@@ -78,6 +79,7 @@ class CarbonBudgetGateOperator(BaseOperator):
         store: str | None = None,
         aws_conn_id: str | None = "aws_default",
         gcp_conn_id: str | None = "google_cloud_default",
+        azure_conn_id: str | None = "wasb_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -89,6 +91,7 @@ class CarbonBudgetGateOperator(BaseOperator):
         self.store = store
         self.aws_conn_id = aws_conn_id
         self.gcp_conn_id = gcp_conn_id
+        self.azure_conn_id = azure_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import (
@@ -98,7 +101,10 @@ class CarbonBudgetGateOperator(BaseOperator):
         )
 
         hook = CarbonStoreHook(
-            self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
+            self.store,
+            aws_conn_id=self.aws_conn_id,
+            gcp_conn_id=self.gcp_conn_id,
+            azure_conn_id=self.azure_conn_id,
         )
         decision = check_budget(
             hook.get_store(),

@@ -5,9 +5,15 @@ are the access key pair, and its extra may carry ``endpoint_url``, ``region_name
 ``aws_session_token`` (or ``service_config: {"s3": {"endpoint_url": ...}}``), as the Amazon
 provider reads them. ``gs://`` stores read a Google Cloud connection (``google_cloud_default``):
 extra ``project``, ``keyfile_dict`` or ``key_path``, and ``endpoint_url`` for an emulator.
-A connection that does not exist falls back to the SDK's own credential chain, as the Amazon
+``az://`` stores read an Azure Blob Storage connection (type ``wasb``, ``wasb_default``) with
+the fields the Microsoft Azure provider gives it: extra ``connection_string`` first; else the
+host is the account URL and login the account name, with extra ``tenant_id`` (login and password
+are then a service principal's client id and secret), ``shared_access_key``, ``sas_token``, the
+password or extra ``account_key`` (the account key), else ``DefaultAzureCredential`` (extra
+``managed_identity_client_id`` / ``workload_identity_tenant_id``). The provider itself need not
+be installed. A connection that does not exist falls back to the SDK's own credential chain, as the Amazon
 provider does. Nothing here does I/O until :meth:`CarbonStoreHook.get_store` is called, and
-boto3 and the GCS client load only then.
+boto3, the GCS and the Azure clients load only then.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ _AWS_EXTRA_CLIENT_KEYS = ("region_name", "aws_session_token")
 
 
 def store_scheme(uri: str) -> str:
-    """Return ``s3``, ``gs`` or ``""`` (a local folder) for a store URI."""
+    """Return ``s3``, ``gs``, ``az`` or ``""`` (a local folder) for a store URI."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    return "gs" if scheme == "gcs" else scheme
+    return {"gcs": "gs", "azure": "az"}.get(scheme, scheme)
 
 
 def s3_options(conn: Any) -> dict[str, Any]:
@@ -85,13 +91,65 @@ def gcs_options(conn: Any) -> dict[str, Any]:
     return options
 
 
+def azure_options(conn: Any) -> dict[str, Any]:
+    """Translate an Azure Blob Storage (``wasb``) connection into :class:`AzureBlobStore` options."""
+    extra = conn.extra_dejson or {}
+
+    def field(name: str) -> Any:
+        return extra.get(name) or extra.get(f"extra__wasb__{name}") or None
+
+    connection_string = field("connection_string")
+    if connection_string:
+        return {"connection_string": connection_string}
+    options: dict[str, Any] = {}
+    host = (conn.host or "").strip()
+    if host:
+        options["endpoint_url"] = host if "://" in host else f"https://{host}"
+    tenant = field("tenant_id")
+    account = "" if tenant else (conn.login or "")
+    if not account and ".blob." in host:
+        # https://ACCOUNT.blob.core.windows.net: the account a key signs for.
+        account = host.split("://", 1)[-1].split(".", 1)[0]
+    if account:
+        options["account_name"] = account
+    sas = field("sas_token")
+    if tenant:
+        with needs_extra("azure", "Azure connections"):
+            from azure.identity import ClientSecretCredential
+
+        options["credential"] = ClientSecretCredential(
+            tenant_id=tenant, client_id=conn.login, client_secret=conn.password
+        )
+    elif field("shared_access_key"):
+        options["account_key"] = field("shared_access_key")
+    elif sas:
+        if sas.startswith("http"):  # a whole SAS URL: the account URL and the token
+            url, _, sas = sas.partition("?")
+            options["endpoint_url"] = url.rstrip("/")
+        options["sas_token"] = sas
+    elif conn.password or field("account_key"):
+        options["account_key"] = conn.password or field("account_key")
+    elif field("managed_identity_client_id") or field("workload_identity_tenant_id"):
+        with needs_extra("azure", "Azure connections"):
+            from azure.identity import DefaultAzureCredential
+
+        options["credential"] = DefaultAzureCredential(
+            managed_identity_client_id=field("managed_identity_client_id"),
+            workload_identity_tenant_id=field("workload_identity_tenant_id"),
+        )
+    return options
+
+
 class CarbonStoreHook(BaseHook):
     """Open the carbonpipe store a URI names, with credentials from an Airflow connection.
 
-    :param store: the store URI: a folder, ``s3://bucket/prefix`` or ``gs://bucket/prefix``;
+    :param store: the store URI: a folder, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or
+        ``az://container/prefix``;
         ``None`` resolves it like the tracker does (``CARBONPIPE_STORE``, then carbon.yaml).
     :param aws_conn_id: Airflow connection for ``s3://`` stores (``None``: the SDK's chain).
     :param gcp_conn_id: Airflow connection for ``gs://`` stores (``None``: the SDK's chain).
+    :param azure_conn_id: Airflow ``wasb`` connection for ``az://`` stores (``None``: the SDK's
+        chain).
     """
 
     hook_name = "Carbonpipe store"
@@ -102,11 +160,13 @@ class CarbonStoreHook(BaseHook):
         *,
         aws_conn_id: str | None = "aws_default",
         gcp_conn_id: str | None = "google_cloud_default",
+        azure_conn_id: str | None = "wasb_default",
     ) -> None:
         super().__init__()
         self.store_uri = store
         self.aws_conn_id = aws_conn_id
         self.gcp_conn_id = gcp_conn_id
+        self.azure_conn_id = azure_conn_id
 
     def resolved_uri(self) -> str:
         """The store URI: the argument, else carbonpipe's configuration."""
@@ -117,10 +177,13 @@ class CarbonStoreHook(BaseHook):
         return resolve_settings().store
 
     def _conn_id_for(self, scheme: str) -> str | None:
-        return {"s3": self.aws_conn_id, "gs": self.gcp_conn_id}.get(scheme)
+        return {"s3": self.aws_conn_id, "gs": self.gcp_conn_id, "az": self.azure_conn_id}.get(
+            scheme
+        )
 
     def _options_from(self, scheme: str, conn: Any) -> dict[str, Any]:
-        return s3_options(conn) if scheme == "s3" else gcs_options(conn)
+        translate = {"s3": s3_options, "gs": gcs_options, "az": azure_options}[scheme]
+        return translate(conn)
 
     def store_options(self) -> dict[str, Any]:
         """The backend options the connection gives (empty for a local store or no connection)."""

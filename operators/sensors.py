@@ -39,6 +39,7 @@ class CarbonBudgetSensor(BaseSensorOperator):
     :param store: the store URI (templated; default: the carbonpipe configuration).
     :param aws_conn_id: Airflow connection holding the credentials of an ``s3://`` store.
     :param gcp_conn_id: Airflow connection holding the credentials of a ``gs://`` store.
+    :param azure_conn_id: Airflow ``wasb`` connection holding the credentials of an ``az://`` store.
     :param deferrable: wait in the triggerer instead of a worker slot (default:
         ``[operators] default_deferrable``).
     """
@@ -56,6 +57,7 @@ class CarbonBudgetSensor(BaseSensorOperator):
         store: str | None = None,
         aws_conn_id: str | None = "aws_default",
         gcp_conn_id: str | None = "google_cloud_default",
+        azure_conn_id: str | None = "wasb_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -67,11 +69,15 @@ class CarbonBudgetSensor(BaseSensorOperator):
         self.store = store
         self.aws_conn_id = aws_conn_id
         self.gcp_conn_id = gcp_conn_id
+        self.azure_conn_id = azure_conn_id
         self.deferrable = deferrable
 
     def _decision(self, context: Context) -> GateDecision:
         hook = CarbonStoreHook(
-            self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
+            self.store,
+            aws_conn_id=self.aws_conn_id,
+            gcp_conn_id=self.gcp_conn_id,
+            azure_conn_id=self.azure_conn_id,
         )
         return check_budget(
             hook.get_store(),
@@ -106,6 +112,7 @@ class CarbonBudgetSensor(BaseSensorOperator):
                 store=self.store,
                 aws_conn_id=self.aws_conn_id,
                 gcp_conn_id=self.gcp_conn_id,
+                azure_conn_id=self.azure_conn_id,
                 poke_interval=self.poke_interval,
             ),
             method_name="execute_complete",

@@ -114,6 +114,7 @@ class CarbonTrackedOperator(PythonOperator):
         carbonpipe configuration).
     :param aws_conn_id: Airflow connection holding the credentials of an ``s3://`` store.
     :param gcp_conn_id: Airflow connection holding the credentials of a ``gs://`` store.
+    :param azure_conn_id: Airflow ``wasb`` connection holding the credentials of an ``az://`` store.
     :param cloud_provider: where the task runs (``aws``, ``gcp``, ``azure``); None detects it.
     :param cloud_region: the provider's region; None detects it.
     :param country_iso_code: the country, when off-cloud.
@@ -162,6 +163,7 @@ class CarbonTrackedOperator(PythonOperator):
         store: str | None = None,
         aws_conn_id: str | None = "aws_default",
         gcp_conn_id: str | None = "google_cloud_default",
+        azure_conn_id: str | None = "wasb_default",
         cloud_provider: str | None = None,
         cloud_region: str | None = None,
         country_iso_code: str | None = None,
@@ -207,6 +209,7 @@ class CarbonTrackedOperator(PythonOperator):
         self.store = store
         self.aws_conn_id = aws_conn_id
         self.gcp_conn_id = gcp_conn_id
+        self.azure_conn_id = azure_conn_id
         self.cloud_provider = cloud_provider
         self.cloud_region = cloud_region
         self.country_iso_code = country_iso_code
@@ -320,7 +323,10 @@ class CarbonTrackedOperator(PythonOperator):
             labels=self.labels,
         )
         hook = CarbonStoreHook(
-            self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
+            self.store,
+            aws_conn_id=self.aws_conn_id,
+            gcp_conn_id=self.gcp_conn_id,
+            azure_conn_id=self.azure_conn_id,
         )
         tracker = CarbonTracker(
             project_name=self.project,

@@ -33,6 +33,7 @@ class CarbonBudgetTrigger(BaseTrigger):
     :param store: the store URI (default: the carbonpipe configuration).
     :param aws_conn_id: Airflow connection holding the credentials of an ``s3://`` store.
     :param gcp_conn_id: Airflow connection holding the credentials of a ``gs://`` store.
+    :param azure_conn_id: Airflow ``wasb`` connection holding the credentials of an ``az://`` store.
     :param poke_interval: seconds between two checks.
     """
 
@@ -46,6 +47,7 @@ class CarbonBudgetTrigger(BaseTrigger):
         store: str | None = None,
         aws_conn_id: str | None = "aws_default",
         gcp_conn_id: str | None = "google_cloud_default",
+        azure_conn_id: str | None = "wasb_default",
         poke_interval: float = 60.0,
     ) -> None:
         super().__init__()
@@ -56,6 +58,7 @@ class CarbonBudgetTrigger(BaseTrigger):
         self.store = store
         self.aws_conn_id = aws_conn_id
         self.gcp_conn_id = gcp_conn_id
+        self.azure_conn_id = azure_conn_id
         self.poke_interval = poke_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -69,6 +72,7 @@ class CarbonBudgetTrigger(BaseTrigger):
                 "store": self.store,
                 "aws_conn_id": self.aws_conn_id,
                 "gcp_conn_id": self.gcp_conn_id,
+                "azure_conn_id": self.azure_conn_id,
                 "poke_interval": self.poke_interval,
             },
         )
@@ -80,7 +84,10 @@ class CarbonBudgetTrigger(BaseTrigger):
         try:
             budget = Budget(**self.budget)
             hook = CarbonStoreHook(
-                self.store, aws_conn_id=self.aws_conn_id, gcp_conn_id=self.gcp_conn_id
+                self.store,
+                aws_conn_id=self.aws_conn_id,
+                gcp_conn_id=self.gcp_conn_id,
+                azure_conn_id=self.azure_conn_id,
             )
             store = await hook.aget_store()
             while True:

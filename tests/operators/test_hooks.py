@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from carbonpipe.operators.hooks import CarbonStoreHook, gcs_options, s3_options, store_scheme
+from carbonpipe.operators.hooks import (
+    CarbonStoreHook,
+    azure_options,
+    gcs_options,
+    s3_options,
+    store_scheme,
+)
 from tests.operators.conftest import task_states, xcom_value
 
 
@@ -27,6 +33,8 @@ def _conn(conn_type: str, **fields: Any) -> Any:
         pytest.param("s3://b/p", "s3", id="s3"),
         pytest.param("gs://b", "gs", id="gs"),
         pytest.param("gcs://b", "gs", id="gcs"),
+        pytest.param("az://c/p", "az", id="az"),
+        pytest.param("azure://c", "az", id="azure"),
         pytest.param("/data/carbon", "", id="folder"),
     ],
 )
@@ -61,6 +69,50 @@ def test_gcs_options_read_project_and_emulator_endpoint() -> None:
         "google_cloud_platform", extra={"project": "acme", "endpoint_url": "http://127.0.0.1:4443"}
     )
     assert gcs_options(conn) == {"project": "acme", "endpoint_url": "http://127.0.0.1:4443"}
+
+
+def test_azure_options_read_a_wasb_connection_like_the_azure_provider() -> None:
+    text = "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=a2V5;EndpointSuffix=core.windows.net"
+    assert azure_options(_conn("wasb", extra={"connection_string": text})) == {
+        "connection_string": text
+    }
+    legacy = _conn("wasb", extra={"extra__wasb__connection_string": text})
+    assert azure_options(legacy) == {"connection_string": text}
+    assert azure_options(_conn("wasb", login="acme", password="a2V5")) == {
+        "account_name": "acme",
+        "account_key": "a2V5",
+    }
+    by_host = _conn("wasb", host="https://acme.blob.core.chinacloudapi.cn", password="a2V5")
+    assert azure_options(by_host) == {
+        "endpoint_url": "https://acme.blob.core.chinacloudapi.cn",
+        "account_name": "acme",
+        "account_key": "a2V5",
+    }
+    sas = _conn("wasb", login="acme", extra={"sas_token": "sv=2024&sig=c2ln"})
+    assert azure_options(sas) == {"account_name": "acme", "sas_token": "sv=2024&sig=c2ln"}
+    sas_url = _conn("wasb", extra={"sas_token": "https://acme.blob.core.windows.net/?sv=1&sig=x"})
+    assert azure_options(sas_url) == {
+        "endpoint_url": "https://acme.blob.core.windows.net",
+        "sas_token": "sv=1&sig=x",
+    }
+    assert azure_options(_conn("wasb", login="acme")) == {"account_name": "acme"}
+
+
+def test_azure_options_build_identity_credentials_without_any_request() -> None:
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+    principal = _conn(
+        "wasb",
+        host="https://acme.blob.core.windows.net",
+        login="client-id",
+        password="client-secret",
+        extra={"tenant_id": "tenant"},
+    )
+    options = azure_options(principal)
+    assert isinstance(options.pop("credential"), ClientSecretCredential)
+    assert options == {"endpoint_url": "https://acme.blob.core.windows.net", "account_name": "acme"}
+    identity = _conn("wasb", login="acme", extra={"managed_identity_client_id": "mi"})
+    assert isinstance(azure_options(identity)["credential"], DefaultAzureCredential)
 
 
 def test_local_store_needs_no_connection(tmp_path: Any) -> None:
@@ -112,3 +164,43 @@ def test_records_reach_s3_through_an_airflow_connection(
     assert keys == [
         f"prod/records/v2/date={keys[0].split('date=')[1][:10]}/pipeline_key=cp_s3/{record_id}.json"
     ]
+
+
+def test_records_reach_azure_through_a_wasb_connection(
+    run_dag: Callable[..., Any],
+    azure_store: Any,
+    azure_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.azurite import AZURITE_ACCOUNT, AZURITE_KEY
+
+    checker = azure_store.client  # built before the account leaves the environment
+    # Only the connection knows the account: no AZURE_* variable is left for the SDK's chain.
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    connection = {
+        "conn_type": "wasb",
+        "host": azure_endpoint,
+        "login": AZURITE_ACCOUNT,
+        "password": AZURITE_KEY,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CARBON_AZURE", json.dumps(connection))
+    container = azure_store.container
+
+    dr = run_dag(
+        f"""
+        from datetime import datetime, timezone
+        from airflow.sdk import DAG, task
+
+        with DAG("cp_az", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), schedule=None) as dag:
+            @task.carbon_tracked(store="az://{container}/prod", azure_conn_id="carbon_azure", country_iso_code="NLD")
+            def train():
+                return "ok"
+
+            train()
+        """,
+        "cp_az",
+    )
+    assert task_states(dr) == {"train": "success"}
+    names = [b.name for b in checker.list_blobs(name_starts_with="prod/records/")]
+    record_id = xcom_value(dr, "train", key="carbon_metrics")["record_id"]
+    assert len(names) == 1 and names[0].endswith(f"/pipeline_key=cp_az/{record_id}.json")

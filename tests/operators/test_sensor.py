@@ -64,6 +64,7 @@ def _trigger(store: Path, **overrides: Any) -> Any:
         "store": str(store),
         "aws_conn_id": None,
         "gcp_conn_id": None,
+        "azure_conn_id": None,
         "poke_interval": 0.05,
     }
     return CarbonBudgetTrigger(**{**kwargs, **overrides})
@@ -92,6 +93,7 @@ def test_trigger_serialises_every_argument_and_rebuilds_from_them(tmp_path: Path
         "store": str(tmp_path),
         "aws_conn_id": "carbon_s3",
         "gcp_conn_id": None,
+        "azure_conn_id": None,
         "poke_interval": 0.05,
     }
     assert import_string(classpath)(**kwargs).serialize() == (classpath, kwargs)
