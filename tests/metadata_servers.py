@@ -85,6 +85,7 @@ class MetadataServer:
         self.azure_json = False
         self.flavor_header = True
         self.instance_type: str | None = INSTANCE_TYPES[flavor]
+        self.instance_type_delay_s = 0.0  # holds back the instance type's answer only
         self.requests: list[SeenRequest] = []
         self.tokens: set[str] = set()
         self._lock = threading.Lock()
@@ -134,6 +135,7 @@ class MetadataServer:
         self.azure_json = False
         self.flavor_header = True
         self.instance_type = INSTANCE_TYPES[self.flavor]
+        self.instance_type_delay_s = 0.0
         self.region = {"gcp": GCP_ZONE, "aws": AWS_REGION, "azure": AZURE_REGION}[self.flavor]
 
     def wait_released(self, conn: socket.socket) -> None:
@@ -240,6 +242,7 @@ def _handler_for(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
                 urlsplit(self.path).path == "/computeMetadata/v1/instance/machine-type"
                 and server.instance_type
             ):
+                time.sleep(server.instance_type_delay_s)
                 body = f"projects/123456789012/machineTypes/{server.instance_type}".encode()
                 self._send(200, body, "application/text", extra=extra)
             elif urlsplit(self.path).path != "/computeMetadata/v1/instance/zone":
@@ -269,6 +272,7 @@ def _handler_for(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
             elif path == "/latest/meta-data/placement/region":
                 self._send(200, server.region.encode())
             elif path == "/latest/meta-data/instance-type" and server.instance_type:
+                time.sleep(server.instance_type_delay_s)
                 self._send(200, server.instance_type.encode())
             elif path == "/latest/meta-data/placement/availability-zone":
                 self._send(200, f"{server.region}a".encode())
@@ -288,6 +292,7 @@ def _handler_for(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._send(200, server.region.encode(), "text/plain; charset=utf-8")
             elif parts.path == "/metadata/instance/compute/vmSize" and server.instance_type:
+                time.sleep(server.instance_type_delay_s)
                 self._send(200, server.instance_type.encode(), "text/plain; charset=utf-8")
             elif parts.path == "/metadata/instance/compute":
                 compute = {"location": server.region, "zone": "1", "vmSize": server.instance_type}

@@ -139,3 +139,23 @@ def test_the_type_is_cached_with_the_region(cloud_metadata: CloudMetadata) -> No
 
     assert again.instance_type == "Standard_D4s_v3"
     assert cloud_metadata.azure.count == 2
+
+
+@pytest.mark.parametrize("provider", ["gcp", "aws", "azure"])
+def test_a_late_type_leaves_the_region_within_the_same_deadline(
+    cloud_metadata: CloudMetadata, provider: str
+) -> None:
+    import time
+
+    cloud_metadata.write_dmi(DMI_FOR[provider])
+    server = cloud_metadata.servers[provider]
+    server.instance_type_delay_s = 5.0  # the region comes back, the type never in time
+
+    started = time.perf_counter()
+    found = detect(deadline_s=0.5, use_cache=False)
+
+    assert time.perf_counter() - started < 0.5 + 0.5  # one deadline for both, plus slack
+    assert found.detected_by == "metadata" and found.region
+    assert found.instance_type is None or found.instance_type_by == "dmi"
+    assert f"{provider}: instance type: no answer in time" in found.notes
+    server.reset()  # frees the held handler
