@@ -1,4 +1,4 @@
-"""Charges per second into the budget ledger with 32 concurrent writers, against moto's S3.
+"""Charges per second into the budget ledger with 32 concurrent writers, on moto's S3 and Azurite.
 
 Three ways to keep one budget's total, each driven by the same writer threads:
 
@@ -11,10 +11,12 @@ Three ways to keep one budget's total, each driven by the same writer threads:
 
 moto checks ``If-None-Match``/``If-Match`` and then writes without a lock, so, like the test
 suite, the script serialises moto's requests to give it S3's atomic conditional writes.
+Azurite (Microsoft's Azure Storage emulator, installed by ``make test`` or ``make bench`` into
+``.venv/azurite``) runs in memory; the Azure column is skipped with a note when it is missing.
 
 Writers are threads spread over spawned processes (pods), so that the clients' CPU does not share
 a GIL with the server's. Run: ``python bench/bench_ledger.py [--writers 32] [--processes 4]
-[--charges 1600] [--updates 640]``.
+[--charges 1600] [--updates 640] [--backends s3,azure]``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ import logging
 import multiprocessing
 import os
 import random
+import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -42,7 +49,15 @@ from carbonpipe.budgets.charges import record_scopes  # noqa: E402
 from carbonpipe.budgets.ledger import BudgetLedger
 from carbonpipe.errors import PreconditionFailed  # noqa: E402
 from carbonpipe.record import Record  # noqa: E402
+from carbonpipe.stores.base import Store  # noqa: E402
 from carbonpipe.stores.s3 import S3Store  # noqa: E402
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, documented by Microsoft).
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+LABELS = {"s3": "moto S3", "azure": "Azurite"}
 
 
 @dataclass(frozen=True)
@@ -95,9 +110,56 @@ def _start_moto() -> tuple[Any, str]:
     return server, f"http://{host}:{port}"
 
 
-def _bucket(endpoint: str, name: str) -> S3Store:
-    store = S3Store(name, "carbon", endpoint_url=endpoint)
-    store.client.create_bucket(Bucket=name)
+def _azurite_binary() -> str | None:
+    here = Path(__file__).resolve().parents[1] / ".venv/azurite/node_modules/.bin/azurite-blob"
+    for candidate in (os.environ.get("CARBONPIPE_AZURITE", ""), str(here)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("azurite-blob")
+
+
+def _start_azurite() -> tuple[Any, str]:
+    """Azurite's blob service in memory on a free loopback port; (process, account URL)."""
+    binary = _azurite_binary()
+    if binary is None:
+        raise FileNotFoundError("azurite-blob (run `make azurite`)")
+    log = Path(tempfile.mkdtemp(prefix="bench-azurite-")) / "out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", "0"]
+            + ["--skipApiVersionCheck", "--loose", "--silent"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 60
+    while not (found := re.search(r"listens on (http://\S+)", log.read_text())):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"Azurite did not start: {log.read_text()[-500:]}")
+        time.sleep(0.05)
+    endpoint = f"{found.group(1).rstrip('/')}/{AZURITE_ACCOUNT}"
+    # Every writer process (spawned, so it inherits the environment) finds the account here.
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+    )
+    return proc, endpoint
+
+
+def _open(backend: str, endpoint: str, name: str) -> Store:
+    if backend == "azure":
+        from carbonpipe.stores.azure import AzureBlobStore
+
+        return AzureBlobStore(name, "carbon", endpoint_url=endpoint)
+    return S3Store(name, "carbon", endpoint_url=endpoint)
+
+
+def _bucket(backend: str, endpoint: str, name: str) -> Store:
+    store = _open(backend, endpoint, name)
+    if backend == "azure":
+        store.client.create_container()  # type: ignore[attr-defined]
+    else:
+        store.client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
     return store
 
 
@@ -121,6 +183,7 @@ def _in_threads(threads: int, work: Callable[[int], None], first: int = 0) -> No
 
 
 def _writer_process(
+    backend: str,
     variant: str,
     endpoint: str,
     bucket: str,
@@ -130,15 +193,17 @@ def _writer_process(
     barrier: Any,
     out: Any,
 ) -> None:
-    """One pod: its own S3 client and ``threads`` writers, started at the parent's signal."""
-    store = S3Store(bucket, "carbon", endpoint_url=endpoint)
+    """One pod: its own store client and ``threads`` writers, started at the parent's signal."""
+    store = _open(backend, endpoint, bucket)
     work, retries = _WORK[variant](store, args)
     barrier.wait()
     _in_threads(threads, work, first)
     out.put(sum(retries))
 
 
-def _run_writers(variant: str, endpoint: str, bucket: str, args: Any) -> tuple[float, int]:
+def _run_writers(
+    backend: str, variant: str, endpoint: str, bucket: str, args: Any
+) -> tuple[float, int]:
     """Run ``args.writers`` writers spread over ``args.processes`` processes; return (s, retries)."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(args.processes + 1)
@@ -147,7 +212,7 @@ def _run_writers(variant: str, endpoint: str, bucket: str, args: Any) -> tuple[f
     procs = [
         ctx.Process(
             target=_writer_process,
-            args=(variant, endpoint, bucket, p * per, per, args, barrier, out),
+            args=(backend, variant, endpoint, bucket, p * per, per, args, barrier, out),
         )
         for p in range(args.processes)
     ]
@@ -194,7 +259,7 @@ def _amount_ug(i: int) -> int:
     return 1_000 + 37 * i
 
 
-def _ledger_work(store: S3Store, args: Any) -> tuple[Callable[[int], None], list[int]]:
+def _ledger_work(store: Store, args: Any) -> tuple[Callable[[int], None], list[int]]:
     ledger = BudgetLedger(store)
 
     def work(w: int) -> None:
@@ -207,7 +272,7 @@ def _ledger_work(store: S3Store, args: Any) -> tuple[Callable[[int], None], list
 _DOC_KEY = "budgets/pipeline=train/single.json"
 
 
-def _naive_work(store: S3Store, args: Any) -> tuple[Callable[[int], None], list[int]]:
+def _naive_work(store: Store, args: Any) -> tuple[Callable[[int], None], list[int]]:
     def work(w: int) -> None:
         for _ in range(args.updates // args.writers):
             doc = json.loads(store.get(_DOC_KEY).data)
@@ -218,7 +283,7 @@ def _naive_work(store: S3Store, args: Any) -> tuple[Callable[[int], None], list[
     return work, [0]
 
 
-def _cas_work(store: S3Store, args: Any) -> tuple[Callable[[int], None], list[int]]:
+def _cas_work(store: Store, args: Any) -> tuple[Callable[[int], None], list[int]]:
     retries = [0] * args.writers
 
     def work(w: int) -> None:
@@ -240,17 +305,17 @@ def _cas_work(store: S3Store, args: Any) -> tuple[Callable[[int], None], list[in
     return work, retries
 
 
-_WORK: dict[str, Callable[[S3Store, Any], tuple[Callable[[int], None], list[int]]]] = {
+_WORK: dict[str, Callable[[Store, Any], tuple[Callable[[int], None], list[int]]]] = {
     "ledger": _ledger_work,
     "naive": _naive_work,
     "cas": _cas_work,
 }
 
 
-def bench_ledger(endpoint: str, args: Any) -> Result:
+def bench_ledger(backend: str, endpoint: str, args: Any) -> Result:
     """Charge ``args.charges`` records; verify the total from a listing."""
-    store = _bucket(endpoint, "bench-ledger")
-    elapsed, _ = _run_writers("ledger", endpoint, "bench-ledger", args)
+    store = _bucket(backend, endpoint, "bench-ledger")
+    elapsed, _ = _run_writers(backend, "ledger", endpoint, "bench-ledger", args)
     budget = Budget(scope="pipeline:train", period="total", limit_kg_co2e=1.0)
     t0 = time.perf_counter()
     status = BudgetLedger(store).status(budget)
@@ -270,12 +335,12 @@ def bench_ledger(endpoint: str, args: Any) -> Result:
     )
 
 
-def bench_single_document(endpoint: str, args: Any, variant: str) -> Result:
+def bench_single_document(backend: str, endpoint: str, args: Any, variant: str) -> Result:
     """Update one JSON document from every writer, unconditionally or by compare-and-swap."""
     bucket = f"bench-{variant}"
-    store = _bucket(endpoint, bucket)
+    store = _bucket(backend, endpoint, bucket)
     store.put_if_absent(_DOC_KEY, json.dumps({"used_ug": 0, "charges": 0}).encode())
-    elapsed, retries = _run_writers(variant, endpoint, bucket, args)
+    elapsed, retries = _run_writers(backend, variant, endpoint, bucket, args)
     attempted = (args.updates // args.writers) * args.writers
     counted = json.loads(store.get(_DOC_KEY).data)["charges"]
     if variant == "naive":
@@ -301,39 +366,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=4, help="writer processes (pods)")
     parser.add_argument("--team", default="ml", help="team of the records ('' for none)")
     parser.add_argument("--skip-cas", action="store_true", help="leave out the CAS variant")
+    parser.add_argument("--backends", default="s3,azure", help="s3, azure or both (s3,azure)")
     args = parser.parse_args(argv)
 
-    server, endpoint = _start_moto()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not set(backends) <= set(LABELS):
+        parser.error(f"--backends takes {', '.join(LABELS)}, got {args.backends!r}")
+    table: dict[str, list[Result]] = {}
+    for backend in backends:
+        try:
+            table[backend] = _bench_backend(backend, args)
+        except FileNotFoundError as exc:
+            print(f"{LABELS[backend]}: skipped, {exc} not found")
+    print(
+        f"{args.writers} writers = {args.processes} processes x "
+        f"{args.writers // args.processes} threads; {os.cpu_count()} CPUs"
+    )
+    lost = 0
+    for backend, results in table.items():
+        print(f"\n== {LABELS[backend]}")
+        print(
+            f"{'variant':28} {'writers':>7} {'updates':>8} {'per s':>8} {'counted':>8} "
+            f"{'lost':>6} {'HTTP req/s':>10}"
+        )
+        for r in results:
+            print(
+                f"{r.name:28} {r.writers:7d} {r.attempted:8d} {r.per_s:8.1f} {r.counted:8d} "
+                f"{r.lost:6d} {r.requests_per_s:10.0f}"
+            )
+            if r.extra:
+                print(f"{'':28} {r.extra}")
+        lost += results[0].lost
+    if len(table) > 1:
+        print(f"\n{'updates per second (lost)':28}" + "".join(f"{LABELS[b]:>18}" for b in table))
+        for i, name in enumerate(r.name for r in next(iter(table.values()))):
+            cells = "".join(f"{f'{rs[i].per_s:.1f} ({rs[i].lost})':>18}" for rs in table.values())
+            print(f"{name:28}{cells}")
+    for backend, results in table.items():
+        ok = results[0].lost == 0 and results[0].per_s >= 100
+        print(
+            f"goal on {LABELS[backend]} (ledger >= 100 charges/s, 0 lost): "
+            f"{'met' if ok else 'NOT met'}"
+        )
+    return 0 if lost == 0 else 1
+
+
+def _bench_backend(backend: str, args: Any) -> list[Result]:
+    """The three variants on one backend's server (started and stopped here)."""
+    if backend == "azure":
+        proc, endpoint = _start_azurite()
+        stop = proc.kill
+    else:
+        server, endpoint = _start_moto()
+        stop = server.stop
     try:
         results = [
-            bench_ledger(endpoint, args),
-            bench_single_document(endpoint, args, "naive"),
+            bench_ledger(backend, endpoint, args),
+            bench_single_document(backend, endpoint, args, "naive"),
         ]
         if not args.skip_cas:
-            results.append(bench_single_document(endpoint, args, "cas"))
+            results.append(bench_single_document(backend, endpoint, args, "cas"))
     finally:
-        server.stop()
-
-    print(
-        f"moto S3 server on {endpoint} (requests serialised); {args.writers} writers = "
-        f"{args.processes} processes x {args.writers // args.processes} threads; "
-        f"{os.cpu_count()} CPUs"
-    )
-    print(
-        f"{'variant':28} {'writers':>7} {'updates':>8} {'per s':>8} {'counted':>8} {'lost':>6} "
-        f"{'HTTP req/s':>10}"
-    )
-    for r in results:
-        print(
-            f"{r.name:28} {r.writers:7d} {r.attempted:8d} {r.per_s:8.1f} {r.counted:8d} "
-            f"{r.lost:6d} {r.requests_per_s:10.0f}"
-        )
-        if r.extra:
-            print(f"{'':28} {r.extra}")
-    ledger = results[0]
-    ok = ledger.lost == 0 and ledger.per_s >= 100
-    print(f"goal (ledger >= 100 charges/s, 0 lost): {'met' if ok else 'NOT met'}")
-    return 0 if ledger.lost == 0 else 1
+        stop()
+    return results
 
 
 if __name__ == "__main__":
