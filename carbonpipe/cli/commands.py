@@ -64,7 +64,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         "detected_by": loc.detected_by,
         "intensity_source": intensity.to_source_dict(),
         "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "instance_type": loc.instance_type,
+        "instance_type_by": loc.instance_type_by,
     }
+    data["pue"], data["pue_source"] = settings.pue_for(loc.provider, loc.region)
     if loc.notes:
         data["notes"] = list(loc.notes)
     src = intensity.to_source_dict()
@@ -75,6 +78,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
             f"country:    {loc.country_iso or '-'}",
             f"intensity:  {intensity.intensity_g_per_kwh:g} g CO2e/kWh "
             f"({src['kind']}: {src['name']}, {src['vintage']})",
+            f"instance:   {loc.instance_type or '-'}   ({loc.instance_type_by or 'unknown'})",
+            f"pue:        {data['pue']:g}   ({data['pue_source']['kind']})",
             f"elapsed:    {data['elapsed_ms']} ms",
         ]
         + [f"note:       {n}" for n in loc.notes]
