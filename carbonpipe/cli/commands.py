@@ -123,7 +123,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     chosen = _status_budgets(args, s.budgets, store)
     budgets = [c.budget for c in chosen]
     ledger = BudgetLedger(store)
-    statuses = [ledger.status(b) for b in budgets]
+    statuses = [ledger.status(b.on_book()) for b in budgets]  # a total budget: its total book
     data = [st.to_dict() for st in statuses]
     lines = []
     for b, st in zip(budgets, statuses, strict=True):

@@ -405,7 +405,7 @@ def _budgets(agg: Aggregate, config: EsgConfig, store: Store | None) -> list[dic
             end = min(w.end or agg.period.end_exclusive, agg.period.end_exclusive)
             as_of = end - timedelta(microseconds=1)
             ledger = BudgetLedger(store, budgets=[budget], clock=_fixed_clock(as_of))
-            st = ledger.status(budget)
+            st = ledger.status(budget.on_book())  # a total-basis budget reads its total book
             limit = st.limit_kg or budget.limit_kg_co2e
             out.append(
                 {

@@ -86,13 +86,13 @@ def run_budget_gate(
         pipeline_name = settings.pipeline
     step_name = _given(step) or "step"
     ledger = BudgetLedger(settings.open_store())  # every call bounded by store_timeout_s
-    gate = BudgetGate(ledger, budget)
+    gate = BudgetGate(ledger, budget.on_book())  # a total-basis budget: the total book
     estimate = None if estimate_kg_co2e is None or estimate_kg_co2e < 0 else float(estimate_kg_co2e)
     decision = gate.check(pipeline_name, step_name, estimate_kg=estimate)
     status = None
     if not decision.unavailable:
         try:
-            status = ledger.status(budget)
+            status = ledger.status(budget.on_book())
         except Exception as exc:  # the decision stands; only the figures for the UI are missing
             print(f"carbonpipe: budget status unavailable: {exc}", file=sys.stderr)
     verdict = "run" if decision.allowed else "skip"
