@@ -65,7 +65,7 @@ def generate(root: Path, n: int, seed: int = 7, *, write: bool = True) -> dict[s
     """Write ``n`` record files; return the exact integer totals the aggregate must reproduce."""
     from datetime import date, timedelta
 
-    from carbonpipe.record import make_record_id, record_key
+    from carbonpipe.record import Record, make_record_id, record_key
     from carbonpipe.units import kg_to_ng, kwh_to_nwh
 
     rng = random.Random(seed)
@@ -113,7 +113,7 @@ def generate(root: Path, n: int, seed: int = 7, *, write: bool = True) -> dict[s
                         }
                     )
                 rec = {
-                    "schema": "carbonpipe.record/1",
+                    "schema": "carbonpipe.record/2",
                     "record_id": rid,
                     "project": "bench",
                     "experiment": "",
@@ -161,9 +161,8 @@ def generate(root: Path, n: int, seed: int = 7, *, write: bool = True) -> dict[s
                     path.parent.mkdir(parents=True, exist_ok=True)
                     made_dirs.add(path.parent)
                 if write:
-                    path.write_bytes(
-                        json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
-                    )
+                    # Through Record: every field of record/2, typed, as the tracker writes it.
+                    path.write_bytes(Record.from_dict(rec).to_json())
                 totals["records"] += 1
                 totals["emissions_ng"] += kg_to_ng(emissions)
                 totals["total_nwh"] += kwh_to_nwh(local + remote)

@@ -163,8 +163,9 @@ def test_nightly_job_is_exact_and_writes_one_part(s3_store: Store, s3_endpoint: 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the report's SCI section (carbonpipe/esg/sci.py records_of) lists and GETs every "
-    "JSON record of the period again: the compacted parts carry no functional units",
+    reason="report sections that list and GET every JSON record of the period again, through "
+    "carbonpipe.report.read_records: SCI (carbonpipe/esg/sci.py records_of: the parts carry no "
+    "functional units) and load shifting (carbonpipe/esg/shifting.py shifted_records)",
 )
 @pytest.mark.timeout(600)
 def test_nightly_job_reads_each_new_record_once(s3_store: Store, s3_endpoint: str) -> None:
