@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 from carbonpipe.errors import ConfigError
+
+TYPE_CHECKING = False  # not typing's: `carbonpipe run` reads its options before importing it
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The longest unit name a record takes.
 MAX_UNIT_NAME = 64

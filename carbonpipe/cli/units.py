@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any
 
 from carbonpipe.errors import ConfigError
 from carbonpipe.functional_unit import UNITS_FILE_ENV, check_name, parse_units_text, units
 
+TYPE_CHECKING = False  # not typing's: `carbonpipe run` starts the command before importing it
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from carbonpipe.step import _Step
 
