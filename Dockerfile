@@ -22,7 +22,7 @@ COPY pipelines/ pipelines/
 # components), s3 and gcs (remote stores), esg (pyarrow and matplotlib for esg_aggregate).
 # tests/test_image.py installs exactly this line into a fresh venv and runs each component.
 RUN python -m venv /opt/carbonpipe \
-    && /opt/carbonpipe/bin/pip install ".[kfp,s3,gcs,esg]" \
+    && /opt/carbonpipe/bin/pip install ".[kfp,s3,gcs,azure,esg]" \
     && /opt/carbonpipe/bin/python -m compileall -q -j 0 /opt/carbonpipe/lib
 
 FROM ${PYTHON_IMAGE}

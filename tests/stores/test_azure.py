@@ -267,3 +267,13 @@ def test_importing_the_azure_store_does_not_import_the_sdk() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_the_image_can_write_to_every_object_store() -> None:
+    import re
+
+    from tests.test_image import DOCKERFILE, pip_install_args
+
+    [spec] = pip_install_args(DOCKERFILE.read_text())
+    found = re.fullmatch(r"\.\[([\w,]+)\]", spec)
+    assert found is not None and {"s3", "gcs", "azure"} <= set(found.group(1).split(","))
