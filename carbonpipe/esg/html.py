@@ -263,6 +263,9 @@ def report_html(report: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     from carbonpipe.esg.sci import sci_html
 
     parts.append(sci_html(report.get("sci") or []))
+    from carbonpipe.esg.shifting import shifting_html
+
+    parts.append(shifting_html(report.get("time_shifting") or {}))
     ghg = report["ghg_scope"]
     parts.append("<h2>GHG Protocol scope</h2>")
     parts.append(

@@ -29,6 +29,7 @@ from carbonpipe.esg.aggregation import (
 from carbonpipe.esg.config import CLOUD_PROVIDERS, SCOPES, EsgConfig, MarketFactor, statements
 from carbonpipe.esg.period import Period
 from carbonpipe.esg.revisions import revisions_block
+from carbonpipe.esg.shifting import report_section
 
 log = logging.getLogger(__name__)
 REPORT_SCHEMA = "carbonpipe.esg_report/1"
@@ -132,6 +133,7 @@ def build_report(
         "recommendations": _recommendations(agg, total, impact, regressions),
         "regressions": regressions,
         "sci": _sci(agg, store),
+        "time_shifting": report_section(store, agg.period, agg.pipeline),
         "methodology": {
             **doc["methodology"],
             "emission_factors_in_use": sorted(
