@@ -7,7 +7,7 @@ configured default location under ``location:``.
 
 Example ``carbon.yaml``::
 
-    store: s3://acme-carbon/prod          # or gs://..., or a folder
+    store: s3://acme-carbon/prod          # or gs://..., az://..., or a folder
     store_timeout_s: 5                    # the most one store call may take (s)
     project: recsys
     team: ranking
@@ -370,7 +370,7 @@ def _parse(name: str, value: Any, origin: str) -> Any:
             return os.fspath(value)
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(
-                f"{where} must be a folder path, s3:// or gs:// URI, got {_shown(value)}"
+                f"{where} must be a folder path, s3://, gs:// or az:// URI, got {_shown(value)}"
             )
         return value.strip()
     if not isinstance(value, str):

@@ -1,7 +1,7 @@
-"""Where records, ledger entries, baselines and reports live: one interface, three backends.
+"""Where records, ledger entries, baselines and reports live: one interface, four backends.
 
-``base`` (the :class:`Store` interface and its per-method contracts), ``local``, ``s3``, ``gcs``
-(the backends), ``memory`` (an in-memory store for tests of other packages), ``uri`` (parse a
+``base`` (the :class:`Store` interface and its per-method contracts), ``local``, ``s3``, ``gcs``,
+``azure`` (the backends), ``memory`` (an in-memory store for tests of other packages), ``uri`` (parse a
 store URI with no import), ``opener`` (:func:`open_store`, a scheme table), ``spool`` (what a
 store could not take waits on disk for replay), ``quarantine`` (what a store will never take,
 kept with the reason), ``background`` (replay off the step's path), ``redact`` (secrets out of
@@ -9,8 +9,8 @@ errors and envelopes), ``deadline`` (every object-store call ends within ``store
 ``breaker`` (after one timeout a step stops waiting on that store), ``open_steps`` (a running
 step's entry beside the spool, so a killed step still gets its record).
 
-May import: ``errors`` and the standard library; boto3 and google-cloud-storage only inside the
-backend that needs them.
+May import: ``errors`` and the standard library; boto3, google-cloud-storage and
+azure-storage-blob only inside the backend that needs them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from carbonpipe._lazy import lazy_exports
 TYPE_CHECKING = False
 
 _EXPORTS: dict[str, str] = {
+    "AzureBlobStore": "carbonpipe.stores.azure",
     "Store": "carbonpipe.stores.base",
     "StoredObject": "carbonpipe.stores.base",
     "BreakerStore": "carbonpipe.stores.breaker",
@@ -39,6 +40,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AzureBlobStore",
     "BreakerStore",
     "DEFAULT_STORE",
     "GCSStore",
@@ -60,6 +62,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 if TYPE_CHECKING:
+    from carbonpipe.stores.azure import AzureBlobStore
     from carbonpipe.stores.base import Store, StoredObject, check_key
     from carbonpipe.stores.breaker import BreakerStore
     from carbonpipe.stores.gcs import GCSStore

@@ -1,13 +1,14 @@
-"""Where records, ledger entries, baselines and reports live: one interface, three backends.
+"""Where records, ledger entries, baselines and reports live: one interface, four backends.
 
 A store is addressed by a URI: a local folder (the default ``./carbon-artifacts``),
-``s3://bucket/prefix`` or ``gs://bucket/prefix``. Every backend offers the same small set of
-operations, and every write that must not clobber is conditional:
+``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``az://container/prefix``. Every backend
+offers the same small set of operations, and every write that must not clobber is conditional:
 
-* ``put_if_absent``  create-only (local ``link()`` of a temp file, S3 ``If-None-Match: *``,
-  GCS ``if_generation_match=0``); raises :class:`PreconditionFailed` if the key exists.
+* ``put_if_absent``  create-only (local ``link()`` of a temp file, S3 and Azure
+  ``If-None-Match: *``, GCS ``if_generation_match=0``); raises :class:`PreconditionFailed` if
+  the key exists.
 * ``replace``        compare-and-swap on the version read by ``get`` (local lock + version,
-  S3 ``If-Match`` on the ETag, GCS ``if_generation_match``).
+  S3 and Azure ``If-Match`` on the ETag, GCS ``if_generation_match``).
 * ``get`` / ``list`` / ``delete`` / ``put_artifact`` (overwriting, for reports and plots).
 
 Keys are ``/``-separated paths relative to the store's root.
