@@ -101,6 +101,7 @@ def open_entry(tracker: CarbonTracker, handle: _Step, meter: Meter | None) -> Op
             "sidecar": None if sidecar is None else process_identity(sidecar),
             **_store_reference(tracker),
             "pue": s.pue,
+            "pue_user": "pue" in s.sources,  # else the place's published PUE, when priced
             "tracking_mode": s.tracking_mode,
             "measure_power_secs": s.measure_power_secs,
             "run_scope": budget is not None and budget.scope.startswith("run:"),
@@ -336,13 +337,19 @@ def lost_record(
     location, intensity, notes = _locate(entry)
     errors = [note, *([why] if why else []), *(str(e) for e in entry.get("errors") or ())]
     errors += [*notes, *m.errors]
+    from carbonpipe.hardware.pue import resolve_pue
+
+    # An entry of an older version has no pue_user: its pue stands, as it was written.
+    given = float(entry.get("pue", 1.0)) if entry.get("pue_user", True) else None
+    pue, pue_source = resolve_pue(location["provider"], location["region"], given)
     record = build_record(
         identity,
         LOST,
         m,
         location=location,
         intensity=intensity,
-        pue=float(entry.get("pue", 1.0)),
+        pue=pue,
+        pue_source=pue_source,
         tracking_mode=str(entry.get("tracking_mode") or m.tracking_mode),
         errors=list(dict.fromkeys(errors)),
     )
