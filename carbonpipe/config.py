@@ -12,7 +12,9 @@ Example ``carbon.yaml``::
     project: recsys
     team: ranking
     tracking_mode: process                # machine | process | offline
-    pue: 1.1
+    pue: 1.1                              # default: the region's published PUE, 1.0 on premises
+    instance_type: n2-standard-8          # default: the metadata server's (embodied emissions)
+    embodied_lifetime_years: 4
     location: {provider: gcp, region: europe-west1}
     regression: warn                      # or fail: a step 1.2x above its baseline fails
     intensity: {source: electricitymaps, timeout_s: 5, zone: BE}  # table (default) | electricitymaps

@@ -93,7 +93,10 @@ class Budget:
     decides: ``refuse`` (the default) treats the step as over budget (``on_exceed`` applies);
     ``run`` lets it run ungated and says so in its record. A step's reservation is a lease
     that its process renews while it runs; ``lease_s`` is its length when the step has no
-    earlier run to size it from (:mod:`carbonpipe.budgets.lease`).
+    earlier run to size it from (:mod:`carbonpipe.budgets.lease`). ``basis`` says what it
+    counts: ``operational`` emissions (the default, ``emissions_kg_co2e``) or ``total``
+    (operational + embodied, ``total_kg_co2e``), kept on the scope's total book
+    (:meth:`on_book`), which trackers that know the budget charge.
     """
 
     scope: str
