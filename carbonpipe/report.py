@@ -115,6 +115,10 @@ class Summary:
     emissions_ng: int = 0
     duration_s: float = 0.0
     by_pipeline: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The records' embodied share (0 for records without one), and how many records ran off
+    #: the cloud with no configured PUE (priced at 1.0: no data-centre overhead counted).
+    embodied_ng: int = 0
+    on_premises_pue: int = 0
 
     @property
     def energy_kwh(self) -> float:
@@ -134,6 +138,8 @@ class Summary:
         self.energy_nwh += nwh
         self.emissions_ng += ng
         self.duration_s += r.duration_s
+        self.embodied_ng += kg_to_ng(r.embodied_kg_co2e or 0.0)
+        self.on_premises_pue += (r.pue_source or {}).get("kind") == "on_premises"
         p = self.by_pipeline.setdefault(
             r.pipeline, {"records": 0, "energy_nwh": 0, "emissions_ng": 0}
         )
@@ -154,6 +160,10 @@ class Summary:
             "emissions_ng": self.emissions_ng,
             "duration_s": self.duration_s,
             "by_pipeline": self.by_pipeline,
+            "embodied_kg_co2e": ng_to_kg(self.embodied_ng),
+            "embodied_ng": self.embodied_ng,
+            "total_kg_co2e": ng_to_kg(self.emissions_ng + self.embodied_ng),
+            "on_premises_pue_records": self.on_premises_pue,
         }
 
 

@@ -102,7 +102,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"records:    {summary.records} ({summary.failed} not succeeded)",
         f"energy:     {format_energy(summary.energy_kwh)}",
         f"emissions:  {format_mass(summary.emissions_kg_co2e)} CO2e",
+        f"embodied:   {format_mass(data['embodied_kg_co2e'])} CO2e "
+        f"(operational + embodied: {format_mass(data['total_kg_co2e'])})",
     ]
+    if summary.on_premises_pue:
+        lines.append(
+            f"note:       {summary.on_premises_pue} records ran off the cloud with no configured "
+            "pue: PUE 1.0, no data-centre overhead counted (set pue to count it)"
+        )
     for name, p in sorted(summary.by_pipeline.items()):
         lines.append(
             f"  {name}: {int(p['records'])} records, {format_energy(p['energy_kwh'])}, "

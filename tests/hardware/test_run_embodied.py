@@ -3,6 +3,7 @@ type: the record's embodied share with its source, the PUE of its region, and a 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -131,6 +132,20 @@ def test_off_the_cloud_the_default_model_and_pue_one(tmp_path: Path) -> None:
         "name": "on premises: 1.0 (no facility overhead counted; set pue to count it)",
         "vintage": None,
     }
+    # The report says so, and sums the embodied share beside the operational figure.
+    report = subprocess.run(
+        [*CLI, "report", "--store", str(tmp_path / "store")], capture_output=True, text=True
+    )
+    assert "1 records ran off the cloud with no configured pue: PUE 1.0" in report.stdout
+    assert "embodied:" in report.stdout
+    as_json = subprocess.run(
+        [*CLI, "report", "--store", str(tmp_path / "store"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    summary = json.loads(as_json.stdout)
+    assert summary["embodied_kg_co2e"] == pytest.approx(rec.embodied_kg_co2e)
+    assert summary["total_kg_co2e"] == pytest.approx(rec.total_kg_co2e)
 
 
 def test_a_total_budget_counts_the_embodied_share(tmp_path: Path) -> None:
