@@ -29,6 +29,7 @@ from carbonpipe.esg.aggregation import (
 from carbonpipe.esg.config import CLOUD_PROVIDERS, SCOPES, EsgConfig, MarketFactor, statements
 from carbonpipe.esg.period import Period
 from carbonpipe.esg.revisions import revisions_block
+from carbonpipe.esg.shifting import recommendations as time_shift_recommendations
 from carbonpipe.esg.shifting import report_section
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,9 @@ def build_report(
             ),
         },
     }
+    report["recommendations"] += time_shift_recommendations(
+        report["time_shifting"], report["pipeline_breakdown"], total_kg
+    )
     return report
 
 

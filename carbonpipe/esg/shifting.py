@@ -44,16 +44,17 @@ ADVICE_MIN_SAVING = 0.05
 ADVICE_LOOKBACK_DAYS = 30
 
 
-def shifted_records(store: Store, period: Period, pipeline: str | None) -> list[Record]:
-    """The period's records (of ``pipeline``) whose start was planned."""
+def period_records(store: Store, period: Period, pipeline: str | None) -> list[Record]:
+    """The period's records (of ``pipeline``)."""
     from carbonpipe.report import read_records, record_keys
 
     keys = record_keys(store, start=period.start, end=period.end, pipeline=pipeline)
-    return [
-        r
-        for r in read_records(store, keys)
-        if getattr(r, "scheduling", None) and (not pipeline or r.pipeline == pipeline)
-    ]
+    return [r for r in read_records(store, keys) if not pipeline or r.pipeline == pipeline]
+
+
+def shifted_records(store: Store, period: Period, pipeline: str | None) -> list[Record]:
+    """The period's records (of ``pipeline``) whose start was planned."""
+    return [r for r in period_records(store, period, pipeline) if r.scheduling]
 
 
 def _facility_kwh(rec: Record) -> float:
@@ -75,7 +76,9 @@ def shifting_section(
     """The section: totals, per pipeline, and the advice given (see the module docstring)."""
     pipelines: dict[str, dict[str, Any]] = {}
     for rec in records:
-        s = rec.scheduling or {}
+        if not rec.scheduling:
+            continue
+        s = rec.scheduling
         row = pipelines.setdefault(
             rec.pipeline,
             {
@@ -238,12 +241,12 @@ def report_section(store: Store | None, period: Period, pipeline: str | None) ->
     if store is None:
         return empty_section()
     try:
-        recs = shifted_records(store, period, pipeline)
+        recs = period_records(store, period, pipeline)
     except Exception as exc:
         logging.getLogger(__name__).warning("carbonpipe: time-shifting section empty: %s", exc)
         return empty_section()
     advice: list[dict[str, Any]] = []
-    if recs:
+    if any(_zone_of([r]) for r in recs):  # steps priced with a time series: advice may apply
         try:
             from carbonpipe.intensity.scheduling import configured_source
 
@@ -253,3 +256,31 @@ def report_section(store: Store | None, period: Period, pipeline: str | None) ->
         except Exception as exc:  # no advice without history: the figures stand
             logging.getLogger(__name__).info("carbonpipe: no time-shift advice: %s", exc)
     return shifting_section(recs, advice)
+
+
+def recommendations(
+    section: Mapping[str, Any], pipelines: list[dict[str, Any]], total_kg: float
+) -> list[dict[str, Any]]:
+    """The report's recommendations for the section's advice: each pipeline's period emissions
+    times the saving its history shows (an estimate, as its basis says)."""
+    from carbonpipe.esg.advice import _priority
+
+    emitted = {p["pipeline"]: float(p.get("emissions_kg_co2e") or 0.0) for p in pipelines}
+    out = []
+    for a in section.get("recommendations") or []:
+        kg = emitted.get(a["pipeline"], 0.0) * a["saving_percent"] / 100.0
+        out.append(
+            {
+                "category": "Time shift",
+                "priority": _priority(kg, total_kg),
+                "recommendation": a["message"][0].upper() + a["message"][1:],
+                "estimated_saving_kg_co2e": round(kg, 9),
+                "estimated_saving_percent": round(100.0 * kg / total_kg, 2) if total_kg else None,
+                "basis": (
+                    f"{a['days_of_history']} days of {a['zone']}'s measured hourly history: the mean "
+                    f"intensity of the pipeline's usual run started at {a['best_start_utc']} UTC "
+                    f"against {a['usual_start_utc']} UTC, applied to its emissions this period"
+                ),
+            }
+        )
+    return out

@@ -168,3 +168,26 @@ def test_a_shift_that_cost_co2_counts_negative_and_unshifted_plans_are_not_shift
     )
     assert section["hours_waited"] == pytest.approx(2.0)
     assert section["co2_avoided_kg_co2e"] == pytest.approx(1.0 * (CLEAN - DIRTY) / 1e6)
+
+
+def test_the_report_recommends_the_cleaner_hour_with_its_basis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    end = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    path = tmp_path / "history.csv"
+    _history(path, 30, end)
+    store = LocalStore(tmp_path / "store")
+    for d in range(1, 29):  # never shifted, priced with the zone's series, always at 14:00
+        rec = _record(f"2026-11-{d:02d}", 14)
+        store.put_if_absent(rec.key, rec.to_json())
+    monkeypatch.setenv("CARBONPIPE_INTENSITY_SOURCE", f"file:{path}")
+    report = esg_report.build_report(esg.aggregate(store, "2026-11"), store=store)
+    section = report["time_shifting"]
+    assert (section["steps_planned"], section["steps_shifted"]) == (0, 0)
+    [advice] = section["recommendations"]
+    assert advice["best_start_utc"] == "02:00" and advice["saving_percent"] == 80.0
+    [rec] = [r for r in report["recommendations"] if r["category"] == "Time shift"]
+    assert rec["recommendation"].startswith("Over the last 30 days, starting pipeline nightly")
+    assert rec["estimated_saving_kg_co2e"] == pytest.approx(28 * 0.5 * 0.8)
+    assert "measured hourly history" in rec["basis"]
+    assert_valid("esg_report", report)
