@@ -43,10 +43,15 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# A charge the store could not take within its deadline is spooled, never silently dropped: into
+# a spool of this run's own (the writer processes inherit it), so the user's stays untouched.
+os.environ["CARBONPIPE_SPOOL_DIR"] = tempfile.mkdtemp(prefix="bench-ledger-spool-")
+# The bench measures throughput on a shared machine, not deadlines: give each call a minute.
+STORE_TIMEOUT_S = 60
 
-from carbonpipe.budgets.budget import Budget
+from carbonpipe.budgets.budget import Budget  # noqa: E402
 from carbonpipe.budgets.charges import record_scopes  # noqa: E402
-from carbonpipe.budgets.ledger import BudgetLedger
+from carbonpipe.budgets.ledger import BudgetLedger  # noqa: E402
 from carbonpipe.errors import PreconditionFailed  # noqa: E402
 from carbonpipe.record import Record  # noqa: E402
 from carbonpipe.stores.base import Store  # noqa: E402
@@ -150,8 +155,8 @@ def _open(backend: str, endpoint: str, name: str) -> Store:
     if backend == "azure":
         from carbonpipe.stores.azure import AzureBlobStore
 
-        return AzureBlobStore(name, "carbon", endpoint_url=endpoint)
-    return S3Store(name, "carbon", endpoint_url=endpoint)
+        return AzureBlobStore(name, "carbon", endpoint_url=endpoint, timeout_s=STORE_TIMEOUT_S)
+    return S3Store(name, "carbon", endpoint_url=endpoint, timeout_s=STORE_TIMEOUT_S)
 
 
 def _bucket(backend: str, endpoint: str, name: str) -> Store:
