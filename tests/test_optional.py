@@ -96,6 +96,11 @@ def test_charts_without_matplotlib_name_the_esg_extra(monkeypatch: pytest.Monkey
         ),
         ("s3://bucket/prefix", "botocore", "s3:// stores need the s3 extra"),
         ("gs://bucket/prefix", "google.cloud.storage", "gs:// stores need the gcs extra"),
+        (
+            "az://container/prefix",
+            "azure.storage.blob",
+            "Azure Blob stores need the azure extra: pip install 'carbonpipe[azure]'",
+        ),
     ],
 )
 def test_remote_stores_without_their_sdk_name_the_extra(
