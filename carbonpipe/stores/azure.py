@@ -23,6 +23,7 @@ string ever appears in an error message, a log line or the spool. The SDK is imp
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -81,11 +82,19 @@ _DENIED_CODES = frozenset(
 _PRECONDITION_CODES = frozenset({"BlobAlreadyExists", "ConditionNotMet", "TargetConditionNotMet"})
 
 
+_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+
 def _import_blob() -> Any:
     """Import azure-storage-blob (seconds of imports that must not count against a deadline)."""
     with needs_extra("azure", "Azure Blob stores"):
         from azure.storage import blob
 
+    http_log = logging.getLogger(_HTTP_LOGGER)
+    if http_log.level == logging.NOTSET:
+        # The SDK logs every request and response at INFO; as the Azure Airflow provider does,
+        # keep that to warnings unless the application chose a level itself.
+        http_log.setLevel(logging.WARNING)
     return blob
 
 

@@ -251,6 +251,25 @@ def test_errors_and_logs_never_show_the_account_key(
     assert AZURITE_KEY not in RedactingFormatter().format(record)
 
 
+def test_the_sdk_logs_no_line_per_request_unless_asked(azure_store: Any) -> None:
+    code = (
+        "import logging\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from carbonpipe.stores.opener import open_store\n"
+        f"open_store({azure_store.uri!r}).put_if_absent('quiet.json', b'1')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Request URL" not in out.stderr and "Response status" not in out.stderr, out.stderr
+    assert azure_store.get("quiet.json").data == b"1"
+
+
 def test_importing_the_azure_store_does_not_import_the_sdk() -> None:
     code = (
         "import sys\n"
