@@ -178,7 +178,7 @@ def plan_start(
     best_start, best_mean = now, now_mean
     for start in _candidates(series, now, deadline, duration):
         mean, covered = window_mean(series, start, start + duration)
-        if covered < expected_duration_s * (1 - 1e-9):
+        if covered < duration.total_seconds() * (1 - 1e-9):  # (timedelta: whole microseconds)
             continue  # the forecast ends (or has a gap) within this run: no basis to wait
         if mean < best_mean - _TIE * max(abs(best_mean), 1.0):
             best_start, best_mean = start, mean

@@ -46,6 +46,15 @@ def test_a_window_ending_at_a_boundary_is_a_candidate() -> None:
     assert plan.intensity_planned == 100
 
 
+def test_a_duration_finer_than_a_microsecond_still_waits() -> None:
+    # A last run's duration (0.030831381998723373 s) is not a whole number of microseconds.
+    series = _series([400, 400, 50, 50], step_s=1.0)
+    plan = plan_start(
+        series, "FR", now=T0, expected_duration_s=0.030831381998723373, shift_within_s=3
+    )
+    assert plan.planned_start == T0 + timedelta(seconds=2) and plan.intensity_planned == 50
+
+
 def test_starts_now_when_now_is_cleanest_and_on_ties() -> None:
     flat = _series([200] * 10)
     plan = plan_start(flat, "FR", now=T0, expected_duration_s=3600, shift_within_s=6 * 3600)

@@ -187,3 +187,32 @@ def test_bad_durations_are_refused_before_anything_runs(
     )
     assert out.returncode == 2 and named in out.stderr, out.stderr
     assert not marker.exists()
+
+
+def test_the_expected_duration_defaults_to_the_steps_last_run_and_a_budget_still_gates(
+    tmp_path: Path,
+) -> None:
+    forecast, store, marker = tmp_path / "f.csv", tmp_path / "store", tmp_path / "started"
+    base = [*CLI, "run", "--store", str(store), *WHERE, "--pipeline", "p", "--step", "fit"]
+    first = subprocess.run(
+        [*base, "--", sys.executable, "-c", "import time; time.sleep(1.5)"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert first.returncode == 0, first.stderr
+    write_forecast(forecast, clean_in_s=5, clean_for_s=6)
+    budget = ["--budget-scope", "pipeline:p", "--budget-kg", "1", "--budget-estimate-kg", "0.001"]
+    out = subprocess.run(
+        [*base, *budget, "--shift-within", "15s", "--", *_command(marker)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=_env(forecast),
+    )
+    assert out.returncode == 0, out.stderr
+    [shifted] = [r for r in _records(store) if r.scheduling is not None]
+    assert shifted.scheduling is not None
+    assert 1.4 <= shifted.scheduling["expected_duration_s"] <= 5.0  # the first run's duration
+    assert shifted.scheduling["intensity_planned"] == CLEAN, out.stderr
+    assert shifted.scheduling["waited_s"] > 0.5, out.stderr
