@@ -111,6 +111,16 @@ class CarbonMetrics:
         return self.record.sci_g_per_unit
 
     @property
+    def embodied_kg_co2e(self) -> float | None:
+        """The step's share of its hardware's embodied emissions (None where unknown)."""
+        return self.record.embodied_kg_co2e
+
+    @property
+    def total_kg_co2e(self) -> float | None:
+        """Operational + embodied kg CO2e (None where the embodied share is unknown)."""
+        return self.record.total_kg_co2e
+
+    @property
     def budget_percent(self) -> float | None:
         """Share of the step's budget used after this step, if a budget was attached."""
         return None if self.budget_status is None else self.budget_status.percent
@@ -175,6 +185,9 @@ class CarbonMetrics:
             "budget_percent": self.budget_percent,
             "functional_units": self.record.functional_units,
             "sci_g_per_unit": self.record.sci_g_per_unit,
+            "embodied_kg_co2e": self.record.embodied_kg_co2e,
+            "total_kg_co2e": self.record.total_kg_co2e,
+            "pue": self.record.pue,
             "tracking_errors": list(self.tracking_errors),
         }
 

@@ -52,6 +52,9 @@ def step_metrics(metrics: CarbonMetrics) -> dict[str, float]:
         out["budget_percent"] = metrics.budget_percent
     if metrics.sci_g_per_unit is not None:
         out["sci_g_per_unit"] = metrics.sci_g_per_unit
+    if metrics.embodied_kg_co2e is not None and metrics.total_kg_co2e is not None:
+        out["embodied_g_co2e"] = metrics.embodied_kg_co2e * 1000.0
+        out["total_g_co2e"] = metrics.total_kg_co2e * 1000.0
     return out
 
 
