@@ -565,7 +565,9 @@ def _probe_all(endpoints: Mapping[str, _Endpoint], deadline_at: float) -> _Metad
         o = found[0]
         said = (o.note,) if o.note else ()
         by = "metadata" if o.instance_type else None
-        return _Metadata(o.provider, o.region, o.zone, said, True, o.instance_type, by)
+        # A type cut off by the deadline may come next time: such an answer is kept briefly.
+        definite = not o.note.endswith("no answer in time")
+        return _Metadata(o.provider, o.region, o.zone, said, definite, o.instance_type, by)
     notes = []
     conclusive = True
     for provider in endpoints:

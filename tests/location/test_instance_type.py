@@ -5,7 +5,9 @@ Every probe goes to a loopback server from :mod:`tests.metadata_servers`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +161,17 @@ def test_a_late_type_leaves_the_region_within_the_same_deadline(
     assert found.instance_type is None or found.instance_type_by == "dmi"
     assert f"{provider}: instance type: no answer in time" in found.notes
     server.reset()  # frees the held handler
+
+
+def test_a_late_type_is_not_cached_on_disk(cloud_metadata: CloudMetadata) -> None:
+    cloud_metadata.write_dmi(DMI_GCP)
+    cloud_metadata.gcp.instance_type_delay_s = 5.0
+    detect(deadline_s=0.3)
+    cloud_metadata.gcp.reset()
+    clear_cache(disk=False)  # a new process: only the disk cache is left
+
+    again = detect()
+
+    assert again.instance_type == INSTANCE_TYPES["gcp"]
+    cache = Path(os.environ["CARBONPIPE_CACHE_DIR"])
+    assert len(list(cache.glob("cloud-*.json"))) == 1  # the complete answer, written now
