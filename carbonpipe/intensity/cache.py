@@ -28,7 +28,8 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
 
 CACHE_DIR_ENV = "CARBONPIPE_CACHE_DIR"
 _FORMAT = "carbonpipe.intensity-cache/1"
+FORECAST_PAD = timedelta(hours=1)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -259,9 +261,17 @@ class CachedSource:
         if hit is not None:
             return hit
         self.requests += 1
-        series: IntensitySeries = getattr(self.source, kind)(zone, start, end, timeout_s=timeout_s)
-        self.cache.put(series, kind, start, end)
-        return series
+        # A forecast is asked an hour further than wanted: until its next update (at most an
+        # hour away), a caller asking again from a later "now" is answered from disk.
+        asked = end + FORECAST_PAD if kind == "forecast" else end
+        series: IntensitySeries = getattr(self.source, kind)(
+            zone, start, asked, timeout_s=timeout_s
+        )
+        self.cache.put(series, kind, start, asked)
+        if asked == end:
+            return series
+        points = tuple(p for p in series.points if p.start < end)
+        return replace(series, points=points) if points else series
 
     def history(
         self, zone: str, start: datetime, end: datetime, *, timeout_s: float

@@ -111,7 +111,7 @@ def _once(
             left = _left(deadline)
             if sock is not None and sock.fileno() >= 0:
                 sock.settimeout(left)
-            chunk = resp.read(_CHUNK)
+            chunk = resp.read1(_CHUNK)  # at most one socket read: the deadline holds between
             if not chunk:
                 break
             size += len(chunk)

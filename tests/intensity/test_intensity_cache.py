@@ -153,3 +153,17 @@ def test_a_series_of_another_signal_replaces_the_history(tmp_path: Path) -> None
     assert (
         hit is not None and hit.signal == "marginal" and hit.points[0].intensity_g_per_kwh == 300.0
     )
+
+
+def test_a_forecast_asked_again_from_a_later_now_is_answered_from_disk(
+    em: ApiServer, tmp_path: Path
+) -> None:
+    source = _cached(em, tmp_path)
+    now = datetime.now(UTC)
+    first = source.forecast("BE", now, now + timedelta(hours=3), timeout_s=5)
+    assert first.points[-1].start < now + timedelta(hours=3)
+    later = now + timedelta(minutes=2)
+    second = source.forecast("BE", later, later + timedelta(hours=3), timeout_s=5)
+    crossed = later.replace(minute=0, second=0, microsecond=0) > now  # an update in between
+    assert len(em.requests) == (2 if crossed else 1) and second.forecast
+    assert second.points[0].start <= later < second.points[0].end
