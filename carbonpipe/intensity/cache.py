@@ -47,6 +47,10 @@ __all__ = [
 CACHE_DIR_ENV = "CARBONPIPE_CACHE_DIR"
 _FORMAT = "carbonpipe.intensity-cache/1"
 FORECAST_PAD = timedelta(hours=1)
+# After a source fails, calls to it in this process fail at once for this long: a pipeline of
+# many steps in one worker pays a down API's deadline once, not at every step's stop.
+QUIET_AFTER_FAILURE_S = 60.0
+_failed: dict[str, tuple[float, str]] = {}
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -254,19 +258,39 @@ class CachedSource:
     def __repr__(self) -> str:
         return f"CachedSource({self.source!r}, folder={str(self.cache.folder)!r})"
 
+    @property
+    def _key(self) -> str:
+        return repr(self.source)  # the source's name and URL; sources never show a credential
+
+    def _check_quiet(self) -> None:
+        failed = _failed.get(self._key)
+        if failed is None:
+            return
+        ago = time.monotonic() - failed[0]
+        if ago < QUIET_AFTER_FAILURE_S:
+            raise IntensityUnavailable(
+                f"{failed[1]} ({ago:.0f} s ago; not asked again for {QUIET_AFTER_FAILURE_S:.0f} s)"
+            )
+        del _failed[self._key]
+
     def _answer(
         self, kind: str, zone: str, start: datetime, end: datetime, timeout_s: float
     ) -> IntensitySeries:
         hit = self.cache.get(self.name, zone, kind, start, end)
         if hit is not None:
             return hit
+        self._check_quiet()
         self.requests += 1
         # A forecast is asked an hour further than wanted: until its next update (at most an
         # hour away), a caller asking again from a later "now" is answered from disk.
         asked = end + FORECAST_PAD if kind == "forecast" else end
-        series: IntensitySeries = getattr(self.source, kind)(
-            zone, start, asked, timeout_s=timeout_s
-        )
+        try:
+            series: IntensitySeries = getattr(self.source, kind)(
+                zone, start, asked, timeout_s=timeout_s
+            )
+        except IntensityUnavailable as exc:
+            _failed[self._key] = (time.monotonic(), str(exc))
+            raise
         self.cache.put(series, kind, start, asked)
         if asked == end:
             return series
@@ -295,8 +319,13 @@ class CachedSource:
         hit = self.cache.get(self.name, zone, "latest", at, at)
         if hit is not None:
             return hit
+        self._check_quiet()
         self.requests += 1
-        series: IntensitySeries = latest(zone, timeout_s=timeout_s)
+        try:
+            series: IntensitySeries = latest(zone, timeout_s=timeout_s)
+        except IntensityUnavailable as exc:
+            _failed[self._key] = (time.monotonic(), str(exc))
+            raise
         self.cache.put(series, "latest", at, at, now=now)
         return series
 

@@ -167,3 +167,18 @@ def test_a_forecast_asked_again_from_a_later_now_is_answered_from_disk(
     crossed = later.replace(minute=0, second=0, microsecond=0) > now  # an update in between
     assert len(em.requests) == (2 if crossed else 1) and second.forecast
     assert second.points[0].start <= later < second.points[0].end
+
+
+def test_after_a_failure_the_source_is_not_asked_again_for_a_while(
+    em: ApiServer, tmp_path: Path
+) -> None:
+    em.mode = "hang"
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    source = _cached(em, tmp_path)
+    began = time.monotonic()
+    with pytest.raises(IntensityUnavailable, match="deadline"):
+        source.history("BE", start, start + timedelta(hours=1), timeout_s=0.3)
+    # The next step's stop (a new source object, same API) does not wait again.
+    with pytest.raises(IntensityUnavailable, match="not asked again"):
+        _cached(em, tmp_path).history("BE", start, start + timedelta(hours=2), timeout_s=0.3)
+    assert time.monotonic() - began < 1.5 and len(em.requests) == 1
