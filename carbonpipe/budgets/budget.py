@@ -172,11 +172,12 @@ class Budget:
         """This budget on the ledger book its basis counts: itself for ``operational``; for
         ``total``, the same budget on the scope's total book (:func:`book_scope`), whose
         charges are operational + embodied."""
-        if self.basis == "operational":
+        book = book_scope(self.scope, self.basis)
+        if book == self.scope:
             return self
         from dataclasses import replace
 
-        return replace(self, scope=book_scope(self.scope, self.basis))
+        return replace(self, scope=book)
 
 
 _YAML_FIELDS = (

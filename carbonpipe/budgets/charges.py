@@ -129,14 +129,15 @@ def parse_scope(scope: str) -> tuple[str, str]:
 
 
 #: The total book of a scope: its own ledger, of operational + embodied charges, under a name no
-#: pipeline, team or run takes by accident (``pipeline:train`` -> ``pipeline:train [total]``).
-_BOOK_SUFFIX = " [{basis}]"
+#: pipeline, team or run takes by accident (``pipeline:train`` -> ``pipeline:train (total)``).
+_BOOK_SUFFIX = " ({basis})"
 
 
 def book_scope(scope: str, basis: str) -> str:
     """The ledger scope that budgets of ``basis`` on ``scope`` count (``scope`` itself for
-    ``operational``)."""
-    return scope if basis == "operational" else scope + _BOOK_SUFFIX.format(basis=basis)
+    ``operational``, or when it is that book already)."""
+    suffix = _BOOK_SUFFIX.format(basis=basis)
+    return scope if basis == "operational" or scope.endswith(suffix) else scope + suffix
 
 
 def total_kg(record: ChargeableRecord) -> float:

@@ -170,4 +170,4 @@ def test_a_total_budget_counts_the_embodied_share(tmp_path: Path) -> None:
     total = [*scope, *limit, *estimate, "--budget-basis", "total"]
     refused = _run(store, *where, *total, env=lifetime)
     assert refused.returncode != 0
-    assert "pipeline:default [total]" in refused.stderr
+    assert "pipeline:default (total)" in refused.stderr

@@ -79,8 +79,10 @@ def test_budget_basis(tmp_path: Path) -> None:
         }
     )
     assert [b.basis for b in both] == ["operational", "total"]
-    assert both[1].on_book().scope == "pipeline:a [total]" == book_scope("pipeline:a", "total")
+    assert both[1].on_book().scope == "pipeline:a (total)" == book_scope("pipeline:a", "total")
     assert both[0].on_book() is both[0]
+    book = both[1].on_book()
+    assert book.on_book() is book  # a definition read back from the store is the book already
 
 
 def _record(embodied: float | None) -> Record:
@@ -122,11 +124,11 @@ def test_a_total_book_is_charged_operational_plus_embodied(tmp_path: Path) -> No
     assert charge.emissions_kg_co2e == 0.002  # what the record emitted, as before
     ledger = BudgetLedger(store)
     assert ledger.usage("pipeline:train").total_ng == 2_000_000_000
-    assert ledger.usage("pipeline:train [total]").total_ng == 7_000_000_000
+    assert ledger.usage("pipeline:train (total)").total_ng == 7_000_000_000
 
     # Without a total budget nothing else is written; a record without embodied counts as is.
     other = open_store(str(tmp_path / "other"))
     charge_record(other, _record(None), total_scopes={"pipeline:train"})
-    assert BudgetLedger(other).usage("pipeline:train [total]").total_ng == 2_000_000_000
+    assert BudgetLedger(other).usage("pipeline:train (total)").total_ng == 2_000_000_000
     charge_record(other, _record(0.005))
     assert BudgetLedger(other).usage("pipeline:train").total_ng == 2_000_000_000
