@@ -22,6 +22,7 @@ a GIL with the server's. Run: ``python bench/bench_ledger.py [--writers 32] [--p
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import multiprocessing
@@ -43,9 +44,6 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-# A charge the store could not take within its deadline is spooled, never silently dropped: into
-# a spool of this run's own (the writer processes inherit it), so the user's stays untouched.
-os.environ["CARBONPIPE_SPOOL_DIR"] = tempfile.mkdtemp(prefix="bench-ledger-spool-")
 # The bench measures throughput on a shared machine, not deadlines: give each call a minute.
 STORE_TIMEOUT_S = 60
 
@@ -128,7 +126,9 @@ def _start_azurite() -> tuple[Any, str]:
     binary = _azurite_binary()
     if binary is None:
         raise FileNotFoundError("azurite-blob (run `make azurite`)")
-    log = Path(tempfile.mkdtemp(prefix="bench-azurite-")) / "out"
+    folder = tempfile.mkdtemp(prefix="bench-azurite-")
+    atexit.register(shutil.rmtree, folder, True)
+    log = Path(folder) / "out"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [binary, "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", "0"]
@@ -374,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="s3,azure", help="s3, azure or both (s3,azure)")
     args = parser.parse_args(argv)
 
+    # A charge the store could not take within its deadline is spooled, never silently dropped:
+    # into a spool of this run's own (the writer processes inherit it), not the user's.
+    spool = tempfile.mkdtemp(prefix="bench-ledger-spool-")
+    atexit.register(shutil.rmtree, spool, True)
+    os.environ["CARBONPIPE_SPOOL_DIR"] = spool
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not set(backends) <= set(LABELS):
         parser.error(f"--backends takes {', '.join(LABELS)}, got {args.backends!r}")
