@@ -73,7 +73,7 @@ def test_well_formed_uris_and_local_paths_still_work(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    scheme=st.sampled_from(["s3", "gs", "gcs", "S3", "Gs", "file"]),
+    scheme=st.sampled_from(["s3", "gs", "gcs", "S3", "Gs", "file", "az", "AZ", "azure"]),
     glue=st.sampled_from([":", ":/", "//", ":\\", ":\\\\"]),
     rest=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_/.", max_size=30),
 )
@@ -83,8 +83,11 @@ def test_no_broken_scheme_is_ever_read_as_a_local_folder(scheme: str, glue: str,
         parsed = parse_store_uri(uri)
     except InvalidStoreURI:
         return
-    # Only a well-formed s3://, gs:// or file:// URI gets through, never a folder named "s3:".
-    assert uri.startswith(("s3://", "gs://", "gcs://", "file://")), (uri, parsed)
+    # Only a well-formed s3://, gs://, az:// or file:// URI gets through, never a folder "s3:".
+    assert uri.startswith(("s3://", "gs://", "gcs://", "az://", "azure://", "file://")), (
+        uri,
+        parsed,
+    )
     assert parsed[1], (uri, parsed)
 
 
