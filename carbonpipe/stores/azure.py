@@ -219,7 +219,9 @@ class AzureBlobStore(Store):
         env = os.environ
         endpoint = self.endpoint_url or env.get("AZURE_STORAGE_BLOB_ENDPOINT") or None
         connection = self._connection_string
-        if connection is None and self.account_name is None:
+        explicit = (self.account_name, self._account_key, self._sas_token, self._credential)
+        if connection is None and all(given is None for given in explicit):
+            # An account or credential given as an option outranks the environment's string.
             connection = env.get("AZURE_STORAGE_CONNECTION_STRING") or None
         if connection is not None:
             settings = parse_connection_string(connection)

@@ -145,6 +145,26 @@ def test_account_name_and_key_from_the_environment(
     assert azure_store.get("env.json").data == b"1"
 
 
+def test_an_explicit_key_outranks_the_environments_connection_string(
+    azure_store: Any, azure_endpoint: str
+) -> None:
+    # AZURE_STORAGE_CONNECTION_STRING (Azurite's right key) is set; the option's wrong key wins.
+    wrong = AzureBlobStore(
+        azure_store.container,
+        endpoint_url=azure_endpoint,
+        account_key="d3Jvbmcta2V5LXdyb25nLWtleQ==",
+        account_name=AZURITE_ACCOUNT,
+        max_attempts=1,
+    )
+    with pytest.raises(StorePermissionDenied):
+        wrong.get("a.json")
+    only_key = AzureBlobStore(
+        azure_store.container, endpoint_url=azure_endpoint, account_key="eA==", max_attempts=1
+    )
+    with pytest.raises(StorePermissionDenied, match="AZURE_STORAGE_ACCOUNT_NAME"):
+        only_key.get("a.json")
+
+
 def test_a_wrong_account_key_is_permission_denied(
     azure_store: Any, azure_endpoint: str, no_azure_env: None
 ) -> None:
