@@ -103,14 +103,15 @@ def reprice(
     from carbonpipe.errors import ConfigError
     from carbonpipe.esg.period import parse_period
     from carbonpipe.esg.rows import _fetch, _list_day
-    from carbonpipe.intensity.registry import check_source_name, open_source
+    from carbonpipe.intensity.cache import open_cached_source
+    from carbonpipe.intensity.registry import check_source_name
 
     name, _ = check_source_name(spec, field="--source")
     if name == "table":
         raise ConfigError(
             "--source: the table cannot revise table-priced records; name a time series"
         )
-    source = open_source(spec, options, env)
+    source = open_cached_source(spec, options, env)
     per = parse_period(period)
     stamp = utc_iso(now or datetime.now(timezone.utc))
     result = RepriceResult()

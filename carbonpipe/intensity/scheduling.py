@@ -56,13 +56,13 @@ def configured_source(
     Returns ``(None, zone)`` when no source is named or it is ``table`` (no time series).
     Raises ``ConfigError`` for a source name that does not exist or cannot be opened.
     """
-    from carbonpipe.intensity.registry import open_source
+    from carbonpipe.intensity.cache import open_cached_source
 
     env = os.environ if env is None else env
     spec, zone = configured_spec(source, zone, env)
     if spec is None:
         return None, zone
-    return open_source(spec, options, env), zone
+    return open_cached_source(spec, options, env), zone
 
 
 def replan(previous: StartPlan, source: Any, *, now: datetime, timeout_s: float = 5.0) -> StartPlan:

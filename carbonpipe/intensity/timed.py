@@ -277,12 +277,15 @@ def step_series(
     if not spec:
         return None, None
     try:
-        from carbonpipe.intensity.registry import check_source_name, open_source
+        from carbonpipe.intensity.cache import open_cached_source
+        from carbonpipe.intensity.registry import check_source_name
 
         name, _ = check_source_name(spec)
         if name == "table":
             return None, None
-        source = open_source(spec, options, env)
+        # Behind the disk cache: a step's stop asks the source once per window, and not at
+        # all for a while after it failed.
+        source = open_cached_source(spec, options, env)
         wanted = resolve_zone(
             name,
             location.get("provider"),

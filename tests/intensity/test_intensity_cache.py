@@ -182,3 +182,23 @@ def test_after_a_failure_the_source_is_not_asked_again_for_a_while(
     with pytest.raises(IntensityUnavailable, match="not asked again"):
         _cached(em, tmp_path).history("BE", start, start + timedelta(hours=2), timeout_s=0.3)
     assert time.monotonic() - began < 1.5 and len(em.requests) == 1
+
+
+def test_a_steps_pricing_reads_the_source_through_the_disk_cache(
+    em: ApiServer, tmp_path: Path
+) -> None:
+    from carbonpipe.intensity.timed import step_series
+
+    env = {**_env(em), "CARBONPIPE_CACHE_DIR": str(tmp_path)}
+    where = {"provider": "gcp", "region": "europe-west1", "country_iso": "BEL"}
+    start = datetime(2024, 3, 1, 10, tzinfo=UTC)
+    first, why = step_series(
+        where, start, start + timedelta(hours=2), spec="electricitymaps", env=env
+    )
+    assert why is None and first is not None and len(em.requests) == 1
+    # Another step in the same window (another process: the cache is on disk) asks nothing.
+    again, why = step_series(
+        where, start, start + timedelta(hours=1), spec="electricitymaps", env=env
+    )
+    assert why is None and again is not None and len(em.requests) == 1
+    assert again.points[0] == first.points[0]
