@@ -140,7 +140,7 @@ class IntensityCache:
             try:
                 os.fchmod(fd, 0o600)
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(data, f, separators=(",", ":"))
+                    json.dump(data, f, separators=(",", ":"), allow_nan=False)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):

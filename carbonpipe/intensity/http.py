@@ -155,7 +155,7 @@ def request(
     if json_body is not None:
         import json
 
-        body = json.dumps(json_body).encode("utf-8")
+        body = json.dumps(json_body, allow_nan=False).encode("utf-8")
         sent["Content-Type"] = "application/json"
     full = url + ("?" + urlencode(dict(params)) if params else "")
     where = _where(url)
