@@ -257,16 +257,20 @@ def _what(key: str) -> str:
 
 
 def job(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the nightly job on the store ``spec`` names; its result, time, RSS and requests."""
+    """Run ``spec["job"]`` on the store ``spec`` names; its result, time, RSS and requests.
+
+    ``nightly``: :func:`run_nightly` (compaction, aggregation, the report and its artifacts);
+    ``esg``: its compaction and aggregation alone (``compact`` then ``aggregate``).
+    """
     from datetime import datetime
 
-    from carbonpipe.esg import run_nightly
+    from carbonpipe.esg import aggregate, compact, run_nightly
 
     counts: Counter[str] = Counter()
     if spec["kind"] == "s3":
         from carbonpipe.stores.s3 import S3Store
 
-        store: Any = S3Store(BUCKET, PREFIX, endpoint_url=spec["endpoint"])
+        store: Any = S3Store(spec["bucket"], PREFIX, endpoint_url=spec["endpoint"])
 
         def count(model: Any, params: dict[str, Any], **_: Any) -> None:
             op = _OPS.get(model.name, model.name)
@@ -278,23 +282,53 @@ def job(spec: dict[str, Any]) -> dict[str, Any]:
         from carbonpipe.stores.local import LocalStore
 
         store = LocalStore(spec["root"])
+    now = datetime.fromisoformat(NOW)
     t0 = time.perf_counter()
-    result = run_nightly(
-        store, PERIOD, now=datetime.fromisoformat(NOW), config={}, out_dir=spec["out"]
-    )
+    if spec["job"] == "nightly":
+        result = run_nightly(store, PERIOD, now=now, config={}, out_dir=spec["out"])
+    else:
+        done = compact(store, PERIOD, now=now)
+        agg = aggregate(store, PERIOD)
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report = json.loads(Path(spec["out"], "report.json").read_text())  # the exact sums
-    summary = report["executive_summary"]
+    requests = dict(counts)
+    if spec["job"] == "nightly":
+        report = json.loads(Path(spec["out"], "report.json").read_text())  # the exact sums
+        summary = report["executive_summary"]
+        sums = {
+            "records": report["activity"]["step_attempts"],
+            "emissions_ng": summary["total_emissions_ng"],
+            "total_nwh": summary["total_energy_nwh"],
+        }
+        compaction, read = result["compaction"], result["read"]
+    else:
+        total = agg.totals()
+        sums = {
+            "records": total.records,
+            "emissions_ng": total._s("emissions_ng"),
+            "total_nwh": total._s("total_nwh"),
+        }
+        compaction = {
+            "days_compacted": sum(c.written for c in done),
+            "records_added": sum(c.added for c in done),
+        }
+        read = {
+            "compacted_records": agg.stats.compacted_records,
+            "json_records": agg.stats.json_records,
+        }
+    listing = None
+    if spec["kind"] == "s3":  # what a page of a listing costs, for a store that keeps its JSON
+        t1 = time.perf_counter()
+        keys = sum(1 for _ in store.list(f"records/v2/date={NIGHT}/"))
+        listing = {"keys": keys, "s": time.perf_counter() - t1}
     return {
         "wall_s": wall,
         "peak_rss_mib": rss,
-        "requests": dict(counts),
-        "compaction": result["compaction"],
-        "read": result["read"],
-        "records": report["activity"]["step_attempts"],
-        "emissions_ng": summary["total_emissions_ng"],
-        "total_nwh": summary["total_energy_nwh"],
+        "requests": requests,
+        "compaction": compaction,
+        "read": read,
+        "listing": listing,
+        **sums,
     }
 
 
@@ -339,7 +373,7 @@ def start_moto() -> tuple[Any, str]:
     return server, f"http://{host}:{port}"
 
 
-def fill_s3(endpoint: str, parts: dict[str, bytes], new: dict[str, bytes]) -> None:
+def fill_s3(endpoint: str, bucket: str, parts: dict[str, bytes], new: dict[str, bytes]) -> None:
     """Create the bucket through the API, then the objects straight in moto's backend (fast)."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
@@ -347,14 +381,14 @@ def fill_s3(endpoint: str, parts: dict[str, bytes], new: dict[str, bytes]) -> No
     from carbonpipe.esg.rows import part_key
     from carbonpipe.stores.s3 import S3Store
 
-    store = S3Store(BUCKET, PREFIX, endpoint_url=endpoint)
-    store.client.create_bucket(Bucket=BUCKET)
+    store = S3Store(bucket, PREFIX, endpoint_url=endpoint)
+    store.client.create_bucket(Bucket=bucket)
     store.close()
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     for day, data in parts.items():
-        backend.put_object(BUCKET, f"{PREFIX}/{part_key(day)}", data)
+        backend.put_object(bucket, f"{PREFIX}/{part_key(day)}", data)
     for key, data in new.items():
-        backend.put_object(BUCKET, f"{PREFIX}/{key}", data)
+        backend.put_object(bucket, f"{PREFIX}/{key}", data)
 
 
 def main() -> None:
@@ -365,6 +399,11 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000, help="rows already compacted")
     ap.add_argument("--new", type=int, default=20_000, help="JSON records of the night")
     ap.add_argument("--stores", default="local,s3", help="local, s3 or both (default)")
+    ap.add_argument(
+        "--jobs",
+        default="nightly,esg",
+        help="nightly (run_nightly), esg (its compaction + aggregation alone), or both",
+    )
     args = ap.parse_args()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ[name] = "testing"  # moto's: no real account is ever reached
@@ -386,23 +425,35 @@ def main() -> None:
     )
     tmp = Path(tempfile.mkdtemp(prefix="carbonpipe-scale-"))
     results: dict[str, dict[str, Any]] = {}
+    kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    server = None
     try:
-        kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
-        if "local" in kinds:
-            fill_local(tmp / "store", parts, new)
-            print("local store: running the nightly job ...", flush=True)
-            spec = {"kind": "local", "root": str(tmp / "store"), "out": str(tmp / "out-local")}
-            results["local"] = run_job(spec, str(tmp / "spool-local"))
-        if "s3" in kinds:
-            server, endpoint = start_moto()
-            try:
-                fill_s3(endpoint, parts, new)
-                print(f"moto S3 ({endpoint}): running the nightly job ...", flush=True)
-                spec = {"kind": "s3", "endpoint": endpoint, "out": str(tmp / "out-s3")}
-                results["s3"] = run_job(spec, str(tmp / "spool-s3"))
-            finally:
-                server.stop()
+        for job_name in jobs:
+            if "local" in kinds:
+                root = tmp / f"store-{job_name}"
+                fill_local(root, parts, new)
+                print(f"local store: {job_name} ...", flush=True)
+                spec = {
+                    "kind": "local",
+                    "job": job_name,
+                    "root": str(root),
+                    "out": str(tmp / "out"),
+                }
+                results[f"local {job_name}"] = run_job(spec, str(tmp / "spool"))
+                shutil.rmtree(root, ignore_errors=True)
+            if "s3" in kinds:
+                if server is None:
+                    server, endpoint = start_moto()
+                bucket = f"{BUCKET}-{job_name}"
+                fill_s3(endpoint, bucket, parts, new)
+                print(f"moto S3 ({endpoint}): {job_name} ...", flush=True)
+                spec = {"kind": "s3", "job": job_name, "endpoint": endpoint, "bucket": bucket}
+                spec["out"] = str(tmp / "out")
+                results[f"s3 {job_name}"] = run_job(spec, str(tmp / "spool"))
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     n = expected["records"]
@@ -412,11 +463,14 @@ def main() -> None:
         f"nightly ESG job, {PERIOD}: {args.records:,} compacted + {args.new:,} new JSON = "
         f"{n:,} records; {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"{'store':<10}{'wall':>9}{'peak RSS':>12}  requests (GET / PUT / LIST / HEAD)")
-    for kind, r in results.items():
+    print(f"{'store, job':<14}{'wall':>9}{'peak RSS':>12}  requests (GET / PUT / LIST / HEAD)")
+    for name_, r in results.items():
+        kind = name_.split()[0]
         for name in ("records", "emissions_ng", "total_nwh"):
             if r[name] != expected[name]:
-                raise SystemExit(f"{kind}: {name} = {r[name]}, the generator says {expected[name]}")
+                raise SystemExit(
+                    f"{name_}: {name} = {r[name]}, the generator says {expected[name]}"
+                )
         req = r["requests"]
         shown = (
             " / ".join(f"{req.get(op, 0):,}" for op in ("GET", "PUT", "LIST", "HEAD"))
@@ -424,12 +478,19 @@ def main() -> None:
             else "(files)"
         )
         detail = ", ".join(f"{k} {v:,}" for k, v in sorted(req.items()) if " " in k)
-        print(f"{kind:<10}{r['wall_s']:>8.1f}s{r['peak_rss_mib']:>8.0f} MiB  {shown}")
+        print(f"{name_:<14}{r['wall_s']:>8.1f}s{r['peak_rss_mib']:>8.0f} MiB  {shown}")
         if detail:
-            print(f"{'':<10}by what: {detail}")
+            print(f"{'':<14}by what: {detail}")
+        if r["listing"]:
+            keys, secs = r["listing"]["keys"], r["listing"]["s"]
+            print(
+                f"{'':<14}listing {keys:,} keys: {secs:.2f} s"
+                + (f" ({secs / keys * 1e6:.0f} ms per 1,000-key page)" if keys else "")
+            )
         ok = r["wall_s"] <= 60 and r["peak_rss_mib"] <= 1024
         print(
-            f"{'':<10}goal (<= 60 s, <= 1 GiB): {'met' if ok else 'NOT met'}; {r['compaction']}, {r['read']}"
+            f"{'':<14}goal (<= 60 s, <= 1 GiB): {'met' if ok else 'NOT met'}; "
+            f"{r['compaction']}, {r['read']}"
         )
     print(f"totals checked: {n:,} records, {expected['emissions_ng'] / 1e12:.6f} kg CO2e (exact)")
 
