@@ -19,6 +19,8 @@ Example ``carbon.yaml``::
     regression: warn                      # or fail: a step 1.2x above its baseline fails
     intensity: {source: electricitymaps, timeout_s: 5, zone: BE}  # table (default) | electricitymaps
                                           # | watttime | carbon-aware-sdk | uk | file:PATH
+    measure: {source: kepler, prometheus_url: "http://prometheus.monitoring:9090"}  # the pod's
+                                          # energy from Kepler (default source: codecarbon)
     budgets:
       - {scope: "pipeline:train", period: month, limit_kg_co2e: 50, on_exceed: fail}
     esg: {organisation: Acme, team_sizes: {ranking: 6}}
@@ -68,7 +70,10 @@ _ENV: dict[str, str] = {
     "embodied_lifetime_years": "CARBONPIPE_EMBODIED_LIFETIME_YEARS",
     "store_timeout_s": "CARBONPIPE_STORE_TIMEOUT_S",
     "intensity_source": "CARBONPIPE_INTENSITY_SOURCE",
+    "kepler_prometheus_url": "CARBONPIPE_KEPLER_PROMETHEUS_URL",
 }
+# carbon.yaml ``measure: {source: kepler, prometheus_url: http://...}`` (carbonpipe.measure.kepler).
+MEASURE_SOURCES = ("codecarbon", "kepler")
 # carbon.yaml ``intensity:`` keys besides ``source``; credentials are read from the environment only.
 INTENSITY_KEYS = (
     "timeout_s",
@@ -104,6 +109,7 @@ class Settings:
         "store_timeout_s",
         "intensity_source",
         "intensity",
+        "kepler_prometheus_url",
         "default_provider",
         "default_region",
         "default_country",
@@ -128,6 +134,7 @@ class Settings:
     store_timeout_s: float
     intensity_source: str
     intensity: Mapping[str, Any]
+    kepler_prometheus_url: str | None
     default_provider: str | None
     default_region: str | None
     default_country: str | None
@@ -155,6 +162,7 @@ class Settings:
         store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
         intensity_source: str = "table",
         intensity: Mapping[str, Any] | None = None,
+        kepler_prometheus_url: str | None = None,
         default_provider: str | None = None,
         default_region: str | None = None,
         default_country: str | None = None,
@@ -375,13 +383,63 @@ def _parse(name: str, value: Any, origin: str) -> Any:
                 f"{where} must be a folder path, s3://, gs:// or az:// URI, got {_shown(value)}"
             )
         return value.strip()
+    if name == "kepler_prometheus_url":
+        return _prometheus_url(value, where)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {type(value).__name__}")
     return value
 
 
+def _prometheus_url(value: Any, where: str) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest.partition("/")[0]:
+        raise ConfigError(
+            f"{where} must be Prometheus' http:// or https:// URL (e.g. "
+            f"http://prometheus.monitoring:9090), got {_shown(value)}"
+        )
+    if "@" in rest.partition("/")[0]:
+        raise ConfigError(f"{where} must not hold credentials (user:password@)")
+    return text
+
+
+def _measure_options(value: Any, path: Path | None) -> str | None:
+    """carbon.yaml's ``measure:`` mapping -> the Kepler Prometheus URL (None: CodeCarbon)."""
+    import difflib
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: measure must be a mapping {{source, prometheus_url}}")
+    for key in value:
+        if key not in ("source", "prometheus_url"):
+            near = difflib.get_close_matches(str(key), ["source", "prometheus_url"], n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ConfigError(
+                f"{path}: measure.{str(key)[:40]} is not a setting; accepted: source, "
+                f"prometheus_url{hint}"
+            )
+    source = str(value.get("source", "codecarbon")).lower()
+    if source not in MEASURE_SOURCES:
+        near = difflib.get_close_matches(source, MEASURE_SOURCES, n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise ConfigError(
+            f"{path}: measure.source must be one of {', '.join(MEASURE_SOURCES)}, got "
+            f"{_shown(value.get('source'))}{hint}"
+        )
+    if source == "codecarbon":
+        return None
+    if value.get("prometheus_url") is None:
+        raise ConfigError(f"{path}: measure.source kepler needs measure.prometheus_url")
+    return _prometheus_url(value["prometheus_url"], f"measure.prometheus_url (from {path})")
+
+
 # ``esg:`` (organisation, boundary, team sizes, targets) is read by carbonpipe.esg.aggregation itself.
-_FILE_KEYS = (set(_ENV) - {"intensity_source"}) | {"location", "budgets", "esg", "intensity"}
+_FILE_KEYS = (set(_ENV) - {"intensity_source", "kepler_prometheus_url"}) | {
+    "location",
+    "budgets",
+    "esg",
+    "intensity",
+    "measure",
+}
 
 
 def _intensity_options(value: Any, path: Path | None) -> dict[str, Any]:
@@ -463,6 +521,11 @@ def resolve_settings(
             "zone": os.environ["CARBONPIPE_INTENSITY_ZONE"],
         }
         sources["intensity"] = "env"
+    if data.get("measure") is not None:
+        url = _measure_options(data["measure"], path)
+        data = {k: v for k, v in data.items() if k != "kepler_prometheus_url"}
+        if url is not None:
+            data["kepler_prometheus_url"] = url
     for name, env in _ENV.items():
         if arguments.get(name) is not None:
             values[name] = _parse(name, arguments[name], "argument")

@@ -226,6 +226,8 @@ def _build(
             "codecarbon_version": m.codecarbon_version,
             "cpu_model": m.cpu_model,
             "gpu_model": m.gpu_model,
+            **({} if m.cross_check is None else {"cross_check": dict(m.cross_check)}),
+            **({} if m.gpu_devices is None else {"gpu_devices": [dict(d) for d in m.gpu_devices]}),
         },
         remote=remote_list,
     )

@@ -38,7 +38,7 @@ READABLE_SCHEMAS = ("carbonpipe.record/1", SCHEMA)
 # "lost": the step's process died before it stopped (kill -9): see carbonpipe.lost_steps.
 STATUSES = ("succeeded", "failed", "killed", "lost")
 DETECTED_BY = ("metadata", "argument", "env", "default", "world")
-METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
+METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate", "kepler")
 RECORDS_PREFIX = "records/v2"
 #: Where versions before the ``pipeline_key`` folder wrote records: read too, until migrated.
 LEGACY_RECORDS_PREFIX = "records/v1"

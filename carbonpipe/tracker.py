@@ -438,12 +438,19 @@ class CarbonTracker:
     def _stop_meter(self, handle: _Step) -> Measurement:
         from carbonpipe.measure.estimate import estimate_without_meter
 
+        measurement = None
         if handle.meter is not None:
             try:
-                return handle.meter.stop()
+                measurement = handle.meter.stop()
             except Exception as exc:
                 handle.errors.append(f"energy meter failed to stop: {exc!r}")
-        return estimate_without_meter(handle.started_at, datetime.now(timezone.utc))
+        if measurement is None:
+            measurement = estimate_without_meter(handle.started_at, datetime.now(timezone.utc))
+        if self.settings.kepler_prometheus_url:  # the pod's own energy (CodeCarbon's kept beside)
+            from carbonpipe.measure import kepler
+
+            measurement = kepler.apply(measurement, self.settings.kepler_prometheus_url)
+        return measurement
 
     def _identity(self, handle: _Step) -> dict[str, Any]:
         """What names this attempt of the step in its record (pricing.IDENTITY_FIELDS)."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 TRACKING_MODES = ("machine", "process")
 CPU_SHARES = ("auto", "process", "cgroup")
-METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate")
+METHODS = ("rapl", "cpu_load", "tdp", "nvml", "estimate", "kepler")
 _KWH_PER_J = 1 / 3.6e6
 
 
@@ -31,7 +31,8 @@ class Measurement:
 
     ``method`` is how the energy was obtained: ``rapl`` (a hardware energy counter), ``cpu_load``
     (CodeCarbon's TDP x CPU-load model), ``tdp`` (a constant share of TDP), ``nvml`` (NVIDIA GPUs
-    measured; the CPU's method is then in ``cpu_method``) or ``estimate`` (CodeCarbon failed; see
+    measured; the CPU's method is then in ``cpu_method``), ``kepler`` (the pod's own counters
+    from Kepler; CodeCarbon's figure in ``cross_check``) or ``estimate`` (CodeCarbon failed; see
     ``errors``). Powers are mean powers over the window, so energy = power x duration.
     """
 
@@ -55,6 +56,10 @@ class Measurement:
     # (start offset s, kWh) per interval over the window (carbonpipe.measure.profile); empty
     # when only the total is known (one interval: the whole window at its mean power).
     energy_profile: tuple[tuple[float, float], ...] = ()
+    # method "kepler": CodeCarbon's figure for the same window {method, energy_kwh, ratio}.
+    cross_check: Mapping[str, Any] | None = None
+    # The GPUs measured ({index, uuid, mig_uuid} each; carbonpipe.measure.gpus); None: not known.
+    gpu_devices: tuple[Mapping[str, Any], ...] | None = None
 
     @classmethod
     def nothing(
