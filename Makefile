@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.carbonpipe-installed
 SOURCES := carbonpipe components operators pipelines
 
-.PHONY: install test lint demo bench clean image-print java azurite if-cli
+.PHONY: install test lint demo bench clean image-print java pushgateway azurite if-cli
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ java:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
 
+# The Pushgateway's tests (tests/exporters/test_pushgateway.py) run Debian's prometheus-pushgateway.
+pushgateway:
+	@command -v prometheus-pushgateway > /dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends prometheus-pushgateway; }
+
 # Azure Blob tests run Azurite, Microsoft's storage emulator, from the npm registry (Node >= 18),
 # kept inside the ignored .venv; tests/azurite.py pins the same version.
 AZURITE_VERSION := 3.37.0
@@ -54,7 +61,7 @@ $(IF_RUN):
 
 if-cli: $(IF_RUN)
 
-test: install lint java azurite if-cli
+test: install lint java pushgateway azurite if-cli
 	$(PY) -m pytest -q
 
 demo: install

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -530,6 +532,12 @@ class CarbonTracker:
         alerts = self._alerts(handle, record.emissions_kg_co2e)
         if alerts:
             record = replace(record, alerts=alerts)
+        # Metrics sinks (OpenTelemetry, a Pushgateway): nothing is loaded unless one may be set
+        # up; before the record is written, so a failed export is in its tracking_errors.
+        if "opentelemetry.metrics" in sys.modules or os.environ.get("CARBONPIPE_PUSHGATEWAY_URL"):
+            from carbonpipe.exporters.registry import export_record
+
+            record = export_record(record)
         if handle.open_step is not None:  # the final record takes the open entry's place
             with contextlib.suppress(Exception):
                 handle.open_step.finishing(self.store, record.key, record.to_json())

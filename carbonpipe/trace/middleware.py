@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+from carbonpipe.exporters.registry import otel_provider
 from carbonpipe.trace.client import _KWH_TO_J, TRACE_KEY, _is_json
 from carbonpipe.trace.ledger import (
     _LATE_BEGIN_S,
@@ -76,6 +77,7 @@ class CarbonTraceMiddleware:
         sampler: EnergySampler | None = None,
     ) -> None:
         self.app = app
+        self._cloud = {"cloud.provider": cloud_provider, "cloud.region": cloud_region}
         if intensity_g_per_kwh is None:
             from carbonpipe.intensity.table import lookup_intensity
 
@@ -146,6 +148,27 @@ class CarbonTraceMiddleware:
             await self.app(scope, receive, exchange.send)
         finally:
             exchange.finish()
+            if exchange.trace is not None:
+                self._count(scope, exchange)
+
+    def _count(self, scope: Scope, exchange: _Exchange) -> None:
+        """Add the request to OpenTelemetry's ``carbonpipe.request.*``, if the process set it up."""
+        provider = otel_provider()
+        if provider is None or exchange.trace is None:
+            return
+        route = getattr(scope.get("route"), "path", None) or scope.get("path") or ""
+        attrs: dict[str, str | int] = {"http.route": str(route)}
+        attrs.update({k: str(v) for k, v in self._cloud.items() if v})
+        if scope.get("method"):
+            attrs["http.request.method"] = str(scope["method"])
+        if exchange._start is not None and exchange._start.get("status") is not None:
+            attrs["http.response.status_code"] = int(exchange._start["status"])
+        try:
+            from carbonpipe.exporters.otel import record_request
+
+            record_request(provider, exchange.trace, attrs)
+        except Exception as exc:
+            log.warning("carbonpipe: request metrics not recorded: %r", exc)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -235,6 +258,7 @@ class _Exchange:
         self._size = 0
         self._flushed = False
         self._ended = False
+        self.trace: dict[str, Any] | None = None  # what the response reported, once it did
 
     async def send(self, message: Message) -> None:
         kind = message.get("type")
@@ -273,6 +297,7 @@ class _Exchange:
         start, body = self._held_start(), b"".join(self._parts)
         try:
             trace = self._mw._trace(share, self._elapsed(), streaming=False)
+            self.trace = trace
             spliced = _splice(body, trace)
             if spliced is None:
                 start = _with_header(start, trace)
@@ -301,6 +326,7 @@ class _Exchange:
         start = self._held_start()
         try:
             trace = self._mw._trace(share, self._elapsed(), streaming=not complete)
+            self.trace = trace
             start = _with_header(start, trace)
         except Exception as exc:
             log.warning("carbonpipe: response sent without X-Carbon-Trace: %r", exc)
