@@ -452,6 +452,11 @@ class Meter:
             gpu_model=raw.get("gpu_model"),
             errors=self._errors,
         )
+        devices = raw.get("gpu_devices")
+        if isinstance(devices, list):  # the GPUs the step can see (carbonpipe.measure.gpus)
+            from dataclasses import replace
+
+            measurement = replace(measurement, gpu_devices=tuple(dict(d) for d in devices))
         return _with_profile(measurement, raw.get("samples"), window_start)
 
     def _estimate(self, t0: _Edge, t1: _Edge, *, sidecar_cpu_s: float) -> Measurement:

@@ -109,6 +109,8 @@ class _Session:
         self.sampler: Sampler | None = None
         # (perf_counter, cumulative kWh) after each measurement: the step's energy profile.
         self.samples: list[tuple[float, float]] = []
+        # The GPUs read, after CUDA_/NVIDIA_VISIBLE_DEVICES (carbonpipe.measure.gpus); None: none.
+        self.gpu_devices: list[dict[str, Any]] | None = None
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -118,9 +120,25 @@ class _Session:
         from carbonpipe.measure import hwprofile
 
         self.tracker = self._tracker_with_hardware(hwprofile)
+        self._restrict_gpus(self.tracker)
         # CodeCarbon resets its logger's level on import; errors are all we report.
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         logging.getLogger("codecarbon").addHandler(self.log)
+
+    def _restrict_gpus(self, tracker: Any) -> None:
+        """Charge the step only the GPUs it can see (CodeCarbon reads all of the node's)."""
+        for hw in getattr(tracker, "_hardware", ()):
+            if type(hw).__name__ != "GPU":
+                continue
+            try:
+                from carbonpipe.measure.gpus import restrict_codecarbon
+
+                selection = restrict_codecarbon(hw)
+            except Exception as exc:
+                self.errors.append(f"every GPU of the node was measured: {_describe(exc)}")
+                return
+            self.gpu_devices = [dict(d) for d in selection.devices]
+            self.errors.extend(selection.notes)
 
     def begin(self, t0: dict[str, Any]) -> None:
         """Start CodeCarbon with its window back-dated to the step's ``t0`` snapshot."""
@@ -389,6 +407,7 @@ class _Session:
             "sampling_cpu_s": time.process_time() - self.ready_cpu_s,
             "sampling_s": time.perf_counter() - self.cc_started_perf,
             "errors": self.errors + self.log.messages,
+            "gpu_devices": self.gpu_devices,
         }
 
     def _finish(self, tracker: Any) -> tuple[dict[str, float], float]:
