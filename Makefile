@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.carbonpipe-installed
 SOURCES := carbonpipe components operators pipelines
 
-.PHONY: install test lint demo bench clean image-print java pushgateway azurite if-cli
+.PHONY: install test lint demo bench clean image-print java pushgateway prometheus azurite if-cli
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ java:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
+
+# Kepler's tests (tests/measure/test_kepler.py) read a pod's energy through Debian's prometheus.
+prometheus:
+	@command -v prometheus > /dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The Pushgateway's tests (tests/exporters/test_pushgateway.py) run Debian's prometheus-pushgateway.
 pushgateway:
@@ -61,7 +68,7 @@ $(IF_RUN):
 
 if-cli: $(IF_RUN)
 
-test: install lint java pushgateway azurite if-cli
+test: install lint java pushgateway prometheus azurite if-cli
 	$(PY) -m pytest -q
 
 demo: install
