@@ -142,3 +142,64 @@ def test_codecarbons_gpu_object_reads_only_the_selection(monkeypatch: pytest.Mon
 def test_nvml_static_info_becomes_devices() -> None:
     devices = from_codecarbon(_NVML(NODE).get_gpu_static_info())
     assert [(d.index, d.uuid) for d in devices] == [(d.index, d.uuid) for d in NODE]
+
+
+def test_the_sidecar_narrows_codecarbons_tracker_to_the_visible_gpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from codecarbon.external.hardware import GPU
+
+    from carbonpipe.measure import hwprofile
+    from carbonpipe.measure.sidecar import _Session, _Tail
+
+    session = _Session({"tracking_mode": "machine", "measure_power_secs": 15.0}, _Tail())
+    tracker = hwprofile.new_tracker("machine", 15.0)  # CodeCarbon's real tracker
+    gpu = GPU(gpu_ids=None)
+    gpu.devices = _NVML(NODE)  # type: ignore[assignment]
+    gpu.num_gpus = len(NODE)
+    tracker._hardware.append(gpu)
+    # MIG instances come from NVML itself (absent here): a MIG UUID then names no GPU, noted.
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", f"{U[1]},{MIG[0]},{U[3]}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    session._restrict_gpus(tracker)
+    assert session.gpu_devices == [{"index": 3, "uuid": U[3], "mig_uuid": None}]
+    assert list(gpu._get_gpu_ids()) == [3]
+    assert any("no GPU of this node" in e for e in session.errors)
+
+
+def test_the_record_carries_the_devices_and_validates() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from carbonpipe.intensity.table import lookup_intensity
+    from carbonpipe.measure import kepler
+    from carbonpipe.measure.base import Measurement
+    from carbonpipe.pricing import build_record
+    from carbonpipe.record import Record, make_record_id
+    from tests.schema_check import assert_valid
+
+    t0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    devices = select(NODE, {"CUDA_VISIBLE_DEVICES": f"0,{MIG[1]}"}).devices
+    m = Measurement(
+        started_at=t0, ended_at=t0 + timedelta(seconds=10), duration_s=10.0,
+        cpu_energy_kwh=1e-4, gpu_energy_kwh=2e-4, ram_energy_kwh=1e-5,
+        cpu_power_w=36.0, gpu_power_w=72.0, ram_power_w=3.6, method="nvml",
+        tracking_mode="machine", share="machine", codecarbon_version="3.3.0",
+        cpu_model=None, gpu_model="NVIDIA H100 80GB HBM3", gpu_devices=devices,
+    )  # fmt: skip
+    m = kepler.with_kepler(m, {"cpu": 5e-5, "gpu": 1e-4, "ram": 0.0})
+    identity = {
+        "record_id": make_record_id("p", "p", "r", "s", 1), "project": "p", "experiment": "",
+        "pipeline": "p", "run_id": "r", "step": "s", "team": "", "attempt": 1, "labels": {},
+    }  # fmt: skip
+    location = {"provider": None, "region": None, "country_iso": "FRA", "detected_by": "default"}
+    record = build_record(
+        identity, "succeeded", m, location=location,
+        intensity=lookup_intensity(None, None, "FRA"), pue=1.0, tracking_mode="machine",
+    )  # fmt: skip
+    raw = record.to_json()
+    assert_valid("record", raw)
+    assert Record.from_json(raw).to_json() == raw
+    measurement = record.to_dict()["measurement"]
+    assert measurement["gpu_devices"] == [dict(d) for d in devices]
+    assert measurement["method"] == "kepler"
+    assert measurement["cross_check"]["ratio"] == pytest.approx(1.5e-4 / 3.1e-4)
