@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 from carbonpipe.esg.period import Period, parse_period
 from carbonpipe.esg.revisions import apply_revisions, load_revisions
 from carbonpipe.esg.rows import (
+    Listing,
     _arrow_schema,
     _decode_part,
     _fetch,
@@ -407,8 +408,15 @@ def aggregate(
     progress: ProgressFn | None = None,
     workers: int = 4,
     fetch_workers: int = 16,
+    listings: Mapping[str, Listing] | None = None,
 ) -> Aggregate:
-    """Read every record of ``period`` (compacted parts plus JSON they lack) and sum it up."""
+    """Read every record of ``period`` (compacted parts plus JSON they lack) and sum it up.
+
+    ``listings``: days already listed (``{day: (keys, record ids)}``, what
+    :func:`carbonpipe.esg.compaction.compact` just listed), used instead of listing them
+    again; a record written since is counted by the next aggregation. Ignored with
+    ``pipeline``.
+    """
     with needs_extra("esg", "ESG reports"):
         import pyarrow as pa
 
@@ -422,12 +430,17 @@ def aggregate(
     if progress:
         progress(0, len(days), 0)
 
-    legacy = _has_legacy(store) if days else False
     # Records repriced by `carbonpipe reprice` (carbonpipe.esg.revisions): one LIST a month.
     revisions = load_revisions(store, days) if days else {}
 
-    def fetch_day(day: str) -> tuple[tuple[list[str], list[str]], StoredObject | None]:
-        return _list_day(store, day, pipeline, legacy=legacy), _get_part(store, day)
+    known = dict(listings or {}) if pipeline is None else {}
+    legacy = _has_legacy(store) if any(d not in known for d in days) else False
+
+    def fetch_day(day: str) -> tuple[Listing, StoredObject | None]:
+        listing = known.get(day)
+        if listing is None:
+            listing = _list_day(store, day, pipeline, legacy=legacy)
+        return listing, _get_part(store, day)
 
     # Threads only wait on the network (listing, GETs); decoding and reducing stay on this
     # thread, because on a small machine threads fighting over the GIL cost more than they win.

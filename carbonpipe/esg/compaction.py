@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 from carbonpipe.esg.period import Period, parse_period
 from carbonpipe.esg.rows import (
     COMPACT_SCHEMA,
+    Listing,
     _arrow_schema,
     _fetch,
     _has_legacy,
@@ -90,20 +91,28 @@ def encode_part(table: pa.Table, day: str, skipped: Iterable[str]) -> bytes:
 
 
 def compact_day(
-    store: Store, day: date | str, *, workers: int = 16, legacy: bool | None = None
+    store: Store,
+    day: date | str,
+    *,
+    workers: int = 16,
+    legacy: bool | None = None,
+    listings: dict[str, Listing] | None = None,
 ) -> Compaction:
     """Fold a day's JSON records that its part lacks into the part (create or compare-and-swap).
 
     A day without any JSON record listed has nothing to fold: its part is not read (a store
     whose compacted records expire reads each part once a night, in the aggregation), and the
     result counts 0 records. ``legacy``: whether to list ``records/v1`` too (None: ask the
-    store, :func:`carbonpipe.esg.rows._has_legacy`).
+    store, :func:`carbonpipe.esg.rows._has_legacy`). ``listings``: filled with the day's
+    listing, for an aggregation that follows (:func:`carbonpipe.esg.aggregation.aggregate`).
     """
     with needs_extra("esg", "ESG reports"):
         import pyarrow as pa
 
     day = day.isoformat() if isinstance(day, date) else day
     keys, ids = _list_day(store, day, legacy=_has_legacy(store) if legacy is None else legacy)
+    if listings is not None:
+        listings[day] = (keys, ids)
     if not keys:
         return Compaction(day, 0, 0, 0, False)
     part = _read_part(store, day)
@@ -144,10 +153,17 @@ def compact(
     now: datetime | None = None,
     settle: timedelta = DEFAULT_SETTLE,
     workers: int = 4,
+    listings: dict[str, Listing] | None = None,
 ) -> list[Compaction]:
-    """Compact every closed day of ``period`` (days still open are left to the JSON path)."""
+    """Compact every closed day of ``period`` (days still open are left to the JSON path).
+
+    ``listings``: filled with each closed day's listing (``{day: (keys, record ids)}``), which
+    the nightly job hands to the aggregation so that a day is listed once a night.
+    """
     store = open_store(store)
     days = closed_days(parse_period(period), now=now, settle=settle)
     legacy = _has_legacy(store) if days else False
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda d: compact_day(store, d, legacy=legacy), days))
+        return list(
+            pool.map(lambda d: compact_day(store, d, legacy=legacy, listings=listings), days)
+        )

@@ -180,8 +180,10 @@ def run_nightly(
     swept = [sweep(source, store).to_dict() for source in sweep_from]
     per = parse_period(period)
     cfg = config if isinstance(config, EsgConfig) else load_esg_config(config)
-    done = compact(store, per, now=now) if compact_first else []
-    agg = aggregate(store, per)
+    # Each closed day is listed once: the compaction's listing serves the aggregation too.
+    listings: dict[str, tuple[list[str], list[str]]] = {}
+    done = compact(store, per, now=now, listings=listings) if compact_first else []
+    agg = aggregate(store, per, listings=listings)
     uris, report = _write(store, agg, out_dir, cfg)
     return {
         "artifacts": uris,

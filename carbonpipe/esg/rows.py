@@ -260,6 +260,10 @@ def _record_id_of(key: str) -> str:
     return key.rsplit("/", 1)[-1][: -len(".json")]
 
 
+#: A day's listing: its JSON record keys and their record ids (:func:`_list_day`).
+Listing = tuple[list[str], list[str]]
+
+
 def _has_legacy(store: Store) -> bool:
     """Whether the store holds anything under ``records/v1``: one LIST request (one page).
 

@@ -132,12 +132,17 @@ def test_compaction_and_aggregation_requests_follow_days_and_new_records(
     assert got["PutObject part"] == 1
     _assert_exact(big, records)
 
-    # The next night finds nothing new: not one JSON record is read, no part written.
+    # The next night finds nothing new: not one JSON record is read, no part written; with
+    # the compaction's listings handed over (as run_nightly does) each day is listed once.
     again = _counted(big)
-    compact(big, PERIOD, now=NOW + timedelta(days=1))
-    aggregate(big, PERIOD)
+    listings: dict[str, Any] = {}
+    compact(big, PERIOD, now=NOW + timedelta(days=1), listings=listings)
+    assert sorted(listings) == DAYS + [NIGHT]
+    agg = aggregate(big, PERIOD, listings=listings)
+    assert agg.totals().records == len(records)
     assert again["GetObject record"] == 0
     assert again["PutObject part"] == 0
+    assert again["ListObjectsV2 day listing"] == days + 1  # and one of records/v1
     small.close()
     big.close()
 
