@@ -287,8 +287,9 @@ def job(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["job"] == "nightly":
         result = run_nightly(store, PERIOD, now=now, config={}, out_dir=spec["out"])
     else:
-        done = compact(store, PERIOD, now=now)
-        agg = aggregate(store, PERIOD)
+        listings: dict[str, Any] = {}  # as run_nightly: each day listed once
+        done = compact(store, PERIOD, now=now, listings=listings)
+        agg = aggregate(store, PERIOD, listings=listings)
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     requests = dict(counts)
