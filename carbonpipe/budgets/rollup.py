@@ -205,6 +205,7 @@ def _list_days(
     Consecutive days are listed together, by the fewest prefixes that cover exactly them."""
     base = _base(scope) + "charges/"
     rolled: dict[str, DayRollup] = {}
+    wanted = {d.isoformat() for d in days}
     runs: list[list[date]] = []
     for day in sorted(days):
         if runs and runs[-1][-1] + timedelta(days=1) == day:
@@ -212,23 +213,27 @@ def _list_days(
         else:
             runs.append([day])
     for run in runs:
-        keys = [
-            k for p in _prefixes(run[0], run[-1] + timedelta(days=1)) for k in store.list(base + p)
-        ]
-        tallies = tally_keys(scope, base, keys)
-        by_day: dict[str, set[str]] = {}
-        for key in keys:
-            by_day.setdefault(key[len(base) + 5 : len(base) + 15], set()).add(key)
-        for day in run:
+        # Prefix by prefix (ten days, a month at most), so a listing is never held whole.
+        for prefix in _prefixes(run[0], run[-1] + timedelta(days=1)):
+            keys = list(store.list(base + prefix))
+            tallies = tally_keys(scope, base, keys)
+            by_day: dict[str, set[str]] = {}
+            for key in keys:
+                by_day.setdefault(key[len(base) + 5 : len(base) + 15], set()).add(key)
+            for text in sorted(by_day):
+                if text in wanted:
+                    rolled[text] = _roll_day(
+                        store,
+                        scope,
+                        text,
+                        tallies.get(text, {}),
+                        by_day[text],
+                        markers.get(text, ()),
+                    )
+        for day in run:  # the days with no charge at all
             text = day.isoformat()
-            rolled[text] = _roll_day(
-                store,
-                scope,
-                text,
-                tallies.get(text, {}),
-                by_day.get(text, set()),
-                markers.get(text, ()),
-            )
+            if text not in rolled:
+                rolled[text] = _roll_day(store, scope, text, {}, set(), markers.get(text, ()))
     return rolled
 
 
