@@ -212,6 +212,9 @@ class _Step:
         self.scheduling: Any = None
         # Its units of work (SCI's R), {name, count}: see add_units.
         self.units: dict[str, Any] | None = None
+        # What the meter measured: None, the work itself; "worker" when the work ran elsewhere
+        # (a pod, a managed job) and only the process waiting on it was measured.
+        self.scope: str | None = None
         self.metrics: CarbonMetrics | None = None
         self._token: contextvars.Token[_Step | None] | None = None
         self._lock = threading.Lock()

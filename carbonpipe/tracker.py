@@ -527,6 +527,8 @@ class CarbonTracker:
             functional_units=handle.units or self._one_unit(),
             series=series,
         )
+        if handle.scope is not None:  # the work ran elsewhere: say what the meter measured
+            record = replace(record, measurement={**record.measurement, "scope": handle.scope})
         if handle.scheduling is not None:  # a shifted start: its plan, and the run's intensity
             record = handle.scheduling.apply(record)
         alerts = self._alerts(handle, record.emissions_kg_co2e)

@@ -8,6 +8,7 @@ task's own return value stays under ``return_value``, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -133,6 +134,12 @@ class CarbonTrackedOperator(PythonOperator):
     :param intensity_source: the forecast's source (default: ``CARBONPIPE_INTENSITY_SOURCE``).
     :param intensity_zone: the grid zone (default: ``CARBONPIPE_INTENSITY_ZONE``).
     :param replan_interval_s: seconds between two readings of the forecast while waiting.
+    :param wrap_pod_command: the wrapped ``KubernetesPodOperator``'s image has carbonpipe: run
+        its command under ``carbonpipe run --`` so the pod measures itself and writes the
+        step's one record (see :mod:`carbonpipe.operators.pods`).
+    :param carbonpipe_images: image name prefixes that have carbonpipe (default:
+        ``CARBONPIPE_POD_IMAGES``, comma-separated): their pods are wrapped as with
+        ``wrap_pod_command=True``.
     """
 
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs", "store", "labels")
@@ -145,6 +152,11 @@ class CarbonTrackedOperator(PythonOperator):
     # The wrapped operator still points at its DAG; copying it deeply would copy the DAG too.
     shallow_copy_attrs: Sequence[str] = ("python_callable", "op_kwargs", "operator")
     ui_color = "#d5f5e3"
+    # The step's record and its store, once written (for the OpenLineage facet).
+    _carbon_record: dict[str, Any] | None = None
+    _carbon_store_uri: str | None = None
+    _carbon_inner: Any = None  # the wrapped operator's rendered copy that ran
+    _carbon_pod_note: str | None = None  # why its pod was not wrapped (None: it was)
 
     def __init__(
         self,
@@ -176,6 +188,8 @@ class CarbonTrackedOperator(PythonOperator):
         intensity_source: str | None = None,
         intensity_zone: str | None = None,
         replan_interval_s: float = 900.0,
+        wrap_pod_command: bool = False,
+        carbonpipe_images: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if (python_callable is None) == (operator is None):
@@ -227,6 +241,8 @@ class CarbonTrackedOperator(PythonOperator):
         self.intensity_source = intensity_source
         self.intensity_zone = intensity_zone
         self.replan_interval_s = replan_interval_s
+        self.wrap_pod_command = wrap_pod_command
+        self.carbonpipe_images = None if carbonpipe_images is None else list(carbonpipe_images)
 
     # -- execution ------------------------------------------------------------------------------
 
@@ -272,16 +288,37 @@ class CarbonTrackedOperator(PythonOperator):
     def _execute_tracked(self, context: Context, shift: Any) -> Any:
         from carbonpipe.errors import BudgetExceeded
 
-        tracker, step, attempt = self._tracker(context)
+        tracked = self._tracker(context)
+        tracker, step, attempt = tracked
+        remote = why = None
+        inner: Any = None
+        if self.operator is not None:
+            from carbonpipe.operators.pods import remote_kind
+
+            remote = remote_kind(self.operator)
+            inner = self.prepared_operator(context, tracked)
+            why = self._carbon_pod_note
+            if remote is not None and why is None:  # the pod writes the step's one record
+                self.log.info("carbonpipe: the pod measures itself: %s", " ".join(inner.cmds))
+                result = self._run_operator(context, inner)
+                self._read_pod_record(context, tracker, step, attempt)
+                return result
         try:
             handle = tracker.start_tracking(step, attempt=attempt)
         except BudgetExceeded as exc:
             raise budget_exception(exc, self.on_exceed) from exc
         handle.scheduling = shift
+        if remote is not None:
+            from carbonpipe.operators.pods import not_measured
+
+            handle.scope = "worker"
+            handle.errors.append(not_measured(remote, why or ""))
+            self.log.warning("carbonpipe: %s", handle.errors[-1])
+        self._carbon_store_uri = tracker.store.uri
         try:
             with handle:
-                if self.operator is not None:
-                    result = self._execute_operator(context)
+                if inner is not None:
+                    result = self._run_operator(context, inner)
                 else:
                     result = super().execute(context)
                 if self.units_from_result:
@@ -346,15 +383,93 @@ class CarbonTrackedOperator(PythonOperator):
         )
         return tracker, identity.step, identity.attempt
 
-    def _execute_operator(self, context: Context) -> Any:
-        """Run the wrapped operator as the task runner would: render, pre-execute, execute."""
-        from airflow.sdk.bases.operator import ExecutorSafeguard
-        from airflow.sdk.exceptions import AirflowException, TaskDeferred
+    def _read_pod_record(self, context: Context, tracker: Any, step: str, attempt: int) -> None:
+        """Find the record the wrapped pod wrote, for XCom and the OpenLineage facet."""
+        from datetime import datetime, timedelta, timezone
+
+        from carbonpipe.record import Record, make_record_id, record_key
+
+        s = tracker.settings
+        record_id = make_record_id(s.project, s.pipeline, tracker.run_id, step, attempt)
+        today = datetime.now(timezone.utc).date()
+        self._carbon_store_uri = tracker.store.uri
+        for day in (today, today - timedelta(days=1)):
+            try:
+                raw = tracker.store.get(record_key(day.isoformat(), s.pipeline, record_id)).data
+            except Exception:
+                continue
+            record = Record.from_json(raw).to_dict()
+            self._carbon_record = record
+            with contextlib.suppress(Exception):
+                context["ti"].xcom_push(key=RECORD_XCOM_KEY, value=record)
+            return
+        self.log.warning(
+            "carbonpipe: the pod's record %s is not in %s (yet)", record_id, tracker.store
+        )
+
+    def prepared_operator(
+        self, context: Context, tracked: tuple[CarbonTracker, str, int] | None = None
+    ) -> Any:
+        """A copy of the wrapped operator, rendered and pre-executed as its task runner would.
+
+        A ``KubernetesPodOperator`` whose image has carbonpipe (``wrap_pod_command=True`` or
+        ``carbonpipe_images``) comes back with its command under ``carbonpipe run ... --`` and
+        the step's ``CARBONPIPE_*`` variables; ``build_pod_request_obj(context)`` shows the pod.
+        """
+        from carbonpipe.operators.pods import (
+            is_pod_operator,
+            run_command,
+            run_env,
+            wrap_pod,
+            wrap_wanted,
+        )
 
         assert self.operator is not None
         inner = copy.copy(self.operator)  # rendering mutates; a retry must see the templates
         inner.render_template_fields(context)
         inner.pre_execute(context)
+        self._carbon_inner = inner
+        self._carbon_pod_note = ""  # not a pod: nothing to wrap
+        if is_pod_operator(inner):
+            if not wrap_wanted(inner, self.wrap_pod_command, self.carbonpipe_images):
+                self._carbon_pod_note = (
+                    "the pod's image is not known to have carbonpipe: give wrap_pod_command=True "
+                    "or list it in CARBONPIPE_POD_IMAGES"
+                )
+                return inner
+            tracker, step, attempt = tracked or self._tracker(context)
+            s = tracker.settings
+            identity = {
+                "project": s.project,
+                "experiment": s.experiment,
+                "pipeline": s.pipeline,
+                "team": s.team,
+                "run_id": tracker.run_id,
+                "step": step,
+                "attempt": attempt,
+            }
+            location = {
+                "provider": self.cloud_provider,
+                "region": self.cloud_region,
+                "country": self.country_iso_code,
+            }
+            store = tracker.store.uri
+            try:
+                wrap_pod(
+                    inner,
+                    run_command(identity, store=store, location=location, labels=tracker.labels),
+                    run_env(identity, store),
+                )
+                self._carbon_pod_note = None
+            except ValueError as exc:
+                self._carbon_pod_note = str(exc)
+        return inner
+
+    def _run_operator(self, context: Context, inner: Any) -> Any:
+        """Run the prepared operator as its task runner: execute, post-execute."""
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+        from airflow.sdk.exceptions import AirflowException, TaskDeferred
+
         run_ctx = contextvars.copy_context()
         run_ctx.run(ExecutorSafeguard.tracker.set, inner)  # we are its task runner
         try:
@@ -372,6 +487,8 @@ class CarbonTrackedOperator(PythonOperator):
 
         The tracker itself logs the one-line summary (energy, CO2, intensity, location).
         """
+        if metrics.record is not None:
+            self._carbon_record = metrics.record.to_dict()
         try:
             context["ti"].xcom_push(key=XCOM_KEY, value=metrics.to_dict())
             if metrics.record is not None:
@@ -383,3 +500,39 @@ class CarbonTrackedOperator(PythonOperator):
             self.log.info("carbonpipe: step %s emitted as much as %s", metrics.step, comparisons)
         except Exception as exc:
             self.log.warning("carbonpipe: could not compare the step's emissions: %s", exc)
+
+    # -- OpenLineage ----------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The ``carbon`` run facet of the step's record, on the COMPLETE event."""
+        return self._lineage(task_instance, "get_openlineage_facets_on_complete")
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """The ``carbon`` run facet of the failed attempt's record, on the FAIL event."""
+        return self._lineage(task_instance, "get_openlineage_facets_on_failure")
+
+    def _lineage(self, task_instance: Any, method: str) -> Any:
+        from carbonpipe.operators.openlineage import FACET_NAME, CarbonRunFacet, record_of
+
+        lineage = _operator_lineage()
+        inner = self._carbon_inner or self.operator
+        inner_method = getattr(inner, method, None)
+        if callable(inner_method):  # the wrapped operator's own datasets and facets
+            try:
+                lineage = inner_method(task_instance) or lineage
+            except Exception as exc:
+                self.log.warning("carbonpipe: the wrapped operator's lineage failed: %s", exc)
+        try:
+            record = self._carbon_record or record_of(task_instance)
+            if record is not None:
+                facet = CarbonRunFacet.from_record(record, self._carbon_store_uri)
+                lineage.run_facets = {**(lineage.run_facets or {}), FACET_NAME: facet}
+        except Exception as exc:  # lineage never changes the task's outcome
+            self.log.warning("carbonpipe: no carbon facet: %s", exc)
+        return lineage
+
+
+def _operator_lineage() -> Any:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    return OperatorLineage()
