@@ -32,6 +32,10 @@ from carbonpipe.errors import ConfigError, ObjectNotFound, PreconditionFailed, S
 from carbonpipe.record import Record, parse_utc, utc_iso
 from carbonpipe.stores.base import Store
 
+# Backoff jitter from the OS, not the global random state (which a user's program, or a
+# property-testing library, may be relying on).
+_JITTER = random.SystemRandom()
+
 log = logging.getLogger(__name__)
 
 BASELINE_SCHEMA = "carbonpipe.baseline/1"
@@ -217,7 +221,7 @@ def save_baseline(store: Store, base: Baseline) -> str:
                 raise StoreError(
                     f"could not write {key}: it kept changing for {_CAS_DEADLINE_S:g} s"
                 ) from None
-            time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+            time.sleep(_JITTER.uniform(0, min(0.5, 0.005 * 2**attempt)))
             attempt += 1
     _forget(store, base.pipeline, base.step)
     return version

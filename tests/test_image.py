@@ -194,6 +194,8 @@ def _arguments(venv: Path, store: str) -> dict[str, dict[str, Any]]:
         },
         # The last week: closed days (compacted to Parquet first) and today's tracked step.
         "esg_aggregate": {"store": store, "period": f"{_days_ago(7)}_{_days_ago(0)}"},
+        # No forecast source configured: it plans to start at once, and says why.
+        "wait_for_clean_grid": {"shift_within": "60s", "expected_duration": "10s"},
     }
 
 
@@ -208,11 +210,15 @@ def test_every_shipped_component_runs_from_the_images_install(image: Path, tmp_p
     assert sorted(arguments) == [p.stem for p in COMPONENTS], "a component this test skips"
 
     outputs = {}
-    for name in ("budget_gate", "tracked_command", "esg_aggregate"):  # the ESG job reads the step
+    # The ESG job reads the step, so it runs after it.
+    for name in ("wait_for_clean_grid", "budget_gate", "tracked_command", "esg_aggregate"):
         done, task_root = run_component(image, tmp_path, name, arguments[name])
         assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}{done.stderr[-6000:]}"
         assert "Traceback" not in done.stderr, done.stderr
         outputs[name] = json.loads((task_root / "executor_output.json").read_text())
+
+    plan = json.loads(outputs["wait_for_clean_grid"]["parameterValues"]["Output"])
+    assert plan["planned_start"] == plan["decided_at"] and plan["reason"], plan
 
     gate = outputs["budget_gate"]["parameterValues"]  # "decision" (and "fits"), or "Output"
     assert gate.get("decision", gate.get("Output")) == "run", gate

@@ -40,6 +40,10 @@ from carbonpipe.errors import ObjectNotFound, PreconditionFailed
 from carbonpipe.record import parse_utc, utc_iso
 from carbonpipe.units import NG_PER_KG, kg_to_ng
 
+# Backoff jitter from the OS, not the global random state (which a user's program, or a
+# property-testing library, may be relying on).
+_JITTER = random.SystemRandom()
+
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -274,7 +278,7 @@ def advance_last_run(
             store.replace(key, data, if_version=current.version)
             return True
         except PreconditionFailed:  # another run's charge moved it: compare again
-            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+            time.sleep(_JITTER.uniform(0, 0.002 * (attempt + 1)))
         except Exception as exc:  # a store down or refusing: the charge itself is safe
             logging.getLogger(__name__).debug("cannot move the last-run pointer %s: %s", key, exc)
             return False

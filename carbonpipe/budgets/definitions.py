@@ -37,6 +37,10 @@ from carbonpipe.budgets.charges import BUDGETS_PREFIX, scope_key
 from carbonpipe.errors import ObjectNotFound, PreconditionFailed
 from carbonpipe.stores.redact import redact
 
+# Backoff jitter from the OS, not the global random state (which a user's program, or a
+# property-testing library, may be relying on).
+_JITTER = random.SystemRandom()
+
 if TYPE_CHECKING:
     from carbonpipe.stores.base import Store, StoredObject
 
@@ -152,7 +156,7 @@ def _parse(key: str, data: bytes) -> StoredDefinition:
 
 
 def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter, not crypto
+    time.sleep(_JITTER.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter, not crypto
 
 
 def _last_revision(store: Store, scope: str, period: str) -> int:

@@ -82,6 +82,10 @@ from carbonpipe.budgets.status import (
     _ng_to_kg,
 )
 
+# Backoff jitter from the OS, not the global random state (which a user's program, or a
+# property-testing library, may be relying on).
+_JITTER = random.SystemRandom()
+
 logger = logging.getLogger(__name__)
 # Long enough for a typical training step; the tracker passes a longer TTL for longer steps.
 DEFAULT_RESERVATION_TTL_S = 6 * 3600.0
@@ -103,7 +107,7 @@ def _utc_now() -> datetime:
 
 
 def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)))
+    time.sleep(_JITTER.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)))
 
 
 class BudgetLedger:

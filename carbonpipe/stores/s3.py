@@ -29,6 +29,10 @@ from carbonpipe.stores.base import Store, StoredObject, bucket_location, check_k
 from carbonpipe.stores.deadline import DEFAULT_STORE_TIMEOUT_S, call_with_deadline, check_timeout
 from carbonpipe.stores.redact import redact
 
+# Backoff jitter from the OS, not the global random state (which a user's program, or a
+# property-testing library, may be relying on).
+_JITTER = random.SystemRandom()
+
 T = TypeVar("T")
 
 _DENIED_CODES = frozenset(
@@ -267,7 +271,7 @@ class S3Store(Store):
                 return self._call(what, key, put, conditional=True)
             except _ConditionalConflict:
                 if attempt + 1 < _CONFLICT_ATTEMPTS:
-                    time.sleep(random.uniform(0.5, 1.0) * _CONFLICT_BACKOFF_S * 2**attempt)
+                    time.sleep(_JITTER.uniform(0.5, 1.0) * _CONFLICT_BACKOFF_S * 2**attempt)
         raise PreconditionFailed(
             f"cannot {what} {self.url_for(key)}: S3 kept answering {_CONFLICT_CODE} "
             f"after {_CONFLICT_ATTEMPTS} attempts"

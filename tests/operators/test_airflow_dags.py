@@ -91,4 +91,4 @@ def test_gated_training_example_gates_tracks_and_reports(
     assert report["model"]["slope"] == pytest.approx(3.0, abs=0.1)
     assert report["carbon"]["step"] == "train"
     (key,) = LocalStore(store).list("records/")
-    assert "pipeline=carbonpipe_gated_training" in key
+    assert "pipeline_key=carbonpipe_gated_training" in key

@@ -71,13 +71,14 @@ def test_the_command_starts_at_the_cleanest_second_and_the_record_says_so(tmp_pa
     )
     assert out.returncode == 0, out.stderr
     started = float(marker.read_text())
-    assert abs(started - clean_at) <= 1.0, (started - clean_at, out.stderr)
+    # Never before the clean second; a loaded machine may start the command a little late.
+    assert -0.5 <= started - clean_at <= 3.0, (started - clean_at, out.stderr)
     assert "fit starts at" in out.stderr and "cleaner" in out.stderr
     [record] = _records(store)
     s = record.scheduling
     assert s is not None
     assert s["planned_start"].startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(clean_at)))
-    assert s["waited_s"] == pytest.approx(clean_at - decided, abs=1.5)
+    assert s["waited_s"] == pytest.approx(clean_at - decided, abs=3.0)  # less its start-up
     assert (s["intensity_at_decision"], s["intensity_planned"]) == (DIRTY, CLEAN)
     # The 2-second-ish run lies in the clean window: measured from the series, not the plan.
     assert s["intensity_actual"] == pytest.approx(CLEAN, abs=(DIRTY - CLEAN) * 0.6)
@@ -214,5 +215,5 @@ def test_the_expected_duration_defaults_to_the_steps_last_run_and_a_budget_still
     [shifted] = [r for r in _records(store) if r.scheduling is not None]
     assert shifted.scheduling is not None
     assert 1.4 <= shifted.scheduling["expected_duration_s"] <= 5.0  # the first run's duration
-    assert shifted.scheduling["intensity_planned"] == CLEAN, out.stderr
+    assert shifted.scheduling["intensity_planned"] == pytest.approx(CLEAN), out.stderr
     assert shifted.scheduling["waited_s"] > 0.5, out.stderr
