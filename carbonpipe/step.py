@@ -215,6 +215,9 @@ class _Step:
         # What the meter measured: None, the work itself; "worker" when the work ran elsewhere
         # (a pod, a managed job) and only the process waiting on it was measured.
         self.scope: str | None = None
+        # The pod whose Kepler counters are the step's energy, when it is not the step's own pod
+        # (a pod the step launched: carbonpipe.operators.pods); None: the step's own pod.
+        self.kepler_pod: Any = None
         self.metrics: CarbonMetrics | None = None
         self._token: contextvars.Token[_Step | None] | None = None
         self._lock = threading.Lock()

@@ -451,7 +451,18 @@ class CarbonTracker:
         if self.settings.kepler_prometheus_url:  # the pod's own energy (CodeCarbon's kept beside)
             from carbonpipe.measure import kepler
 
-            measurement = kepler.apply(measurement, self.settings.kepler_prometheus_url)
+            measurement = kepler.apply(
+                measurement, self.settings.kepler_prometheus_url, pod=handle.kepler_pod
+            )
+            if handle.kepler_pod is not None:  # a pod the step launched
+                if measurement.method == "kepler":
+                    handle.scope = None  # its own energy: the work itself was measured
+                else:
+                    handle.errors.append(
+                        "remote work not measured: Kepler had no figure for the launched pod; "
+                        "only the process that waited on it was measured (measurement.scope: "
+                        "worker)"
+                    )
         return measurement
 
     def _identity(self, handle: _Step) -> dict[str, Any]:

@@ -6,12 +6,10 @@ module recognises those operators (by class name, through the class's MRO, so su
 as ``GKEStartPodOperator`` count) and, for a ``KubernetesPodOperator`` whose image has
 carbonpipe, rewrites its container command to ``carbonpipe run ... -- <command>`` with the
 step's identity, store and location, so the pod measures itself and writes the step's one
-record. Any other remote operator is still tracked, with ``measurement.scope: "worker"`` and a
-``tracking_errors`` entry saying that the remote work is not measured.
-
-TODO(kepler): a pod whose image lacks carbonpipe could be charged its energy from Kepler's
-PromQL metrics (``carbonpipe.measure.kepler``) once that module lands; today it is tracked with
-scope ``worker``.
+record. A pod not wrapped, with Kepler configured, is charged the launched pod's own energy
+(``carbonpipe.measure.kepler``; the wrapper names the pod). Any other remote operator is still
+tracked, with ``measurement.scope: "worker"`` and a ``tracking_errors`` entry saying that the
+remote work is not measured.
 """
 
 from __future__ import annotations

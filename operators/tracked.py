@@ -308,17 +308,29 @@ class CarbonTrackedOperator(PythonOperator):
         except BudgetExceeded as exc:
             raise budget_exception(exc, self.on_exceed) from exc
         handle.scheduling = shift
+        kepler_pod = False
         if remote is not None:
-            from carbonpipe.operators.pods import not_measured
+            from carbonpipe.operators.pods import is_pod_operator, not_measured
 
             handle.scope = "worker"
-            handle.errors.append(not_measured(remote, why or ""))
-            self.log.warning("carbonpipe: %s", handle.errors[-1])
+            # Kepler configured: the launched pod is charged its own energy (when Kepler has it).
+            kepler_pod = is_pod_operator(inner) and bool(tracker.settings.kepler_prometheus_url)
+            if not kepler_pod:
+                handle.errors.append(not_measured(remote, why or ""))
+                self.log.warning("carbonpipe: %s", handle.errors[-1])
         self._carbon_store_uri = tracker.store.uri
         try:
             with handle:
                 if inner is not None:
-                    result = self._run_operator(context, inner)
+                    try:
+                        result = self._run_operator(context, inner)
+                    finally:
+                        if kepler_pod:
+                            handle.kepler_pod = _launched_pod(inner)
+                            if handle.kepler_pod is None:
+                                handle.errors.append(
+                                    not_measured(remote or "", "its pod is not known")
+                                )
                 else:
                     result = super().execute(context)
                 if self.units_from_result:
@@ -530,6 +542,16 @@ class CarbonTrackedOperator(PythonOperator):
         except Exception as exc:  # lineage never changes the task's outcome
             self.log.warning("carbonpipe: no carbon facet: %s", exc)
         return lineage
+
+
+def _launched_pod(pod_operator: Any) -> Any:
+    """The pod a ``KubernetesPodOperator`` launched, as Kepler names it (None if none)."""
+    from carbonpipe.measure.kepler import Pod
+
+    meta = getattr(getattr(pod_operator, "pod", None), "metadata", None)
+    if meta is None or not meta.name:
+        return None
+    return Pod(namespace=meta.namespace, name=meta.name, uid=meta.uid)
 
 
 def _operator_lineage() -> Any:

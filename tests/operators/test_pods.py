@@ -15,6 +15,8 @@ import pytest
 
 from carbonpipe.record import Record, validate
 from carbonpipe.stores.local import LocalStore
+from tests.measure.test_kepler import CPU_W
+from tests.measure.test_kepler import prometheus as prometheus  # the session's real Prometheus
 from tests.operators.conftest import task_states
 
 pytestmark = [
@@ -192,3 +194,48 @@ def test_remote_operator_is_tracked_with_worker_scope_and_a_tracking_error(
     assert any(
         "remote work not measured" in e and "Databricks" in e for e in record.tracking_errors
     )
+
+
+def test_with_kepler_a_launched_pod_is_charged_its_own_energy(
+    run_dag: Callable[..., Any],
+    prometheus: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pod operator that "launches" pod ns/p without a cluster: the exporter behind the
+    # session's real Prometheus serves Kepler's counters for that pod.
+    monkeypatch.setenv("CARBONPIPE_KEPLER_PROMETHEUS_URL", prometheus)
+    monkeypatch.delenv("POD_NAME", raising=False)
+    store = tmp_path / "store"
+    dr = run_dag(
+        f"""
+        import time
+        from datetime import datetime, timezone
+        from airflow.sdk import DAG
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+        from kubernetes.client import models as k8s
+        from carbonpipe.operators import CarbonTrackedOperator
+
+        class LaunchedPod(KubernetesPodOperator):
+            def execute(self, context):
+                self.pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p", namespace="ns"))
+                time.sleep(4)
+
+        with DAG("cp_kepler_pod", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), schedule=None) as dag:
+            CarbonTrackedOperator(
+                operator=LaunchedPod(task_id="train", image="busybox", cmds=["true"]),
+                project="recsys",
+                store={str(store)!r},
+                country_iso_code="FRA",
+            )
+        """,
+        "cp_kepler_pod",
+    )
+    assert task_states(dr) == {"train": "success"}
+    s = LocalStore(store)
+    (record,) = [Record.from_json(s.get(k).data) for k in s.list("records/")]
+    assert record.measurement["method"] == "kepler", record.tracking_errors
+    assert record.measurement.get("scope") is None
+    joules = record.energy_kwh["cpu"] * 3.6e6
+    assert joules == pytest.approx(CPU_W * record.duration_s, rel=0.5)
+    assert not any("not measured" in e for e in record.tracking_errors)
