@@ -47,7 +47,7 @@ def sources_of(engine: str, uri: str, dataset: str) -> tuple[Any, list[str]]:
         return Sources(_bucket_root(uri, "s3", engine)), []
     if engine == "bigquery":
         return Sources(_bucket_root(uri, "gs", engine), dataset=dataset), []
-    from carbonpipe.esg.rows import COMPACT_PREFIX, COMPACT_SCHEMA, _schema_of
+    from carbonpipe.esg.rows import COMPACT_PREFIX, SQL_TYPED_SCHEMAS, _schema_of
     from carbonpipe.record import LEGACY_RECORDS_PREFIX, RECORDS_PREFIX
     from carbonpipe.stores.local import LocalStore
     from carbonpipe.stores.opener import open_store
@@ -67,10 +67,10 @@ def sources_of(engine: str, uri: str, dataset: str) -> tuple[Any, list[str]]:
             "records/v1 holds records of an earlier layout: the views read them (each record "
             "once); `carbonpipe migrate` moves them to records/v2"
         )
-    old = [k for k in parts if _schema_of(store.get(k).data) != COMPACT_SCHEMA]
+    old = [k for k in parts if _schema_of(store.get(k).data) not in SQL_TYPED_SCHEMAS]
     if old:
         warnings.append(
-            f"{len(old)} compacted part(s) predate {COMPACT_SCHEMA} (timestamps as text): run "
+            f"{len(old)} compacted part(s) predate {SQL_TYPED_SCHEMAS[-1]} (timestamps as text): run "
             "`carbonpipe migrate` first, or the views mistype or skip them"
         )
     root = str(store.root) if isinstance(store, LocalStore) else store.uri.rstrip("/")

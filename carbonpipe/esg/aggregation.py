@@ -34,6 +34,7 @@ from carbonpipe.esg.rows import (
     _pending,
     _records_table,
 )
+from carbonpipe.esg.section_rows import SectionRow, section_rows
 
 _NWH_PER_KWH = 10**12
 _NG_PER_KG = 10**12
@@ -346,6 +347,9 @@ class Aggregate:
     alerts: tuple[dict[str, Any], ...]
     stats: ReadStats = ReadStats()
     pipeline: str | None = None
+    # The rows the SCI and time-shifting sections read (carbonpipe.esg.section_rows), taken
+    # from the rows this pass read, so that those sections read no JSON record again.
+    section_rows: tuple[SectionRow, ...] = ()
 
     def _select(self, scope: str) -> pa.Table:
         with needs_extra("esg", "ESG reports"):
@@ -426,6 +430,7 @@ def aggregate(
     cubes: list[pa.Table] = []
     runs: list[pa.Table] = []
     alerts: list[dict[str, Any]] = []
+    sections: list[SectionRow] = []
     stats = [0, 0, 0, 0]
     if progress:
         progress(0, len(days), 0)
@@ -467,6 +472,7 @@ def aggregate(
                 cubes.append(cube)
                 runs.append(day_runs)
                 alerts.extend(day_alerts)
+                sections.extend(section_rows(table))
             for j, v in enumerate(
                 (st.days, st.compacted_records, st.json_records, st.invalid_records)
             ):
@@ -489,6 +495,7 @@ def aggregate(
         alerts=tuple(alerts),
         stats=ReadStats(*stats),
         pipeline=pipeline,
+        section_rows=tuple(sections),
     )
 
 

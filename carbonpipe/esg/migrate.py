@@ -95,9 +95,13 @@ def migrate_records(store: Store, result: Migration, *, dry_run: bool = False) -
 
 
 def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> None:
-    """Rewrite compacted parts older than ``carbonpipe.compact/3`` in the current schema."""
+    """Rewrite compacted parts older than ``carbonpipe.compact/3`` in the current schema.
+
+    A ``compact/3`` part is left as it is: rewriting it would only add the null columns of
+    ``compact/4`` (its records' SCI and time-shifting fields are not in it to carry over).
+    """
     from carbonpipe.esg.compaction import PARQUET_TYPE, encode_part
-    from carbonpipe.esg.rows import COMPACT_PREFIX, COMPACT_SCHEMA, _decode_part, _schema_of
+    from carbonpipe.esg.rows import COMPACT_PREFIX, SQL_TYPED_SCHEMAS, _decode_part, _schema_of
 
     for key in list(store.list(f"{COMPACT_PREFIX}/")):
         if not key.endswith("/part.parquet"):
@@ -107,7 +111,7 @@ def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> 
             obj = store.get(key)
         except ObjectNotFound:
             continue
-        if _schema_of(obj.data) == COMPACT_SCHEMA:
+        if _schema_of(obj.data) in SQL_TYPED_SCHEMAS:
             result.parts_current += 1
             continue
         part = _decode_part(obj, day)

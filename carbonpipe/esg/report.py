@@ -133,8 +133,8 @@ def build_report(
         "optimisation_impact": impact,
         "recommendations": _recommendations(agg, total, impact, regressions),
         "regressions": regressions,
-        "sci": _sci(agg, store),
-        "time_shifting": report_section(store, agg.period, agg.pipeline),
+        "sci": _sci(agg),
+        "time_shifting": report_section(agg.section_rows, agg.period),
         "methodology": {
             **doc["methodology"],
             "emission_factors_in_use": sorted(
@@ -148,14 +148,12 @@ def build_report(
     return report
 
 
-def _sci(agg: Aggregate, store: Store | None) -> list[dict[str, Any]]:
-    """The SCI section (:mod:`carbonpipe.esg.sci`): empty without the store's records."""
-    if store is None:
-        return []
-    from carbonpipe.esg.sci import records_of, sci_section
+def _sci(agg: Aggregate) -> list[dict[str, Any]]:
+    """The SCI section (:mod:`carbonpipe.esg.sci`), from the rows the aggregation read."""
+    from carbonpipe.esg.sci import sci_section
 
     try:
-        return sci_section(records_of(store, agg.period, agg.pipeline))
+        return sci_section(agg.section_rows)
     except Exception as exc:  # the rest of the report stands
         log.warning("carbonpipe: SCI section left empty: %s", exc)
         return []

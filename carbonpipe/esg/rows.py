@@ -35,8 +35,14 @@ COMPACT_PREFIX = "records/compact/v1"
 # /2 added the exact integer columns (_INT_COLUMNS); a /1 part gets them computed when read.
 # /3 types the columns for SQL engines: started_at and ended_at timestamp[us, UTC] (text in
 # /1 and /2, converted when read), labels map<string, string> (null in rows of older parts).
-COMPACT_SCHEMA = "carbonpipe.compact/3"
-_OLD_SCHEMAS = (b"carbonpipe.compact/2", b"carbonpipe.compact/1")
+# /4 adds _SECTION_COLUMNS, what the report's SCI and time-shifting sections read
+# (carbonpipe.esg.section_rows). A part of /1 to /3 gets them null when read: its records
+# simply contribute nothing to those two sections (until a compaction or `carbonpipe migrate`
+# rewrites the part; the JSON records are not read again for them).
+COMPACT_SCHEMA = "carbonpipe.compact/4"
+_OLD_SCHEMAS = (b"carbonpipe.compact/3", b"carbonpipe.compact/2", b"carbonpipe.compact/1")
+#: The schemas whose columns SQL engines read typed (timestamps, labels): /3 and later.
+SQL_TYPED_SCHEMAS = (COMPACT_SCHEMA, "carbonpipe.compact/3")
 _READABLE_SCHEMAS = (COMPACT_SCHEMA.encode(), *_OLD_SCHEMAS)
 
 
@@ -91,6 +97,21 @@ _INT_COLUMNS = (
 )
 
 
+# What the SCI and time-shifting sections need beyond the columns above (compact/4): the
+# functional unit (name, count), the embodied share M (kg, and its block as JSON), the PUE's
+# source, the scheduling block, the time-series zone of the intensity source, and the remote
+# calls' reported CO2e summed as SCI sums it (unclipped, unlike remote_emissions_kg_co2e).
+_SECTION_STRINGS = (
+    "functional_unit",
+    "source_zone",
+    "pue_source_json",
+    "embodied_json",
+    "scheduling_json",
+)
+_SECTION_FLOATS = ("functional_unit_count", "embodied_kg_co2e", "remote_reported_kg_co2e")
+_SECTION_COLUMNS = _SECTION_STRINGS + _SECTION_FLOATS
+
+
 # Read back dictionary-encoded: a day's group-by then hashes small integers, not strings.
 _DICT_COLUMNS = (
     "date",
@@ -126,6 +147,8 @@ def _arrow_schema(*, dictionary: bool = False) -> pa.Schema:
         + [pa.field(n, pa.float64()) for n in _FLOAT_COLUMNS]
         + [pa.field(n, pa.int64()) for n in _INT_COLUMNS]
         + [pa.field("labels", pa.map_(pa.string(), pa.string()))]
+        + [pa.field(n, pa.string()) for n in _SECTION_STRINGS]
+        + [pa.field(n, pa.float64()) for n in _SECTION_FLOATS]
     )
 
 
@@ -185,6 +208,51 @@ def _with_types(table: pa.Table) -> pa.Table:
     return table.append_column(pa.field("labels", labels.type), labels)
 
 
+def _with_sections(table: pa.Table) -> pa.Table:
+    """Add the null :data:`_SECTION_COLUMNS` to a part written before ``compact/4``."""
+    import pyarrow as pa
+
+    for name in _SECTION_COLUMNS:
+        if name not in table.schema.names:
+            kind = pa.string() if name in _SECTION_STRINGS else pa.float64()
+            table = table.append_column(pa.field(name, kind), pa.nulls(table.num_rows, kind))
+    return table
+
+
+def _json_or_none(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    return json.dumps(value, sort_keys=True, allow_nan=False, default=str)
+
+
+def _section_values(r: Record) -> tuple[object, ...]:
+    """The :data:`_SECTION_COLUMNS` of one record, in their order."""
+    units = r.functional_units if isinstance(r.functional_units, dict) else None
+    zone = r.intensity_source.get("zone")
+    embodied = getattr(r, "embodied_kg_co2e", None)
+    return (
+        None if units is None else str(units["name"]),
+        None if not zone else str(zone),
+        _json_or_none(getattr(r, "pue_source", None)),
+        _json_or_none(getattr(r, "embodied", None)),
+        _json_or_none(r.scheduling) if r.scheduling else None,
+        None if units is None else float(units["count"]),
+        None if embodied is None else float(embodied),
+        _reported_kg(r),
+    )
+
+
+def _reported_kg(r: Record) -> float:
+    total = 0.0
+    for item in r.remote:
+        if isinstance(item, dict):
+            try:
+                total += float(item.get("emissions_kg_co2e", 0.0))
+            except (TypeError, ValueError):
+                continue
+    return total
+
+
 def _records_table(records: Sequence[Record], day: str) -> pa.Table:
     """Flatten records into the compaction schema (column order of ``_arrow_schema``)."""
     with needs_extra("esg", "ESG reports"):
@@ -239,6 +307,7 @@ def _records_table(records: Sequence[Record], day: str) -> pa.Table:
                     remote_kg,
                 ),
                 sorted(r.labels.items()),
+                *_section_values(r),
             )
         )
     schema = _arrow_schema()
@@ -364,8 +433,10 @@ def _decode_part(obj: StoredObject | None, day: str) -> _Part | None:
         skipped = frozenset(json.loads(meta.get(b"skipped", b"[]")))
         if meta.get(b"schema") == b"carbonpipe.compact/1":
             table = _with_exact_columns(table)
-        if meta.get(b"schema") in _OLD_SCHEMAS:
+        if meta.get(b"schema") in _OLD_SCHEMAS[1:]:
             table = _with_types(table)
+        if meta.get(b"schema") in _OLD_SCHEMAS:
+            table = _with_sections(table)
         schema = _arrow_schema(dictionary=True)
         table = table.select(schema.names).cast(schema)
     except (pa.ArrowException, ValueError, KeyError) as exc:
@@ -376,7 +447,7 @@ def _decode_part(obj: StoredObject | None, day: str) -> _Part | None:
 
 
 def _schema_of(data: bytes) -> str | None:
-    """The ``schema`` a part's metadata names (``carbonpipe.compact/3``), None if unreadable."""
+    """The ``schema`` a part's metadata names (``carbonpipe.compact/4``), None if unreadable."""
     with needs_extra("esg", "ESG reports"):
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -8,8 +8,9 @@ entry discloses what the SCI specification asks a report to: the score, O and M 
 I, the intensity sources, the software boundary (what is in, what is out) and every factor
 used (PUE and its source, the embodied method, source and lifetime).
 
-The section reads the period's JSON records (the compacted parts carry no functional units);
-a report built without its store has an empty section.
+The section reads the rows the aggregation pass already read (:mod:`carbonpipe.esg.section_rows`:
+the compacted parts carry the functional units since ``carbonpipe.compact/4``), not the JSON
+records again; records of older parts contribute nothing to it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.record import Record
-
 if TYPE_CHECKING:
-    from carbonpipe.esg.period import Period
-    from carbonpipe.stores.base import Store
+    from carbonpipe.esg.section_rows import SectionInput as Record
 
 #: What the SCI of a carbonpipe step covers, and what it leaves out (the software boundary).
 BOUNDARY_IN = (
@@ -46,18 +44,6 @@ METHOD = (
     "functional units summed over the period."
 )
 NOT_MEASURED = "embodied not measured: M = 0 (the score covers operational emissions only)"
-
-
-def records_of(store: Store, period: Period, pipeline: str | None) -> list[Record]:
-    """The period's records (of ``pipeline``) that declared functional units."""
-    from carbonpipe.report import read_records, record_keys
-
-    keys = record_keys(store, start=period.start, end=period.end, pipeline=pipeline)
-    return [
-        r
-        for r in read_records(store, keys)
-        if r.functional_units and (not pipeline or r.pipeline == pipeline)
-    ]
 
 
 def sci_section(records: Iterable[Record]) -> list[dict[str, Any]]:

@@ -14,22 +14,24 @@ From the period's records that carry ``scheduling`` (``carbonpipe run --shift-wi
 * ``recommendations``: a time-shift figure per pipeline only when the zone's measured history
   backs it (see :func:`time_shift_advice`); none otherwise.
 
-The section reads the period's JSON records; a report built without its store has an empty one.
+The section reads the rows the aggregation pass already read (:mod:`carbonpipe.esg.section_rows`:
+records that planned their start or were priced with a time series), not the JSON records
+again; records of parts older than ``carbonpipe.compact/4`` contribute nothing to it.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.record import Record, parse_utc
+from carbonpipe.record import parse_utc
 
 if TYPE_CHECKING:
     from carbonpipe.esg.period import Period
-    from carbonpipe.stores.base import Store
+    from carbonpipe.esg.section_rows import SectionInput as Record
 
 #: A step that waited less than this was not shifted (the plan said "now").
 SHIFTED_AFTER_S = 1.0
@@ -42,19 +44,6 @@ ESTIMATE_LABEL = (
 ADVICE_MIN_DAYS = 7
 ADVICE_MIN_SAVING = 0.05
 ADVICE_LOOKBACK_DAYS = 30
-
-
-def period_records(store: Store, period: Period, pipeline: str | None) -> list[Record]:
-    """The period's records (of ``pipeline``)."""
-    from carbonpipe.report import read_records, record_keys
-
-    keys = record_keys(store, start=period.start, end=period.end, pipeline=pipeline)
-    return [r for r in read_records(store, keys) if not pipeline or r.pipeline == pipeline]
-
-
-def shifted_records(store: Store, period: Period, pipeline: str | None) -> list[Record]:
-    """The period's records (of ``pipeline``) whose start was planned."""
-    return [r for r in period_records(store, period, pipeline) if r.scheduling]
 
 
 def _facility_kwh(rec: Record) -> float:
@@ -233,18 +222,13 @@ def shifting_html(section: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def report_section(store: Store | None, period: Period, pipeline: str | None) -> dict[str, Any]:
-    """The section for :func:`carbonpipe.esg.report.build_report`; never raises (an empty
-    section, logged, when the records or the source cannot be read)."""
+def report_section(recs: Sequence[Record], period: Period) -> dict[str, Any]:
+    """The section for :func:`carbonpipe.esg.report.build_report`, from the period's section
+    rows (:attr:`carbonpipe.esg.aggregation.Aggregate.section_rows`); never raises (no advice,
+    logged, when the source cannot be read)."""
     import logging
 
-    if store is None:
-        return empty_section()
-    try:
-        recs = period_records(store, period, pipeline)
-    except Exception as exc:
-        logging.getLogger(__name__).warning("carbonpipe: time-shifting section empty: %s", exc)
-        return empty_section()
+    recs = list(recs)
     advice: list[dict[str, Any]] = []
     if any(_zone_of([r]) for r in recs):  # steps priced with a time series: advice may apply
         try:

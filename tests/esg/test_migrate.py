@@ -44,7 +44,8 @@ def test_compacted_parts_have_real_types(tmp_path: Path) -> None:
     assert schema.field("labels").type == pa.map_(pa.string(), pa.string())
     assert schema.field("emissions_kg_co2e").type == pa.float64()
     assert schema.field("emissions_ng").type == pa.int64()
-    assert schema.metadata[b"schema"] == b"carbonpipe.compact/3"
+    assert schema.metadata[b"schema"] == esg_rows.COMPACT_SCHEMA.encode()
+    assert schema.field("functional_unit").type == pa.string()  # compact/4: SCI, shifting
 
 
 def test_migrate_moves_every_record_once_and_a_second_run_changes_nothing(
