@@ -5,7 +5,7 @@
 
 The store is what one that has run the nightly job for a quarter holds on the night of
 2027-01-01: 2026-10-01 .. 12-30 already compacted, ``--records`` rows in 91 per-day Parquet
-parts (``carbonpipe.compact/3``, written with the compaction's own encoder from generated rows,
+parts (``carbonpipe.compact/4``, written with the compaction's own encoder from generated rows,
 not from a million JSON objects), plus ``--new`` JSON records (``carbonpipe.record/2``, the
 tracker's ``records/v2/date=D/pipeline_key=K/<id>.json`` keys) for 2026-12-31, the day that
 just closed. The job is :func:`carbonpipe.esg.run_nightly` for 2026-Q4 at 2027-01-02T01:00Z:

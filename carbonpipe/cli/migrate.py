@@ -1,7 +1,7 @@
 """``carbonpipe migrate``: move a store an earlier version wrote to the current layout.
 
-See :mod:`carbonpipe.esg.migrate`: records/v1 to records/v2, compacted parts to compact/3;
-idempotent, and every reader counts each record once while it runs.
+See :mod:`carbonpipe.esg.migrate`: records/v1 to records/v2, compacted parts older than
+compact/3 to the current schema; idempotent, and every reader counts each record once while it runs.
 """
 
 from __future__ import annotations

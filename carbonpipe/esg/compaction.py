@@ -71,7 +71,7 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 
 
 def encode_part(table: pa.Table, day: str, skipped: Iterable[str]) -> bytes:
-    """A day's rows as the bytes of its part: sorted by record id, ``compact/3`` metadata."""
+    """A day's rows as the bytes of its part: sorted by record id, ``compact/4`` metadata."""
     with needs_extra("esg", "ESG reports"):
         import pyarrow as pa
         import pyarrow.parquet as pq

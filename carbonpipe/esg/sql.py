@@ -12,7 +12,7 @@ What the script creates, in every engine:
     sums ``emissions_ng`` and ``energy_total_nwh``.
 ``carbon_compacted``
     The compacted Parquet parts (``records/compact/v1/date=*/part.parquet``,
-    ``carbonpipe.compact/3``), whose integer columns carbonpipe wrote.
+    ``carbonpipe.compact/3`` or ``/4``), whose integer columns carbonpipe wrote.
 ``carbon_records``
     The compacted rows plus every JSON record no part holds yet (a record that arrived after
     its day was compacted): each record once, as :func:`carbonpipe.esg.aggregate` counts them.

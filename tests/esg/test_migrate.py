@@ -1,5 +1,5 @@
-"""``carbonpipe migrate``: records/v1 to records/v2 and old compacted parts to compact/3, once;
-every reader counts each record once before, during and after; typed Parquet parts."""
+"""``carbonpipe migrate``: records/v1 to records/v2 and old compacted parts to the current
+schema, once; every reader counts each record once before, during and after; typed Parquet parts."""
 
 from __future__ import annotations
 
