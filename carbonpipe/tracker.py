@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -40,11 +37,9 @@ from carbonpipe._checks import (
 )
 from carbonpipe.config import Settings, resolve_settings
 from carbonpipe.functional_unit import tracker_unit_name as unit_name
-from carbonpipe.record import Record
 
 if TYPE_CHECKING:
     from carbonpipe.budgets.budget import Budget
-    from carbonpipe.budgets.status import BudgetStatus
     from carbonpipe.intensity.table import Intensity
     from carbonpipe.location.detect import Location
     from carbonpipe.measure.base import Measurement
@@ -481,147 +476,9 @@ class CarbonTracker:
         }
 
     def _record(self, handle: _Step, status: str, m: Measurement) -> CarbonMetrics:
-        errors = list(handle.errors) + list(m.errors)
-        provider = region = country = None
-        detected_by = "world"
-        try:
-            loc = self.location
-            intensity = self.intensity
-            provider, region, country = loc.provider, loc.region, loc.country_iso
-            detected_by = loc.detected_by
-            errors.extend(f"location: {n}" for n in loc.notes)
-        except Exception as exc:  # never let detection break the step: world average
-            from carbonpipe.intensity.table import lookup_intensity
+        from carbonpipe._stop import record_step
 
-            errors.append(f"location detection failed: {exc!r}")
-            intensity = lookup_intensity(None, None, None)
-        location: dict[str, Any] = {
-            "provider": provider,
-            "region": region,
-            "country_iso": country,
-            "detected_by": detected_by,
-        }
-        from carbonpipe.intensity.timed import step_series
-        from carbonpipe.measure.host import host_facts
-        from carbonpipe.pricing import build_record
-
-        # A time-series source (CARBONPIPE_INTENSITY_SOURCE): the grid over the step's window.
-        series, why = step_series(
-            location,
-            m.started_at,
-            m.ended_at,
-            spec=self.settings.intensity_source,
-            options=self.settings.intensity,
-            timeout_s=float(self.settings.intensity.get("timeout_s") or 5.0),
-        )
-        if why:
-            errors.append(why)
-        from carbonpipe.measure.resources import hardware_facts
-
-        s = self.settings
-        pue, pue_source = s.pue_for(provider, region)
-        record = build_record(
-            self._identity(handle),
-            status,
-            m,
-            location=location,
-            intensity=intensity,
-            pue=pue,
-            pue_source=pue_source,
-            hardware=hardware_facts(
-                self._location, provider, s.meter_mode, s.embodied_lifetime_years
-            ),
-            tracking_mode=s.tracking_mode,
-            remote=list(handle.remote.values()),
-            errors=errors,
-            host=host_facts(),
-            functional_units=handle.units or self._one_unit(),
-            series=series,
-        )
-        if handle.scope is not None:  # the work ran elsewhere: say what the meter measured
-            record = replace(record, measurement={**record.measurement, "scope": handle.scope})
-        if handle.scheduling is not None:  # a shifted start: its plan, and the run's intensity
-            record = handle.scheduling.apply(record)
-        alerts = self._alerts(handle, record.emissions_kg_co2e)
-        if alerts:
-            record = replace(record, alerts=alerts)
-        # Metrics sinks (OpenTelemetry, a Pushgateway): nothing is loaded unless one may be set
-        # up; before the record is written, so a failed export is in its tracking_errors.
-        if "opentelemetry.metrics" in sys.modules or os.environ.get("CARBONPIPE_PUSHGATEWAY_URL"):
-            from carbonpipe.exporters.registry import export_record
-
-            record = export_record(record)
-        if handle.open_step is not None:  # the final record takes the open entry's place
-            with contextlib.suppress(Exception):
-                handle.open_step.finishing(self.store, record.key, record.to_json())
-        budget_status = self._deliver(record)
-        for e in record.tracking_errors:
-            log.warning("carbonpipe: %s", e)
-        metrics = CarbonMetrics.from_record(record, m, budget_status)
-        if log.isEnabledFor(logging.INFO):  # the comparisons load the factors file: only if shown
-            log.info("%s", metrics.summary_line())
-        return metrics
-
-    def _one_unit(self) -> dict[str, Any] | None:
-        """One of the tracker's ``functional_unit``: a step's R unless it declared its own."""
-        return {"name": self.functional_unit, "count": 1.0} if self.functional_unit else None
-
-    def _alerts(self, handle: _Step, emissions_kg: float) -> list[dict[str, Any]]:
-        """Compare the step with its baseline, if one is stored; never fails the step."""
-        try:
-            from carbonpipe import baseline  # noqa: F401
-        except ImportError:
-            return []
-        try:
-            alert = baseline.check_regression(
-                self.store,
-                self.settings.pipeline,
-                handle.name,
-                emissions_kg,
-                factor=self.settings.regression_factor,
-                action=self.settings.regression,
-            )
-        except Exception as exc:
-            handle.errors.append(f"baseline check failed: {exc!r}")
-            return []
-        return [alert] if alert else []
-
-    def _deliver(self, record: Record) -> BudgetStatus | None:
-        """Write the record (spooling if the store is down), charge it, close the open entry."""
-        from carbonpipe.delivery import deliver_record
-        from carbonpipe.stores.open_steps import settle
-
-        per_run = self.budget is not None and self.budget.scope.startswith("run:")
-        books = {
-            b.scope
-            for b in (self.budget, *self.settings.budgets)
-            if getattr(b, "basis", "") == "total"
-        }
-        try:
-            done = deliver_record(self.store, record, run_scope=per_run, total_scopes=books)
-        except Exception as exc:
-            log.error(
-                "carbonpipe: record %s could not be written or spooled: %s", record.record_id, exc
-            )
-            return None
-        if done.delivery.spooled:
-            log.warning(
-                "carbonpipe: store %s unavailable, record %s spooled for replay: %s",
-                self.store.uri,
-                record.record_id,
-                done.delivery.error,
-            )
-        if done.charge_error is not None:
-            return None  # logged; the open entry stays, so a sweep charges the record later
-        try:
-            settle(record.record_id)  # record and charges are safe: the open entry goes
-            if self.budget is not None:
-                from carbonpipe.budgets.ledger import BudgetLedger
-
-                return BudgetLedger(self.store).status(self.budget.on_book())
-        except Exception as exc:
-            log.warning("carbonpipe: budget status after %s unavailable: %s", record.record_id, exc)
-        return None
+        return record_step(self, handle, status, m)
 
     # -- decorator --------------------------------------------------------------------------
     def track(self, step: str | None = None) -> Callable[[F], F]:
