@@ -104,6 +104,7 @@ def main() -> None:
     proxy = FaultProxy(endpoint).start()
     env["AWS_ENDPOINT_URL_S3"] = proxy.url
 
+    _step(env, "warm-up", sleep=args.sleep_s, kill_after=None)  # a cold first start is not noise
     healthy = [_step(env, f"healthy-{i}", sleep=args.sleep_s, kill_after=None) for i in range(10)]
     baseline = statistics.median(healthy)
     noise = max(healthy) - baseline  # what this machine adds to a step with no fault at all
@@ -144,6 +145,7 @@ def main() -> None:
         for i in range(args.steps)
     }
     healthy_ids = {make_record_id(PROJECT, PIPELINE, f"healthy-{i}", "work", 1) for i in range(10)}
+    healthy_ids.add(make_record_id(PROJECT, PIPELINE, "warm-up", "work", 1))
     missing = [run for rid, run in expected.items() if by_id.get(rid, 0) != 1]
     extra = [rid for rid in by_id if rid not in expected and rid not in healthy_ids]
     statuses = Counter(r.status for r in records if r.record_id in expected)
