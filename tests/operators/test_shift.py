@@ -74,7 +74,7 @@ def test_the_trigger_fires_at_the_cleanest_second(tmp_path: Path) -> None:
     event, fired = _fire(_trigger(forecast, plan))
     assert event.payload["status"] == "success"
     assert abs(fired - clean_at) <= 1.0
-    assert StartPlan.from_dict(event.payload["plan"]).intensity_planned == CLEAN
+    assert StartPlan.from_dict(event.payload["plan"]).intensity_planned == pytest.approx(CLEAN)
 
 
 def test_the_trigger_re_plans_when_the_forecast_updates(tmp_path: Path) -> None:
@@ -156,7 +156,8 @@ def test_tracked_operator_defers_runs_at_the_clean_start_and_records_it(
     assert clean_at - 0.5 <= started <= clean_at + 4.0, started - clean_at
     record = xcom_value(dr, "fit", key="carbon_record")
     s = record["scheduling"]
-    assert s["intensity_at_decision"] == DIRTY and s["intensity_planned"] == CLEAN
+    assert s["intensity_at_decision"] == pytest.approx(DIRTY)
+    assert s["intensity_planned"] == pytest.approx(CLEAN)
     assert abs(datetime.fromisoformat(s["planned_start"]).timestamp() - clean_at) < 1e-3
     assert (s["source"]["name"], s["source"]["zone"]) == ("file", ZONE)
     assert s["waited_s"] >= 2.0 and s["intensity_actual"] is not None
@@ -195,7 +196,7 @@ def test_shift_operator_returns_the_plan(run_dag: Callable[..., Any], tmp_path: 
     assert task_states(dr) == {"forecast": "success", "wait": "success", "train": "success"}
     plan = StartPlan.from_dict(xcom_value(dr, "wait"))
     assert abs(plan.planned_start.timestamp() - float(clean.read_text())) < 1e-3
-    assert plan.intensity_planned == CLEAN and plan.wait_s > 0
+    assert plan.intensity_planned == pytest.approx(CLEAN) and plan.wait_s > 0
 
 
 def test_bad_durations_are_refused_when_the_dag_is_parsed() -> None:
