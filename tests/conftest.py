@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,34 @@ os.environ.update(_SAFE_ENV)
 _hardware_cache = Path(tempfile.mkdtemp(prefix="carbonpipe-cache-"))
 # Hypothesis keeps its caches in ./.hypothesis unless told otherwise: tests write only under tmp.
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(_hardware_cache / "hypothesis"))
+
+
+def _keep_other_threads_off_the_global_random() -> None:
+    """Let threads other than the main one draw from their own generator.
+
+    Hypothesis refuses a draw during which the global ``random`` state changed; SDK retry
+    loops (backoff jitter through ``random.random``/``uniform``) left running by an earlier
+    test's abandoned store call can change it from another thread at any moment.
+    """
+    import random
+    import threading
+
+    own = random.Random()
+    for name in ("random", "uniform", "randint", "randrange", "choice", "choices", "shuffle",
+                 "sample", "getrandbits", "gauss", "expovariate", "triangular"):  # fmt: skip
+        setattr(random, name, _per_thread(getattr(random, name), getattr(own, name), threading))
+
+
+def _per_thread(original: Any, own: Any, threading: Any) -> Any:
+    def per_thread(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return original(*args, **kwargs)
+        return own(*args, **kwargs)
+
+    return per_thread
+
+
+_keep_other_threads_off_the_global_random()
 
 
 @pytest.fixture(scope="session", autouse=True)
