@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from carbonpipe.tracker import CarbonTracker
 
 log = logging.getLogger("carbonpipe")
+_SOURCE_ENV = "CARBONPIPE_INTENSITY_SOURCE"  # intensity.timed.SOURCE_ENV, without its import
 
 __all__ = ["record_step"]
 
@@ -52,21 +53,26 @@ def record_step(
         "country_iso": country,
         "detected_by": detected_by,
     }
-    from carbonpipe.intensity.timed import step_series
     from carbonpipe.measure.host import host_facts
     from carbonpipe.pricing import build_record
 
     # A time-series source (CARBONPIPE_INTENSITY_SOURCE): the grid over the step's window.
-    series, why = step_series(
-        location,
-        m.started_at,
-        m.ended_at,
-        spec=tracker.settings.intensity_source,
-        options=tracker.settings.intensity,
-        timeout_s=float(tracker.settings.intensity.get("timeout_s") or 5.0),
-    )
-    if why:
-        errors.append(why)
+    # The table (the default) needs none of that machinery, so it is not even imported.
+    series = None
+    spec = (tracker.settings.intensity_source or os.environ.get(_SOURCE_ENV) or "").strip()
+    if spec and spec.lower() != "table":
+        from carbonpipe.intensity.timed import step_series
+
+        series, why = step_series(
+            location,
+            m.started_at,
+            m.ended_at,
+            spec=spec,
+            options=tracker.settings.intensity,
+            timeout_s=float(tracker.settings.intensity.get("timeout_s") or 5.0),
+        )
+        if why:
+            errors.append(why)
     from carbonpipe.measure.resources import hardware_facts
 
     s = tracker.settings

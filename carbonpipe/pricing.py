@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from carbonpipe.intensity.timed import apply_profile
 from carbonpipe.record import HOST_FIELDS, Record, utc_iso
+from carbonpipe.units import record_profile
 
 if TYPE_CHECKING:
     from carbonpipe.intensity.base import Intensity, IntensitySeries
@@ -94,9 +94,15 @@ def build_record(
     """
     record = _build(identity, status, m, location, intensity, pue, tracking_mode, remote)
     record = replace(record, measurement={**record.measurement, **_host(host)})
+    e = record.energy_kwh
+    local_kwh = float(e.get("cpu", 0.0)) + float(e.get("gpu", 0.0)) + float(e.get("ram", 0.0))
+    profile = m.energy_profile or [(0.0, local_kwh)]
+    record = replace(record, energy_profile=record_profile(profile, record.duration_s, local_kwh))
     notes: list[str] = []
-    record, timed_notes = apply_profile(record, m.energy_profile, series, pue=pue)
-    notes.extend(timed_notes)
+    if series is not None:  # a time-series source: each interval at the grid of its own time
+        from carbonpipe.intensity.timed import apply_series
+
+        record, notes = apply_series(record, series, pue=pue)
     record = _finite_figures(record, notes)
     record = with_embodied(record, hardware, pue_source)
     record = replace(record, tracking_errors=[*errors, *notes], alerts=[dict(a) for a in alerts])

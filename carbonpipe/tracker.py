@@ -419,9 +419,10 @@ class CarbonTracker:
         """
         with contextlib.suppress(Exception):
             _ = self.intensity
-        from carbonpipe.intensity.timed import warm
+        if str(self.settings.intensity_source or "table").strip().lower() != "table":
+            from carbonpipe.intensity.timed import warm
 
-        warm(self.settings.intensity_source, self.settings.intensity)  # a file source: parsed now
+            warm(self.settings.intensity_source, self.settings.intensity)  # a file: parsed now
         with contextlib.suppress(Exception):
             from carbonpipe import baseline  # noqa: F401
             from carbonpipe.budgets import charges  # noqa: F401

@@ -14,6 +14,8 @@ Figures shown to people pick the unit that keeps three significant digits (µg, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "DISTANCE_UNITS",
@@ -30,6 +32,8 @@ __all__ = [
     "kwh_to_nwh",
     "ng_to_kg",
     "nwh_to_kwh",
+    "record_profile",
+    "split_exact",
     "sig3",
 ]
 
@@ -86,6 +90,54 @@ def ng_to_kg(ng: int) -> float:
 def nwh_to_kwh(nwh: int) -> float:
     """Integer nanowatt-hours to kWh, the float nearest the exact quotient."""
     return nwh / NWH_PER_KWH
+
+
+def split_exact(total: int, weights: Sequence[float]) -> list[int]:
+    """Split the integer ``total`` in proportion to ``weights`` (finite, >= 0, not all 0):
+    integers summing exactly to ``total``, by largest remainders over the weights' exact
+    binary values (ties to the first), with no floating-point step."""
+    ratios = [float(w).as_integer_ratio() for w in weights]
+    common = max(d for _, d in ratios)  # every denominator is a power of two
+    scaled = [n * (common // d) for n, d in ratios]
+    whole = sum(scaled)
+    parts = [divmod(w * total, whole) for w in scaled]
+    shares = [q for q, _ in parts]
+    order = sorted(range(len(parts)), key=lambda i: (-parts[i][1], i))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def record_profile(
+    profile: Sequence[Sequence[float]], duration_s: float, local_kwh: float
+) -> dict[str, Any]:
+    """A record's ``energy_profile`` of ``profile`` (``(start offset s, kWh)`` intervals).
+
+    Offsets are rounded to the millisecond; energies become integer nWh summing exactly to
+    ``local_kwh`` in nWh (:func:`split_exact`). No profile: one interval at offset 0.
+    """
+    total = exact_scale(local_kwh, NWH_PER_KWH) if math.isfinite(local_kwh) and local_kwh > 0 else 0
+    limit = max(round(duration_s * 1000), 0) if math.isfinite(duration_s) else 0
+    merged: dict[int, float] = {}
+    for item in profile:
+        offset, kwh = float(item[0]), float(item[1])
+        if not (math.isfinite(offset) and math.isfinite(kwh)):
+            continue
+        ms = min(max(round(offset * 1000), 0), limit)
+        if ms == limit and limit > 0:
+            ms = max(limit - 1, 0)  # an interval starting at the very end: fold it back
+        merged[ms] = merged.get(ms, 0.0) + max(kwh, 0.0)
+    if 0 not in merged:
+        merged[0] = 0.0
+    offsets = sorted(merged)
+    weights = [merged[ms] for ms in offsets]
+    if not any(weights):
+        weights = [1.0] + [0.0] * (len(weights) - 1)
+    shares = split_exact(total, weights)
+    return {
+        "unit": "nWh",
+        "points": [[ms / 1000, n] for ms, n in zip(offsets, shares, strict=True)],
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,13 +81,15 @@ def embodied_figure(
             ``sockets``.
         lifetime_years: EL.
     """
-    from carbonpipe.hardware.instances import lookup_instance
-
     cpus = resources.get("cpus")
     gpus = resources.get("gpus")
     host_cpus = int(resources.get("host_cpus") or 1)
     host_gpus = int(resources.get("host_gpus") or 0)
-    spec = lookup_instance(provider, instance_type)
+    spec = None
+    if provider and instance_type:  # the table (and its module) only when there is a type
+        from carbonpipe.hardware.instances import lookup_instance
+
+        spec = lookup_instance(provider, instance_type)
     note: str | None = None
     if spec is not None:
         te = spec.embodied_kg_co2e

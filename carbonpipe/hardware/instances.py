@@ -8,12 +8,21 @@ way the metadata server spells them (``Standard_D2s_v3``) or the way the price l
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import re
 from dataclasses import dataclass
-from importlib import resources
+
+from carbonpipe.hardware._data import rows, source_name, sources
+
+__all__ = [
+    "INSTANCE_TYPE_RE",
+    "InstanceSpec",
+    "instance_types",
+    "lookup_instance",
+    "normalize_type",
+    "source_name",
+    "sources",
+]
 
 #: The metadata servers' instance type, as a pattern: letters, digits and ``._- `` only.
 INSTANCE_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,79}")
@@ -36,24 +45,6 @@ class InstanceSpec:
     vintage: str
 
 
-def _rows(name: str) -> list[dict[str, str]]:
-    text = resources.files("carbonpipe.hardware").joinpath("data", name).read_text("utf-8")
-    lines = [line for line in io.StringIO(text) if line.strip() and not line.startswith("#")]
-    return list(csv.DictReader(lines))
-
-
-@functools.cache
-def sources() -> dict[str, dict[str, str]]:
-    """The sources the data files name, by key: ``{name, licence, url}``."""
-    return {r["key"]: {k: r[k] for k in ("name", "licence", "url")} for r in _rows("sources.csv")}
-
-
-def source_name(key: str) -> str:
-    """The full name of a source key (the key itself if the file lacks it)."""
-    found = sources().get(key)
-    return found["name"] if found else key
-
-
 def normalize_type(provider: str, instance_type: str) -> str:
     """The table's key for a type: lower case; for Azure without ``Standard_``, spaces or ``_``."""
     text = instance_type.strip().lower()
@@ -66,7 +57,7 @@ def normalize_type(provider: str, instance_type: str) -> str:
 @functools.cache
 def _table() -> dict[tuple[str, str], InstanceSpec]:
     table: dict[tuple[str, str], InstanceSpec] = {}
-    for r in _rows("instances.csv"):
+    for r in rows("instances.csv"):
         spec = InstanceSpec(
             provider=r["provider"],
             instance_type=r["instance_type"],

@@ -18,11 +18,11 @@ ON_PREMISES_PUE = 1.0
 
 @functools.cache
 def _table() -> dict[tuple[str, str], tuple[float, str, str]]:
-    from carbonpipe.hardware.instances import _rows, source_name
+    from carbonpipe.hardware._data import rows, source_name
 
     return {
         (r["provider"], r["region"]): (float(r["pue"]), r["year"], source_name(r["source"]))
-        for r in _rows("pue.csv")
+        for r in rows("pue.csv")
     }
 
 

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import bisect
 import importlib.util
-import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -38,14 +37,14 @@ from typing import Any
 
 from carbonpipe.errors import IntensityUnavailable
 from carbonpipe.intensity.base import IntensitySeries
-from carbonpipe.units import NWH_PER_KWH, exact_scale
+from carbonpipe.units import record_profile
 
 __all__ = [
     "FETCH_TIMEOUT_S",
     "SOURCE_ENV",
     "ZONE_ENV",
     "TimedPrice",
-    "apply_profile",
+    "apply_series",
     "fetch_history",
     "price_profile",
     "record_profile",
@@ -60,44 +59,6 @@ ZONE_ENV = "CARBONPIPE_INTENSITY_ZONE"
 FETCH_TIMEOUT_S = 5.0
 TIMESERIES = "timeseries"
 _MS = 1000
-
-
-def record_profile(
-    profile: Sequence[Sequence[float]], duration_s: float, local_kwh: float
-) -> dict[str, Any]:
-    """The record's ``energy_profile`` of ``profile`` (``(start offset s, kWh)`` intervals).
-
-    Offsets are rounded to the millisecond; energies become integer nWh summing exactly to
-    ``local_kwh`` in nWh (largest remainders). No profile: one interval at offset 0.
-    """
-    total = exact_scale(local_kwh, NWH_PER_KWH) if math.isfinite(local_kwh) and local_kwh > 0 else 0
-    limit = max(round(duration_s * _MS), 0) if math.isfinite(duration_s) else 0
-    merged: dict[int, float] = {}
-    for item in profile:
-        offset, kwh = float(item[0]), float(item[1])
-        if not (math.isfinite(offset) and math.isfinite(kwh)):
-            continue
-        ms = min(max(round(offset * _MS), 0), limit)
-        if ms == limit and limit > 0:
-            ms = max(limit - 1, 0)  # an interval starting at the very end: fold it back
-        merged[ms] = merged.get(ms, 0.0) + max(kwh, 0.0)
-    if not merged:
-        merged = {0: 1.0}
-    if 0 not in merged:
-        merged[0] = 0.0
-    offsets = sorted(merged)
-    weights = [merged[ms] for ms in offsets]
-    weight_sum = sum(weights)
-    if weight_sum <= 0:
-        weights, weight_sum = [1.0] + [0.0] * (len(weights) - 1), 1.0
-    # Largest remainders over exact fractions: integers summing to total.
-    shares = [Fraction(w) / Fraction(weight_sum) * total for w in weights]
-    floors = [math.floor(s) for s in shares]
-    rest = total - sum(floors)
-    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
-    for i in order[:rest]:
-        floors[i] += 1
-    return {"unit": "nWh", "points": [[ms / _MS, n] for ms, n in zip(offsets, floors, strict=True)]}
 
 
 @dataclass(frozen=True)
@@ -322,27 +283,16 @@ def _aware(when: datetime) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
 
 
-def apply_profile(
-    record: Any,
-    profile: Sequence[Sequence[float]],
-    series: IntensitySeries | None,
-    *,
-    pue: float,
-) -> tuple[Any, list[str]]:
-    """``record`` (a :class:`~carbonpipe.record.Record`) with its ``energy_profile`` and, when
-    ``series`` prices every interval, its time-resolved emissions; plus notes for
-    ``tracking_errors`` (why the series was not used). Never raises for a bad series."""
+def apply_series(record: Any, series: IntensitySeries, *, pue: float) -> tuple[Any, list[str]]:
+    """``record`` (a :class:`~carbonpipe.record.Record` with its ``energy_profile``) priced
+    interval by interval with ``series`` when the series covers every interval; else as it is,
+    with a note for ``tracking_errors`` saying why. Never raises for a bad series."""
     from dataclasses import replace
 
     from carbonpipe.record import parse_utc
     from carbonpipe.units import ng_to_kg
 
-    e = record.energy_kwh
-    local_kwh = float(e.get("cpu", 0.0)) + float(e.get("gpu", 0.0)) + float(e.get("ram", 0.0))
-    block = record_profile(profile or [(0.0, local_kwh)], record.duration_s, local_kwh)
-    record = replace(record, energy_profile=block)
-    if series is None:
-        return record, []
+    block = record.energy_profile
     try:
         priced = price_profile(block, parse_utc(record.started_at), record.duration_s, series, pue)
     except IntensityUnavailable as exc:

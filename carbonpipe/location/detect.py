@@ -36,6 +36,7 @@ from carbonpipe.location.providers import (
     DEFAULT_DEADLINE_S,
     DETECTED_BY,
     ENV_COUNTRY,
+    ENV_INSTANCE_TYPE,
     ENV_PROVIDER,
     ENV_REGION,
     MAX_BODY_BYTES,
@@ -179,13 +180,13 @@ def detect_location(
 
 def _given_instance_type(value: str | None, by: str) -> tuple[str | None, str | None]:
     """The instance type given by argument (or configuration), else by the environment."""
-    from carbonpipe.location.machine import ENV_INSTANCE_TYPE, INSTANCE_TYPE_BY, INSTANCE_TYPE_RE
-
     name = f"instance_type ({by})"
     if value is None and os.environ.get(ENV_INSTANCE_TYPE, "").strip():
         value, by, name = os.environ[ENV_INSTANCE_TYPE], "env", ENV_INSTANCE_TYPE
     if value is None:
         return None, None
+    from carbonpipe.location.machine import INSTANCE_TYPE_BY, INSTANCE_TYPE_RE
+
     if by not in INSTANCE_TYPE_BY:
         raise ValueError(f"instance_type_by must be one of {INSTANCE_TYPE_BY}, got {by!r}")
     text = value.strip() if isinstance(value, str) else ""

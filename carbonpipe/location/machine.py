@@ -22,7 +22,6 @@ from carbonpipe.location.http import _Endpoint, _Request, _Response, _show
 #: ``Standard_ND96isr_H100_v5``.
 INSTANCE_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 _GCP_MACHINE_TYPE_RE = re.compile(r"projects/[0-9]+/machineTypes/([a-z0-9][a-z0-9-]{0,62})")
-ENV_INSTANCE_TYPE = "CARBONPIPE_INSTANCE_TYPE"
 #: Who said what the instance type is.
 INSTANCE_TYPE_BY = ("argument", "env", "config", "metadata", "dmi")
 

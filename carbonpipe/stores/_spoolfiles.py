@@ -12,6 +12,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from carbonpipe._private import ensure_private_dir
+
 PENDING, CONFLICTS, INVALID, TMP, QUARANTINE = (
     "pending",
     "conflicts",
@@ -19,6 +21,36 @@ PENDING, CONFLICTS, INVALID, TMP, QUARANTINE = (
     "tmp",
     "quarantine",
 )
+
+# Why an item sits in the quarantine (carbonpipe.stores.quarantine).
+REJECTED, UNREADABLE, UNTRUSTED, UNKNOWN = "rejected", "unreadable", "untrusted", "unknown"
+DEFAULT_SPOOL_DIR = Path("~/.cache/carbonpipe/spool")
+
+
+def spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve the spool folder: ``path``, else ``CARBONPIPE_SPOOL_DIR``, else the home cache."""
+    chosen = (
+        path if path is not None else os.environ.get("CARBONPIPE_SPOOL_DIR") or DEFAULT_SPOOL_DIR
+    )
+    return Path(chosen).expanduser().absolute()
+
+
+def private_spool_dir(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
+    """The spool folder, created 0700 (unless ``create`` is false: readers create nothing);
+    :class:`~carbonpipe.errors.UnsafeFolder` if others could write into it."""
+    return ensure_private_dir(
+        spool_dir(path), what="spool folder", env="CARBONPIPE_SPOOL_DIR", create=create
+    )
+
+
+def anything_pending(path: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the spool's ``pending/`` folder holds any envelope: one directory listing, no
+    envelope read, no folder check (the replay that follows does those)."""
+    try:
+        with os.scandir(spool_dir(path) / PENDING) as found:
+            return any(e.name.endswith(".json") for e in found)
+    except OSError:
+        return False
 
 
 def utc_now() -> str:

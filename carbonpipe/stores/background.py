@@ -21,6 +21,10 @@ def _replay_spool_in_background() -> None:
             return
         _replay_started = True
     try:
+        from carbonpipe.stores._spoolfiles import anything_pending
+
+        if not anything_pending():  # one listing: the spool module loads only if needed
+            return
         from carbonpipe.stores import spool
 
         if not spool.pending():
@@ -52,6 +56,10 @@ def _replay_at_exit() -> None:
     with the process; an envelope is removed only after its object is stored, so nothing is lost.
     """
     try:
+        from carbonpipe.stores._spoolfiles import anything_pending
+
+        if not anything_pending():
+            return
         from carbonpipe.stores import breaker, spool
 
         if not spool.pending():

@@ -41,10 +41,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carbonpipe.stores._spoolfiles import UNTRUSTED, private_spool_dir
 from carbonpipe.stores._spoolkey import seal, seal_problem
-from carbonpipe.stores.quarantine import UNTRUSTED, quarantine
 from carbonpipe.stores.redact import redact
-from carbonpipe.stores.spool import private_spool_dir
 
 if TYPE_CHECKING:
     from carbonpipe.stores.base import Store
@@ -340,6 +339,8 @@ def _trusted_final(folder: Path, record_id: str) -> dict[str, Any] | None:
     problem = None if final is None else seal_problem(folder.parent, final)
     if final is None or problem is None:
         return final
+    from carbonpipe.stores.quarantine import quarantine
+
     with contextlib.suppress(OSError):  # not moved: the claim's done() must not delete it
         quarantine(
             folder.parent,

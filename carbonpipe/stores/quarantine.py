@@ -29,6 +29,10 @@ from carbonpipe.stores._spoolfiles import (
     INVALID,
     PENDING,
     QUARANTINE,
+    REJECTED,
+    UNKNOWN,
+    UNREADABLE,
+    UNTRUSTED,
     move_unique,
     utc_now,
     write_atomic,
@@ -37,9 +41,22 @@ from carbonpipe.stores.redact import redact
 
 QUARANTINE_SCHEMA = "carbonpipe.quarantine/1"
 REASON_SUFFIX = ".reason.json"
-# Why an entry is here: its store refused it for good, its envelope cannot be read, or its seal
-# does not verify (planted or altered: see carbonpipe.stores._spoolkey).
-REJECTED, UNREADABLE, UNTRUSTED, UNKNOWN = "rejected", "unreadable", "untrusted", "unknown"
+# Why an entry is here (REJECTED, UNREADABLE, UNTRUSTED, UNKNOWN, kept in _spoolfiles): its store
+# refused it for good, its envelope cannot be read, or its seal does not verify (planted or
+# altered: see carbonpipe.stores._spoolkey).
+__all__ = [
+    "QUARANTINE_SCHEMA",
+    "REASON_SUFFIX",
+    "REJECTED",
+    "UNKNOWN",
+    "UNREADABLE",
+    "UNTRUSTED",
+    "QuarantinedItem",
+    "adopt_invalid",
+    "quarantine",
+    "quarantined",
+    "release",
+]
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from carbonpipe._private import ensure_private_dir
 from carbonpipe.errors import (
     ObjectNotFound,
     ObjectRejected,
@@ -49,7 +48,16 @@ from carbonpipe.errors import (
     StorePermissionDenied,
     StoreUnavailable,
 )
-from carbonpipe.stores._spoolfiles import CONFLICTS, INVALID, PENDING, QUARANTINE, TMP
+from carbonpipe.stores._spoolfiles import (
+    CONFLICTS,
+    DEFAULT_SPOOL_DIR,
+    INVALID,
+    PENDING,
+    QUARANTINE,
+    TMP,
+    private_spool_dir,
+    spool_dir,
+)
 from carbonpipe.stores._spoolfiles import utc_now as _now
 from carbonpipe.stores._spoolfiles import write_atomic as _write_atomic
 from carbonpipe.stores._spoolkey import seal, seal_problem
@@ -70,7 +78,6 @@ from carbonpipe.stores.redact import redact
 log = logging.getLogger(__name__)
 
 ENVELOPE_SCHEMA = "carbonpipe.spool/1"
-DEFAULT_SPOOL_DIR = Path("~/.cache/carbonpipe/spool")
 __all__ = [
     "CONFLICTS",
     "DEFAULT_SPOOL_DIR",
@@ -142,24 +149,8 @@ class SpooledItem:
         return _decode(json.loads(self.path.read_bytes()))[1]
 
 
-def spool_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the spool folder: ``path``, else ``CARBONPIPE_SPOOL_DIR``, else the home cache."""
-    chosen = (
-        path if path is not None else os.environ.get("CARBONPIPE_SPOOL_DIR") or DEFAULT_SPOOL_DIR
-    )
-    return Path(chosen).expanduser().absolute()
-
-
 # The public functions take a ``spool_dir`` argument, which hides the function of that name.
 _resolve = spool_dir
-
-
-def private_spool_dir(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
-    """The spool folder, created 0700 (unless ``create`` is false: readers create nothing);
-    :class:`UnsafeFolder` if others could write into it."""
-    return ensure_private_dir(
-        _resolve(path), what="spool folder", env="CARBONPIPE_SPOOL_DIR", create=create
-    )
 
 
 def _store_options(store: Store) -> dict[str, str]:
