@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from carbonpipe.record import Record
 from carbonpipe.stores.base import Store
+from carbonpipe.stores.deliver import Delivery, deliver
 from carbonpipe.stores.redact import redact
-from carbonpipe.stores.spool import Delivery, deliver
 
 log = logging.getLogger("carbonpipe")
 
@@ -46,7 +46,7 @@ def deliver_record(
 ) -> RecordDelivery:
     """Write ``record`` (or its stored bytes, ``data``) and charge it; never raises for the store.
 
-    Raises only what :func:`carbonpipe.stores.spool.deliver` raises: the spool itself cannot be
+    Raises only what :func:`carbonpipe.stores.deliver.deliver` raises: the spool itself cannot be
     written.
     """
     from carbonpipe.budgets.charges import charge_record

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -141,7 +140,7 @@ class CarbonTracker:
         self.labels: dict[str, str] = dict(labels or {})
         # SCI's R: each step is one unit of this name unless it declares its own (add_units).
         self.functional_unit = None if functional_unit is None else unit_name(functional_unit)
-        self.run_id: str = self.settings.run_id or uuid.uuid4().hex
+        self.run_id: str = self.settings.run_id or _new_run_id()
         self._store: BreakerStore | None = None
         if isinstance(output_dir, Store):
             self._store = self._guarded(output_dir)
@@ -542,3 +541,10 @@ def carbon_tracked(step: str | Callable[..., Any] | None = None, **tracker_kwarg
         return wrapped
 
     return decorate
+
+
+def _new_run_id() -> str:
+    """A fresh run id (a UUID4's 32 hex digits), ``uuid`` loaded only when one is needed."""
+    import uuid
+
+    return uuid.uuid4().hex

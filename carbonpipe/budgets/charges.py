@@ -363,7 +363,7 @@ def charge_record(
 
 
 def _deliver(store: Store, key: str, data: bytes) -> str:
-    from carbonpipe.stores.spool import deliver
+    from carbonpipe.stores.deliver import deliver
 
     delivery = deliver(store, key, data)
     if delivery.spooled:

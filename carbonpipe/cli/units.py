@@ -49,11 +49,21 @@ def option_units(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def open_units_file() -> str | None:
     """Create the command's empty units file and name it in ``$CARBONPIPE_UNITS_FILE``."""
-    import tempfile
-
-    try:
-        fd, path = tempfile.mkstemp(prefix="carbonpipe-units-", suffix=".txt")
-    except OSError:
+    # As tempfile.mkstemp does (O_EXCL, 0600, a random name), without loading tempfile, random
+    # and the compression modules they pull in before the command may start.
+    folder = next(
+        (d for d in (*map(os.environ.get, ("TMPDIR", "TEMP", "TMP")), "/tmp") if d), "/tmp"
+    )
+    for _ in range(8):
+        path = os.path.join(folder, f"carbonpipe-units-{os.urandom(8).hex()}.txt")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        break
+    else:
         return None
     os.close(fd)
     os.environ[UNITS_FILE_ENV] = path

@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "open_store": "carbonpipe.stores.opener",
     "redact": "carbonpipe.stores.redact",
     "S3Store": "carbonpipe.stores.s3",
-    "deliver": "carbonpipe.stores.spool",
+    "deliver": "carbonpipe.stores.deliver",
     "pending": "carbonpipe.stores.spool",
     "quarantined": "carbonpipe.stores.spool",
     "replay": "carbonpipe.stores.spool",
@@ -65,11 +65,12 @@ if TYPE_CHECKING:
     from carbonpipe.stores.azure import AzureBlobStore
     from carbonpipe.stores.base import Store, StoredObject, check_key
     from carbonpipe.stores.breaker import BreakerStore
+    from carbonpipe.stores.deliver import deliver
     from carbonpipe.stores.gcs import GCSStore
     from carbonpipe.stores.local import LocalStore
     from carbonpipe.stores.memory import MemoryStore
     from carbonpipe.stores.opener import open_store
     from carbonpipe.stores.redact import redact
     from carbonpipe.stores.s3 import S3Store
-    from carbonpipe.stores.spool import deliver, pending, quarantined, replay
+    from carbonpipe.stores.spool import pending, quarantined, replay
     from carbonpipe.stores.uri import DEFAULT_STORE, parse_store_uri
