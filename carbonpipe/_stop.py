@@ -91,7 +91,7 @@ def record_step(
         tracking_mode=s.tracking_mode,
         remote=list(handle.remote.values()),
         errors=errors,
-        host=host_facts(),
+        host=m.host or host_facts(),
         functional_units=handle.units or _one_unit(tracker),
         series=series,
     )

@@ -60,6 +60,9 @@ class Measurement:
     cross_check: Mapping[str, Any] | None = None
     # The GPUs measured ({index, uuid, mig_uuid} each; carbonpipe.measure.gpus); None: not known.
     gpu_devices: tuple[Mapping[str, Any], ...] | None = None
+    # The host's facts (carbonpipe.measure.host.host_facts), read by the sidecar while the step
+    # ran; None: not read there (the stop path reads them then).
+    host: Mapping[str, Any] | None = None
 
     @classmethod
     def nothing(

@@ -4,8 +4,9 @@ The same facts CodeCarbon 3.3 puts into its ``emissions.csv`` (``os``, ``python_
 ``cpu_count``, ``ram_total_size``), read the same way (``platform.platform()``,
 ``platform.python_version()``, the logical CPU count, total RAM in GiB: bytes / 2**30), but
 without psutil, so ``carbonpipe export --format codecarbon`` fills those columns. Read once per
-process, when the first step stops (``platform.platform()`` takes a few milliseconds), never
-at a step's start.
+process. ``platform.platform()`` takes a few milliseconds (it runs ``uname -p`` and scans the
+Python binary for its libc), so the measuring sidecar reads them while the step runs and hands
+them over with its figures; the step's own process reads them only when no sidecar did.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 _BYTES_PER_GIB = 1024**3
+HOST_KEYS = ("os", "python_version", "cpu_count", "ram_total_size_gib")
 
 
 @lru_cache(maxsize=1)

@@ -457,6 +457,11 @@ class Meter:
             from dataclasses import replace
 
             measurement = replace(measurement, gpu_devices=tuple(dict(d) for d in devices))
+        host = _host(raw.get("host"))
+        if host is not None:  # read by the sidecar, off the step's path
+            from dataclasses import replace
+
+            measurement = replace(measurement, host=host)
         return _with_profile(measurement, raw.get("samples"), window_start)
 
     def _estimate(self, t0: _Edge, t1: _Edge, *, sidecar_cpu_s: float) -> Measurement:
@@ -545,3 +550,23 @@ def _empty_measurement(meter: Meter, errors: tuple[str, ...]) -> Measurement:
         errors=errors,
         cpu_method="estimate",
     )
+
+
+def _host(raw: Any) -> dict[str, Any] | None:
+    """The sidecar's host facts if they have the shape :func:`carbonpipe.measure.host.host_facts`
+    gives (its four keys; short text, a positive count, a finite size), else None."""
+    from carbonpipe.measure.host import HOST_KEYS
+
+    if not isinstance(raw, dict) or set(raw) != set(HOST_KEYS):
+        return None
+    text_ok = all(
+        raw[k] is None or (isinstance(raw[k], str) and 0 < len(raw[k]) <= 200)
+        for k in ("os", "python_version")
+    )
+    count = raw["cpu_count"]
+    size = raw["ram_total_size_gib"]
+    count_ok = count is None or (type(count) is int and 0 < count < 1 << 20)
+    size_ok = size is None or (
+        isinstance(size, (int, float)) and not isinstance(size, bool) and 0 < size < 1e9
+    )
+    return dict(raw) if text_ok and count_ok and size_ok else None

@@ -111,6 +111,7 @@ class _Session:
         self.samples: list[tuple[float, float]] = []
         # The GPUs read, after CUDA_/NVIDIA_VISIBLE_DEVICES (carbonpipe.measure.gpus); None: none.
         self.gpu_devices: list[dict[str, Any]] | None = None
+        self.host: dict[str, Any] | None = None  # measure.host.host_facts(), read in prepare()
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -124,6 +125,7 @@ class _Session:
         # CodeCarbon resets its logger's level on import; errors are all we report.
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         logging.getLogger("codecarbon").addHandler(self.log)
+        self.host = _host_facts()  # for the record, off the step's stop path
 
     def _restrict_gpus(self, tracker: Any) -> None:
         """Charge the step only the GPUs it can see (CodeCarbon reads all of the node's)."""
@@ -408,6 +410,7 @@ class _Session:
             "sampling_s": time.perf_counter() - self.cc_started_perf,
             "errors": self.errors + self.log.messages,
             "gpu_devices": self.gpu_devices,
+            "host": self.host,
         }
 
     def _finish(self, tracker: Any) -> tuple[dict[str, float], float]:
@@ -446,6 +449,16 @@ class _Session:
                 names = {type(d).__name__ for d in getattr(hw.devices, "devices", ())}
                 gpu_method = "nvml" if "NvidiaGPUDevice" in names else "amdsmi"
         return cpu_method, gpu_method, tdp_w
+
+
+def _host_facts() -> dict[str, Any] | None:
+    """The host's facts (read here, not on the step's stop path; cached for the process)."""
+    try:
+        from carbonpipe.measure.host import host_facts
+
+        return host_facts()
+    except Exception:  # the step's process reads them itself
+        return None
 
 
 def _codecarbon_version() -> str | None:

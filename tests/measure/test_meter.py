@@ -289,6 +289,34 @@ def test_machine_mode_charges_the_machine_even_when_the_step_idles(cache: Path) 
     _assert_consistent(m)
 
 
+def test_the_sidecar_reads_the_host_facts_off_the_steps_stop_path(cache: Path) -> None:
+    """platform.platform() runs ``uname -p`` and scans the Python binary: the sidecar does it."""
+    from carbonpipe.measure.host import host_facts
+
+    m, _ = _measure(Meter(tracking_mode="machine"), 0.2)
+
+    assert m.host == host_facts()  # the same machine, the same Python binary
+    assert m.host["os"] and m.host["cpu_count"] == os.cpu_count()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        [],
+        {"os": "Linux"},
+        {"os": "x" * 201, "python_version": "3.11", "cpu_count": 2, "ram_total_size_gib": 1.0},
+        {"os": "Linux", "python_version": "3.11", "cpu_count": True, "ram_total_size_gib": 1.0},
+        {"os": "Linux", "python_version": "3.11", "cpu_count": 2, "ram_total_size_gib": 1e300},
+        {"os": "L", "python_version": "3", "cpu_count": 2, "ram_total_size_gib": 1, "extra": 1},
+    ],
+)
+def test_host_facts_of_an_odd_shape_from_the_sidecar_are_not_used(raw: object) -> None:
+    from carbonpipe.measure.meter import _host
+
+    assert _host(raw) is None
+
+
 def test_cgroup_share_is_used_when_asked_and_readable(cache: Path) -> None:
     m, _ = _measure(Meter(tracking_mode="process", share="cgroup"), 0.2, burn=0.1)
 
