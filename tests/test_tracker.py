@@ -335,7 +335,8 @@ def test_a_step_without_a_budget_loads_only_the_ledger_write_side(tmp_path: Path
         with tracker.start_tracking("train"):
             sum(range(1000))
         m = tracker.stop_tracking("train")
-        print(json.dumps({{"modules": sorted(n for n in sys.modules if n.startswith(("carbonpipe", "yaml"))),
+        watched = ("carbonpipe", "yaml", "fractions", "zipfile", "difflib", "tempfile")
+        print(json.dumps({{"modules": sorted(n for n in sys.modules if n.startswith(watched)),
                           "errors": list(m.tracking_errors)}}))
         """
     )
@@ -347,6 +348,24 @@ def test_a_step_without_a_budget_loads_only_the_ledger_write_side(tmp_path: Path
     assert "carbonpipe.budgets.charges" in seen["modules"]
     assert "carbonpipe.budgets.ledger" not in seen["modules"]
     assert "carbonpipe.impact" not in seen["modules"] and "yaml" not in seen["modules"]
+    # Nor what only another configuration needs (P1 in the README: each of these cost a step
+    # of the table source, with its location named and a healthy store, a few milliseconds):
+    # the time-series machinery, the spool (nothing waits there), the instance table (no type
+    # given), the metadata probes, and the stdlib modules they pulled in.
+    for unneeded in (
+        "carbonpipe.intensity.timed",
+        "carbonpipe.intensity.registry",
+        "carbonpipe.stores.spool",
+        "carbonpipe.stores.quarantine",
+        "carbonpipe.hardware.instances",
+        "carbonpipe.location.http",
+        "carbonpipe.location.imds",
+        "fractions",
+        "zipfile",
+        "difflib",
+        "tempfile",
+    ):
+        assert unneeded not in seen["modules"], unneeded
     charges = list((tmp_path / "store" / "budgets" / "pipeline=p" / "charges").rglob("*.json"))
     assert len(charges) == 1  # the record was still charged, for budgets set later
 

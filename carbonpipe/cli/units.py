@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from carbonpipe._private import private_temp_file
 from carbonpipe.errors import ConfigError
 from carbonpipe.functional_unit import UNITS_FILE_ENV, check_name, parse_units_text, units
 
@@ -49,21 +50,12 @@ def option_units(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def open_units_file() -> str | None:
     """Create the command's empty units file and name it in ``$CARBONPIPE_UNITS_FILE``."""
-    # As tempfile.mkstemp does (O_EXCL, 0600, a random name), without loading tempfile, random
-    # and the compression modules they pull in before the command may start.
     folder = next(
         (d for d in (*map(os.environ.get, ("TMPDIR", "TEMP", "TMP")), "/tmp") if d), "/tmp"
     )
-    for _ in range(8):
-        path = os.path.join(folder, f"carbonpipe-units-{os.urandom(8).hex()}.txt")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            continue
-        except OSError:
-            return None
-        break
-    else:
+    try:  # not tempfile: it loads random, shutil and more before the command may start
+        fd, path = private_temp_file(folder, "carbonpipe-units-", ".txt")
+    except OSError:
         return None
     os.close(fd)
     os.environ[UNITS_FILE_ENV] = path

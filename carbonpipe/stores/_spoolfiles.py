@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from carbonpipe._private import ensure_private_dir
+from carbonpipe._private import ensure_private_dir, private_temp_file
 
 PENDING, CONFLICTS, INVALID, TMP, QUARANTINE = (
     "pending",
@@ -74,7 +73,7 @@ def write_atomic(folder: Path, name: str, payload: bytes) -> Path:
     tmp_dir = folder.parent / TMP
     folder.mkdir(parents=True, exist_ok=True)
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{name[:80]}.", suffix=".part")
+    fd, tmp = private_temp_file(tmp_dir, f"{name[:80]}.", ".part")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
