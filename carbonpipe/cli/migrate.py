@@ -43,7 +43,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             f"records:  {verb} {done.records_moved} from records/v1 to records/v2"
             f" ({done.records_already_moved} were already there)"
         )
-        print(f"parts:    {done.parts_rewritten} rewritten, {done.parts_current} already current")
+        print(
+            f"parts:    {done.parts_rewritten} rewritten, {done.parts_current} already current"
+            f" ({done.rows_backfilled} rows rebuilt from their records, {done.rows_kept} kept"
+            " as they were: their records are gone)"
+        )
         for line in done.records_left:
             print(f"left:     {line}")
         for key in done.parts_unreadable:

@@ -10,9 +10,11 @@ Two moves, each idempotent and safe to interrupt and run again:
   While a migration runs, and if it stops half-way, every reader counts a record found in both
   layouts once (:func:`carbonpipe.report.record_keys`, :func:`carbonpipe.esg.rows._list_day`,
   the SQL of ``carbonpipe sql``).
-* **Compacted parts** of ``carbonpipe.compact/1`` and ``/2`` (timestamps as text) are rewritten
-  as ``/3`` (``timestamp[us, UTC]``, labels a map: null for the rows of an old part), each
-  with compare-and-swap on the version read, so a compaction running at the same time wins.
+* **Compacted parts** older than ``carbonpipe.compact/4`` are rewritten as ``/4``, each with
+  compare-and-swap on the version read, so a compaction running at the same time wins. A row
+  whose JSON record is still in the store is rebuilt from it (``/1`` and ``/2`` had timestamps as
+  text, ``/3`` lacked the SCI and time-shifting columns); a row whose record is gone keeps what
+  the old part held, those columns null.
 
 A second run finds nothing to do and changes nothing.
 """
@@ -39,6 +41,8 @@ class Migration:
     records_left: list[str] = field(default_factory=list)  # "<v1 key>: why"
     parts_rewritten: int = 0
     parts_current: int = 0
+    rows_backfilled: int = 0  # rows of rewritten parts rebuilt from their JSON records
+    rows_kept: int = 0  # rows of rewritten parts whose JSON record is gone: kept as they were
     parts_unreadable: list[str] = field(default_factory=list)
 
     @property
@@ -95,13 +99,15 @@ def migrate_records(store: Store, result: Migration, *, dry_run: bool = False) -
 
 
 def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> None:
-    """Rewrite compacted parts older than ``carbonpipe.compact/3`` in the current schema.
+    """Rewrite compacted parts older than ``carbonpipe.compact/4`` in the current schema.
 
-    A ``compact/3`` part is left as it is: rewriting it would only add the null columns of
-    ``compact/4`` (its records' SCI and time-shifting fields are not in it to carry over).
+    The rows whose JSON record is still in the store are rebuilt from it, so they gain what
+    the old part lacked (``/1`` and ``/2``: typed timestamps and labels; ``/3``: the SCI and
+    time-shifting columns). A row whose record is gone (expired by a lifecycle rule) keeps what
+    the old part held, with those columns null; ``rows_backfilled`` and ``rows_kept`` count each.
     """
     from carbonpipe.esg.compaction import PARQUET_TYPE, encode_part
-    from carbonpipe.esg.rows import COMPACT_PREFIX, SQL_TYPED_SCHEMAS, _decode_part, _schema_of
+    from carbonpipe.esg.rows import COMPACT_PREFIX, COMPACT_SCHEMA, _decode_part, _schema_of
 
     for key in list(store.list(f"{COMPACT_PREFIX}/")):
         if not key.endswith("/part.parquet"):
@@ -111,23 +117,63 @@ def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> 
             obj = store.get(key)
         except ObjectNotFound:
             continue
-        if _schema_of(obj.data) in SQL_TYPED_SCHEMAS:
+        if _schema_of(obj.data) == COMPACT_SCHEMA:
             result.parts_current += 1
             continue
         part = _decode_part(obj, day)
         if part is None:
             result.parts_unreadable.append(key)
             continue
+        table, backfilled = _backfilled(store, day, part.table)
         if dry_run:
             result.parts_rewritten += 1
+            result.rows_backfilled += backfilled
+            result.rows_kept += table.num_rows - backfilled
             continue
-        data = encode_part(part.table, day, part.skipped)
+        data = encode_part(table, day, part.skipped)
         try:
             store.replace(key, data, if_version=obj.version, content_type=PARQUET_TYPE)
         except PreconditionFailed:  # a compaction rewrote it meanwhile, in the current schema
             log.info("carbonpipe: %s changed while migrating; left as the other writer wrote", key)
             continue
         result.parts_rewritten += 1
+        result.rows_backfilled += backfilled
+        result.rows_kept += table.num_rows - backfilled
+
+
+def _backfilled(store: Store, day: str, table: Any) -> tuple[Any, int]:
+    """``table`` (an old part's rows) with each row whose JSON record is still listed rebuilt
+    from that record; and how many were."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from carbonpipe.esg.rows import (
+        _arrow_schema,
+        _fetch,
+        _has_legacy,
+        _list_day,
+        _records_table,
+    )
+    from carbonpipe.stores.local import LocalStore
+
+    keys, ids = _list_day(store, day, legacy=_has_legacy(store))
+    held = set(table["record_id"].to_pylist())
+    wanted = [k for k, rid in zip(keys, ids, strict=True) if rid in held]
+    if isinstance(store, LocalStore):
+        records = [_fetch(store, k) for k in wanted]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            records = list(pool.map(lambda k: _fetch(store, k), wanted))
+    found = [r for r in records if r is not None and r.record_id in held]
+    table = table.cast(_arrow_schema())
+    if not found:
+        return table, 0
+    rebuilt = _records_table(found, day)
+    refreshed = pa.array(sorted({r.record_id for r in found}), pa.string())
+    kept = table.filter(pc.invert(pc.is_in(table["record_id"], value_set=refreshed)))
+    return pa.concat_tables([kept, rebuilt.cast(_arrow_schema())]), rebuilt.num_rows
 
 
 def migrate(store: Store, *, dry_run: bool = False) -> Migration:

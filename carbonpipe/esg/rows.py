@@ -37,8 +37,8 @@ COMPACT_PREFIX = "records/compact/v1"
 # /1 and /2, converted when read), labels map<string, string> (null in rows of older parts).
 # /4 adds _SECTION_COLUMNS, what the report's SCI and time-shifting sections read
 # (carbonpipe.esg.section_rows). A part of /1 to /3 gets them null when read: its records
-# simply contribute nothing to those two sections (until a compaction or `carbonpipe migrate`
-# rewrites the part; the JSON records are not read again for them).
+# contribute nothing to those two sections until `carbonpipe migrate` rewrites the part,
+# rebuilding each row whose JSON record is still in the store (carbonpipe.esg.migrate).
 COMPACT_SCHEMA = "carbonpipe.compact/4"
 _OLD_SCHEMAS = (b"carbonpipe.compact/3", b"carbonpipe.compact/2", b"carbonpipe.compact/1")
 #: The schemas whose columns SQL engines read typed (timestamps, labels): /3 and later.

@@ -101,3 +101,49 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "would move" in done.stdout
     assert sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")) == listing
+
+
+def test_a_part_without_the_sci_columns_gets_them_back_from_the_records_still_there(
+    tmp_path: Path,
+) -> None:
+    """A compact/3 part (written before the SCI and time-shifting columns) is rebuilt from the
+    JSON records still in the store; a row whose record expired keeps its figures, those null."""
+    store = build(tmp_path / "store", seed=11, records=60)
+    day = DAYS[0]
+    key = esg_rows.part_key(day)
+    current = pq.read_table(pa.BufferReader(store.get(key).data))
+    sections = list(esg_rows._SECTION_COLUMNS)
+    before = {r["record_id"]: r for r in current.select(["record_id", *sections]).to_pylist()}
+    assert any(
+        any(v is not None for k, v in r.items() if k != "record_id") for r in before.values()
+    )
+    old = current.drop_columns(sections)
+    meta = dict(current.schema.metadata or {})
+    meta[b"schema"] = b"carbonpipe.compact/3"
+    buf = io.BytesIO()
+    pq.write_table(old.replace_schema_metadata(meta), buf)
+    obj = store.get(key)
+    store.replace(key, buf.getvalue(), if_version=obj.version)
+    totals = esg.aggregate(store, "2026-11").totals()
+    # One record of that day expired since (a lifecycle rule): only the part holds it now.
+    v2 = [k for k in _keys(store, f"records/v2/date={day}/") if k.rsplit("/", 1)[1][:-5] in before]
+    gone_key = v2[0]
+    gone = gone_key.rsplit("/", 1)[1][:-5]
+    (store.root / gone_key).unlink()
+    assert not any(k.endswith(f"/{gone}.json") for k in _keys(store, "records/"))
+
+    done = json.loads(cli("migrate", "--store", str(store.root), "--json").stdout)
+
+    assert done["parts_rewritten"] == 1
+    assert done["rows_kept"] == 1 and done["rows_backfilled"] == len(before) - 1
+    part = pq.read_table(pa.BufferReader(store.get(key).data))
+    assert part.schema.metadata[b"schema"] == esg_rows.COMPACT_SCHEMA.encode()
+    after = {r["record_id"]: r for r in part.select(["record_id", *sections]).to_pylist()}
+    assert set(after) == set(before)
+    for rid, row in after.items():
+        if rid == gone:
+            assert all(row[c] is None for c in sections)
+        else:
+            assert row == before[rid]
+    assert esg.aggregate(store, "2026-11").totals() == totals  # the sums never move
+    assert not json.loads(cli("migrate", "--store", str(store.root), "--json").stdout)["changed"]
