@@ -168,18 +168,19 @@ def _leave(code: int) -> None:
     """End ``carbonpipe run``'s own process at once, its step recorded and its output flushed.
 
     The exit handlers run as at any exit (spool replay, the lost-step sweep's wait, logging's
-    flush), after any non-daemon thread ends; what is skipped is the interpreter tearing down
-    its few hundred modules one by one, some 15-20 ms the step's pod would wait for nothing.
+    flush); what is skipped is the interpreter tearing down its few hundred modules one by one,
+    some 15-20 ms the step's pod would wait for nothing. With a non-daemon thread alive, the
+    ordinary exit instead.
     """
     import atexit
     import threading
 
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_handlers is None:  # another interpreter: the ordinary exit
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if run_exit_handlers is None or any(not t.daemon for t in others):
+        # Another interpreter, or a non-daemon thread (an SDK's executor, say) that the
+        # interpreter's own shutdown knows how to end: the ordinary exit.
         return
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
