@@ -41,10 +41,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbonpipe.budgets.charges import (
     BUDGETS_PREFIX,
@@ -52,10 +53,14 @@ from carbonpipe.budgets.charges import (
     safe_name,
     scope_key,
 )
-from carbonpipe.budgets.period import PeriodWindow, _utc
+from carbonpipe.budgets.period import PeriodWindow, _utc, period_window
 from carbonpipe.budgets.status import ChargeEntry
 from carbonpipe.errors import ObjectNotFound, PreconditionFailed
 from carbonpipe.stores.base import Store
+from carbonpipe.stores.redact import redact
+
+if TYPE_CHECKING:
+    from carbonpipe.budgets.budget import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,9 @@ __all__ = [
     "closed_before",
     "listed_usage",
     "period_usage",
+    "RollUpReport",
     "roll_up",
+    "roll_up_all",
     "settled",
     "tally_keys",
 ]
@@ -116,6 +123,7 @@ class PeriodUsage:
     late: dict[str, list[str]]  # the period's late markers by record id (keys under late/)
     rolled: int = 0  # closed days read from a rollup
     listed: int = 0  # closed days listed (and rolled up) by this read
+    unwritten: int = 0  # of those, the days whose rollup could not be written
 
 
 def tally_keys(scope: str, base: str, keys: Iterable[str]) -> dict[str, dict[str, ChargeEntry]]:
@@ -371,12 +379,14 @@ def period_usage(store: Store, scope: str, window: PeriodWindow, now: datetime) 
     first_open = closed_before(now)
     rollups = _best_rollups(store, scope, window)
     markers, late = _markers(store, scope, window)
+    booted: dict[str, DayRollup] = {}  # a total budget's first read: listed all at once
     if window.start is not None and window.end is not None:
         first = window.start.date()
         closed_end = min(first_open, window.end.date())
     else:
         if not rollups:
-            rollups = _bootstrap(store, scope, first_open.isoformat(), markers)
+            booted = _bootstrap(store, scope, first_open.isoformat(), markers)
+            rollups = dict(booted)
         known = [d for d in (*rollups, *markers) if d < first_open.isoformat()]
         first = date.fromisoformat(min(known)) if known else first_open
         closed_end = first_open
@@ -388,7 +398,8 @@ def period_usage(store: Store, scope: str, window: PeriodWindow, now: datetime) 
         or r.markers != len(markers.get(r.day, ()))
         or (r.landed < r.markers and _landed_since(store, scope, r))
     ]
-    rollups.update(_list_days(store, scope, stale, markers))
+    fresh = {**booted, **_list_days(store, scope, stale, markers)}
+    rollups.update(fresh)
     total = count = 0
     first_date: str | None = None
     for day in closed:
@@ -417,8 +428,9 @@ def period_usage(store: Store, scope: str, window: PeriodWindow, now: datetime) 
         entries,
         first_open.isoformat(),
         late,
-        rolled=len(closed) - len(stale),
-        listed=len(stale),
+        rolled=len(closed) - len(fresh),
+        listed=len(fresh),
+        unwritten=sum(1 for r in fresh.values() if r.key is None),
     )
 
 
@@ -463,12 +475,30 @@ def _charged_since(store: Store, scope: str, entry: dict[str, Any], first_open: 
 
 @dataclass
 class RollUpReport:
-    """What :func:`roll_up` did."""
+    """What :func:`roll_up` did: closed days read from a rollup already (``rolled``) and
+    closed days listed, and rolled up, by this call (``listed``)."""
 
     scope: str
     rolled: int = 0
     listed: int = 0
     days: list[str] = field(default_factory=list)
+    period: str = ""
+    first_open: str = ""  # the first day still open: not rolled up yet
+    elapsed_s: float = 0.0
+    unwritten: int = 0  # listed days whose rollup could not be written (a read-only store)
+    error: str | None = None  # roll_up_all: why this scope could not be rolled up
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "period": self.period,
+            "days_rolled": self.rolled,
+            "days_listed": self.listed,
+            "days_unwritten": self.unwritten,
+            "first_open": self.first_open,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "error": self.error,
+        }
 
 
 def roll_up(
@@ -482,7 +512,7 @@ def roll_up(
     """Write the rollups of the period's closed days (a nightly job's call); ``relist`` lists
     every closed day again (for charges written by versions without late markers)."""
     now = now or datetime.now(timezone.utc)
-    report = RollUpReport(scope)
+    report = RollUpReport(scope, period=window.period, first_open=closed_before(now).isoformat())
     if relist:
         first_open = closed_before(now)
         if window.start is None:
@@ -492,10 +522,53 @@ def roll_up(
             start = window.start.date()
         end = min(first_open, window.end.date()) if window.end is not None else first_open
         days = list(_days(start, end))
-        _list_days(store, scope, days, _markers(store, scope, window)[0])
+        fresh = _list_days(store, scope, days, _markers(store, scope, window)[0])
         report.listed = len(days)
+        report.unwritten = sum(1 for r in fresh.values() if r.key is None)
         report.days = [d.isoformat() for d in days]
         return report
     usage = period_usage(store, scope, window, now)
-    report.rolled, report.listed = usage.rolled, usage.listed
+    report.rolled, report.listed, report.unwritten = usage.rolled, usage.listed, usage.unwritten
     return report
+
+
+def roll_up_all(
+    store: Store,
+    budgets: Iterable[Budget | tuple[str, str]],
+    *,
+    now: datetime | None = None,
+    relist: bool = False,
+    stored: bool = False,
+) -> list[RollUpReport]:
+    """Roll up the closed days of each budget's current period, on the book it counts (its
+    :meth:`~carbonpipe.budgets.budget.Budget.on_book` scope; a ``(scope, period)`` pair is
+    rolled up as it is): the nightly ESG job's call, and ``carbonpipe budget rollup``'s.
+    ``stored`` adds the store's definitions of pipeline and team budgets (those given in
+    code), as ``budget status`` lists them. Each (book, period) is rolled up once.
+
+    A scope that fails (a store error, a store going down midway) gets its ``error`` and the
+    others are still rolled up: a rollup only saves a later reader work, so no caller has to
+    stop for one. Only reading the definitions (``stored``) raises the store's error.
+    """
+    given = list(budgets)
+    pairs = [b for b in given if isinstance(b, tuple)]
+    chosen = [b for b in given if not isinstance(b, tuple)]
+    if stored:  # carbon.yaml's budget wins where both define a scope's period
+        from carbonpipe.budgets.definitions import LISTED_KINDS, read_definitions, union_budgets
+
+        defined = read_definitions(store, kinds=LISTED_KINDS)
+        chosen = [c.budget for c in union_budgets(chosen, defined)]
+    targets = pairs + [(b.on_book().scope, b.period) for b in chosen]
+    now = _utc(now or datetime.now(timezone.utc))
+    reports: list[RollUpReport] = []
+    for scope, period in dict.fromkeys(targets):  # once each, in order
+        start = time.perf_counter()
+        try:
+            report = roll_up(store, scope, period_window(period, now), now=now, relist=relist)
+        except Exception as exc:  # noqa: BLE001 - reported per scope, never raised
+            error = redact(f"{type(exc).__name__}: {exc}")
+            report = RollUpReport(scope, period=period, error=error)
+            logger.warning("cannot roll up %s [%s]: %s", scope, period, error)
+        report.elapsed_s = time.perf_counter() - start
+        reports.append(report)
+    return reports
