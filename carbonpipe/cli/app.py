@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--limit-kg", type=float, help="limit, when the scope is not in carbon.yaml")
     st.add_argument("--period", default=None, choices=["month", "quarter", "year", "total"])
     st.add_argument("--json", action="store_true")
+    from carbonpipe.cli.budget_rollup import add_parser as add_rollup
+
+    add_rollup(bsub)
 
     fl = sub.add_parser("flush", help="deliver records spooled while a store was down")
     fl.add_argument("--spool-dir")

@@ -120,7 +120,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    """Print the status of one budget, or of every budget in carbon.yaml and the store."""
+    """Print the status of one budget, or of every budget in carbon.yaml and the store
+    (``budget rollup``: :func:`carbonpipe.cli.budget_rollup.cmd_budget_rollup`)."""
+    if getattr(args, "budget_command", "status") == "rollup":
+        from carbonpipe.cli.budget_rollup import cmd_budget_rollup
+
+        return cmd_budget_rollup(args)
     from carbonpipe.budgets.ledger import BudgetLedger
     from carbonpipe.config import resolve_settings
     from carbonpipe.units import format_mass
