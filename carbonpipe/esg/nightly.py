@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from carbonpipe.esg.period import Period, parse_period
 from carbonpipe.esg.report import _team, build_report
 
 ESG_PREFIX = "esg"
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,11 +168,14 @@ def run_nightly(
     This is what the KFP component and the Airflow DAG call. Its result is JSON-ready:
     ``{"artifacts": {name: store URI}, "local": {name: path under out_dir}, "totals": {...},
     "regressions": [...], "regression_action": "warn" | "fail", "compaction": {...},
-    "read": {...}, "lost_steps": {...}}``. First, steps whose process died before they stopped
-    and left an open entry in this machine's spool get their ``lost`` record
+    "read": {...}, "lost_steps": {...}, "rollups": {...}}``. First, steps whose process died
+    before they stopped and left an open entry in this machine's spool get their ``lost`` record
     (:func:`carbonpipe.lost_steps.sweep`), so the night counts them. Then the record copies
     that steps left with their orchestrator in each ``sweep_from`` source (a KFP pipeline root,
     ``airflow:``) are delivered once (:func:`carbonpipe.sweep.sweep`; ``"swept"`` in the result).
+    After compacting, every budget's closed days are rolled up (:func:`roll_up_budgets`;
+    ``"rollups"``), so the day's first gate decision does not list them; a failure there is
+    noted, never raised.
     """
     from carbonpipe import lost_steps
     from carbonpipe.baseline import regression_action
@@ -183,6 +189,7 @@ def run_nightly(
     # Each closed day is listed once: the compaction's listing serves the aggregation too.
     listings: dict[str, tuple[list[str], list[str]]] = {}
     done = compact(store, per, now=now, listings=listings) if compact_first else []
+    rollups = roll_up_budgets(store, cfg, now)
     agg = aggregate(store, per, listings=listings)
     uris, report = _write(store, agg, out_dir, cfg)
     return {
@@ -202,4 +209,39 @@ def run_nightly(
             "invalid_records": agg.stats.invalid_records,
         },
         "lost_steps": lost.to_dict(),
+        "rollups": rollups,
     }
+
+
+def roll_up_budgets(store: Store, cfg: EsgConfig, now: datetime | None) -> dict[str, Any]:
+    """Write the rollups of every budget's closed days (carbon.yaml's and the store's), so
+    the first gate decision of the day reads each closed day from one object.
+
+    Never raises: a rollup only saves the gates work, so a failure is logged and noted in
+    the result (``{"scopes": [...], "failed": n, "error": ...}``), and the report goes on.
+    """
+    from carbonpipe.budgets.rollup import roll_up_all
+    from carbonpipe.stores.redact import redact
+
+    try:
+        reports = roll_up_all(store, cfg.budgets, now=now, stored=True)
+    except Exception as exc:  # noqa: BLE001 - the report must not fail for a rollup
+        error = redact(f"{type(exc).__name__}: {exc}")
+        logger.warning("carbonpipe: budget rollups not written: %s", error)
+        return {"scopes": [], "failed": None, "error": error}
+    failed = [r for r in reports if r.error or r.unwritten]
+    for r in reports:
+        logger.info(
+            "carbonpipe: budget rollup %s [%s]: %d days listed, %d already rolled up, %.2f s",
+            r.scope,
+            r.period,
+            r.listed,
+            r.rolled,
+            r.elapsed_s,
+        )
+    if failed:
+        logger.warning(
+            "carbonpipe: budget rollups incomplete for %s",
+            ", ".join(f"{r.scope} [{r.period}]" for r in failed),
+        )
+    return {"scopes": [r.to_dict() for r in reports], "failed": len(failed), "error": None}
