@@ -262,6 +262,11 @@ class CachedSource:
     def _key(self) -> str:
         return repr(self.source)  # the source's name and URL; sources never show a credential
 
+    def note_failure(self, message: str) -> None:
+        """Remember that the source failed (a caller gave up waiting on it): for the next
+        :data:`QUIET_AFTER_FAILURE_S` it is not asked again, as after any failure."""
+        _failed[self._key] = (time.monotonic(), message)
+
     def _check_quiet(self) -> None:
         failed = _failed.get(self._key)
         if failed is None:

@@ -185,9 +185,13 @@ def fetch_history(
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
-        raise IntensityUnavailable(
-            f"{getattr(source, 'name', 'the source')} gave no history within {timeout_s:g} s"
-        )
+        message = f"{getattr(source, 'name', 'the source')} gave no history within {timeout_s:g} s"
+        # Noted now, not when the abandoned call ends: a step stopping right after this one
+        # must not wait the whole deadline again (the call may end a moment later, or never).
+        note = getattr(source, "note_failure", None)
+        if callable(note):
+            note(message)
+        raise IntensityUnavailable(message)
     error = box.get("error")
     if isinstance(error, IntensityUnavailable):
         raise error

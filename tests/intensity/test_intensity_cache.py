@@ -202,3 +202,55 @@ def test_a_steps_pricing_reads_the_source_through_the_disk_cache(
     )
     assert why is None and again is not None and len(em.requests) == 1
     assert again.points[0] == first.points[0]
+
+
+def test_a_source_given_up_on_is_not_waited_on_again_by_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline's wait gives up before the abandoned request does: the failure is noted at
+    once, so a step stopping just after does not wait the whole deadline again."""
+    import socket
+    import threading
+
+    from carbonpipe.intensity import cache as cache_module
+    from carbonpipe.intensity.timed import fetch_history
+
+    monkeypatch.setattr(cache_module, "_failed", {})
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accepts and never answers
+        hung.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(hung.accept()[0])
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        env = {"ELECTRICITYMAPS_API_URL": url, "ELECTRICITYMAPS_API_TOKEN": api.EM_TOKEN}
+        source = open_cached_source("electricitymaps", {}, env, cache_dir=tmp_path)
+        assert source is not None
+        end = datetime.now(UTC)
+        began = time.monotonic()
+        with pytest.raises(IntensityUnavailable, match="within 0.5 s"):
+            fetch_history(source, "BE", end - timedelta(hours=1), end, timeout_s=0.5)
+        first = time.monotonic() - began
+        began = time.monotonic()
+        with pytest.raises(IntensityUnavailable, match="not asked again"):
+            fetch_history(source, "BE", end - timedelta(hours=1), end, timeout_s=0.5)
+        second = time.monotonic() - began
+        assert first < 3 and second < 0.25, (first, second)
+        assert source.requests == 1
+    finally:
+        stop.set()
+        acceptor.join(2)
+        for s in held:
+            s.close()
+        hung.close()
