@@ -233,6 +233,28 @@ class Settings:
             deadline_s=DEFAULT_DEADLINE_S if deadline_s is None else deadline_s,
         )
 
+    def check_intensity_source(self) -> None:
+        """Read a ``file:PATH`` intensity source now, before a step starts.
+
+        Raises :class:`ConfigError` naming the setting (``CARBONPIPE_INTENSITY_SOURCE`` or
+        carbon.yaml's ``intensity.source``), the file, the line and column and the fix. Any
+        other source costs nothing here: no module is imported and no network source is
+        contacted (they are asked at the step's stop, and fall back to the table).
+        """
+        name, sep, path = str(self.intensity_source or "").partition(":")
+        if not sep or name.strip().lower() != "file" or not path.strip():
+            return
+        origin = self.sources.get("intensity_source")
+        if origin == "env":
+            field = _ENV["intensity_source"]
+        elif origin == "file":
+            field = f"intensity.source in {self.config_file}"
+        else:
+            field = "intensity_source"
+        from carbonpipe.intensity.file import check_file_source
+
+        check_file_source(path.strip(), field=field, options=self.intensity)
+
     def pue_for(self, provider: str | None, region: str | None) -> tuple[float, dict[str, Any]]:
         """The PUE for a step there and its ``pue_source``: a configured ``pue`` wins, else the
         region's published figure, the provider's fleet figure, or 1.0 on premises."""

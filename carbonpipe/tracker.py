@@ -252,7 +252,9 @@ class CarbonTracker:
 
         Raises :class:`BudgetExceeded` (before any energy is spent) when the step would overrun
         its budget or the budget's ledger is down (``BudgetUnavailable``, a subclass; unless the
-        budget says ``when_unavailable="run"``). Nothing else raised here comes from tracking.
+        budget says ``when_unavailable="run"``), and :class:`ConfigError` when the ``file:PATH``
+        intensity source cannot be read or holds a bad value (the message names the setting, the
+        file, the line and column and the fix). Nothing else raised here comes from tracking.
         """
         return self._start(step, attempt, labels, at=None)
 
@@ -282,6 +284,10 @@ class CarbonTracker:
         check_attempt(attempt)
         check_identity("step", step)
         check_label_keys(labels)
+        if at is None:  # (``carbonpipe run`` read it before it started the command)
+            # A bad file:PATH intensity source is refused now, not found at the step's stop;
+            # read once per process while the file is unchanged; no cost for any other source.
+            self.settings.check_intensity_source()
         with self._lock:
             if step in self._open:
                 raise ValueError(f"step {step!r} is already being tracked; stop it first")

@@ -137,6 +137,7 @@ def _checked_settings(args: argparse.Namespace) -> Settings:
         instance_type=args.instance_type,
     )
     parse_store_uri(settings.store)
+    settings.check_intensity_source()  # a file:PATH source is read now, before the command starts
     check_given_location(
         (args.provider, args.region, args.country), ("--provider", "--region", "--country")
     )

@@ -19,6 +19,9 @@ kind; the last one holds for one median step of its zone (one hour when a zone h
 Two rows of the same zone, kind and timestamp are refused.
 
 The file is read once per process and re-read only when its size or modification time changes.
+A tracker, ``carbonpipe run`` and the components built on them read it before the step starts
+(:func:`check_file_source`): a bad file is refused then, naming the setting, the file, the line
+and column and the fix, not found hours later at the step's stop.
 :meth:`FileSource.validate` raises :class:`~carbonpipe.errors.ConfigError` naming the file, the
 line (CSV; the header is line 1) or row (Parquet, from 1) and the column of the first bad value;
 :meth:`FileSource.history` and :meth:`FileSource.forecast` raise
@@ -43,7 +46,7 @@ from typing import Any
 from carbonpipe.errors import ConfigError, IntensityUnavailable
 from carbonpipe.intensity.base import IntensityPoint, IntensitySeries
 
-__all__ = ["COLUMNS", "KINDS", "FileSource", "FileTable", "load_file"]
+__all__ = ["COLUMNS", "KINDS", "FileSource", "FileTable", "check_file_source", "load_file"]
 
 COLUMNS = ("timestamp", "zone", "intensity_g_per_kwh", "kind")
 REQUIRED = COLUMNS[:3]
@@ -115,9 +118,32 @@ class FileTable:
         return found.step_s if found is not None else DEFAULT_STEP_S
 
 
+_HEADER_FIX = (
+    "start the file with a header row naming timestamp, zone and intensity_g_per_kwh (kind "
+    "optional), each once"
+)
+_FORMAT_FIX = "save it as a UTF-8 CSV file with a header row, or as a Parquet file"
+# What to write instead of a bad value, by column.
+_VALUE_FIX = {
+    "timestamp": "write ISO-8601 (2026-01-05T14:00:00Z) or Unix epoch seconds",
+    "zone": "write the grid zone as Electricity Maps names it (BE, DE, US-CAL-CISO)",
+    "intensity_g_per_kwh": f"write g CO2e per kWh, a number from 0 to {MAX_INTENSITY:g}",
+    "kind": "write average or marginal (blank means average)",
+}
+
+
 class _BadValue(ValueError):
-    def __init__(self, where: str, column: str, message: str) -> None:
+    def __init__(self, where: str, column: str, message: str, fix: str | None = None) -> None:
         super().__init__(f"{where}, column {column}: {message}")
+        self.fix = fix or _VALUE_FIX.get(column, _HEADER_FIX)
+
+
+class _FileError(ConfigError):
+    """A bad intensity file; ``fix`` says what to change."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -144,7 +170,10 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError(f"{text[:40]!r} is neither ISO-8601 nor epoch seconds") from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.astimezone(timezone.utc)
+    try:
+        return stamp.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00: before the first UTC datetime
+        raise ValueError(f"{stamp.isoformat()[:40]!r} is out of range in UTC") from None
 
 
 def _from_epoch(seconds: float) -> datetime:
@@ -187,7 +216,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             header = next(reader)
         except StopIteration:
-            raise _BadValue("line 1", "timestamp", "the file is empty") from None
+            raise _BadValue("line 1", "timestamp", "the file is empty", _HEADER_FIX) from None
         names = [name.strip().lower() for name in header]
         _check_header(names, "line 1")
         index = {name: names.index(name) for name in COLUMNS if name in names}
@@ -218,10 +247,12 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def _check_header(names: list[str], where: str) -> None:
     for name in REQUIRED:
         if name not in names:
-            raise _BadValue(where, name, f"missing; the columns are {', '.join(COLUMNS)}")
+            raise _BadValue(
+                where, name, f"missing; the columns are {', '.join(COLUMNS)}", _HEADER_FIX
+            )
     for name in COLUMNS:
         if names.count(name) > 1:
-            raise _BadValue(where, name, "appears twice")
+            raise _BadValue(where, name, "appears twice", _HEADER_FIX)
 
 
 def _build(rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], _ZoneSeries]:
@@ -245,6 +276,7 @@ def _build(rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], 
                 where,
                 "timestamp",
                 f"{parsed['timestamp'].isoformat()} repeats for {key[0]} {key[1]}",
+                "keep one row per zone, kind and timestamp",
             )
         by_time[parsed["timestamp"]] = parsed["intensity_g_per_kwh"]
     out: dict[tuple[str, str], _ZoneSeries] = {}
@@ -271,11 +303,14 @@ def load_file(path: str | Path) -> FileTable:
     try:
         stat = resolved.stat()
     except OSError as exc:
-        raise ConfigError(
-            f"intensity file {str(path)!r}: cannot read it ({exc.strerror})"
+        raise _FileError(
+            f"intensity file {str(path)!r}: cannot read it ({exc.strerror})", _path_fix(resolved)
         ) from None
     if not resolved.is_file():
-        raise ConfigError(f"intensity file {str(path)!r}: not a file")
+        raise _FileError(
+            f"intensity file {str(path)!r}: not a file",
+            "name a CSV or Parquet file, not a folder",
+        )
     signature = (stat.st_mtime_ns, stat.st_size)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -287,19 +322,30 @@ def load_file(path: str | Path) -> FileTable:
         rows = _parquet_rows(resolved) if magic == _PARQUET_MAGIC else _csv_rows(resolved)
         series = _build(rows)
     except _BadValue as exc:
-        raise ConfigError(f"intensity file {str(path)!r}: {exc}") from None
+        raise _FileError(f"intensity file {str(path)!r}: {exc}", exc.fix) from None
+    except PermissionError as exc:
+        raise _FileError(
+            f"intensity file {str(path)!r}: cannot read it ({exc.strerror})",
+            "make it readable by the user the step runs as",
+        ) from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"intensity file {str(path)!r}: cannot read it ({exc})") from None
+        raise _FileError(
+            f"intensity file {str(path)!r}: cannot read it ({exc})", _FORMAT_FIX
+        ) from None
     except ConfigError:
         raise
     except Exception as exc:  # pyarrow's errors for a malformed Parquet file
         if type(exc).__name__ == "MissingDependency":
             raise
-        raise ConfigError(
-            f"intensity file {str(path)!r}: cannot read it ({type(exc).__name__}: {exc})"
+        raise _FileError(
+            f"intensity file {str(path)!r}: cannot read it ({type(exc).__name__}: {exc})",
+            _FORMAT_FIX,
         ) from None
     if not series:
-        raise ConfigError(f"intensity file {str(path)!r}: no rows")
+        raise _FileError(
+            f"intensity file {str(path)!r}: no rows",
+            "add rows of timestamp, zone and intensity_g_per_kwh under the header",
+        )
     vintage = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, timezone.utc).isoformat(
         timespec="seconds"
     )
@@ -307,6 +353,32 @@ def load_file(path: str | Path) -> FileTable:
     with _CACHE_LOCK:
         _CACHE[key] = (signature, table)
     return table
+
+
+def _path_fix(path: Path) -> str:
+    if path.is_absolute():
+        return "check the path, or copy the file there"
+    import os
+
+    return f"check the path (a relative path is read from the working directory, {os.getcwd()})"
+
+
+def check_file_source(
+    path: str, *, field: str, options: Mapping[str, Any] | None = None
+) -> FileTable:
+    """Read the ``file:PATH`` source a setting names before a step starts.
+
+    Raises :class:`~carbonpipe.errors.ConfigError` naming ``field`` (the setting:
+    ``CARBONPIPE_INTENSITY_SOURCE`` or carbon.yaml's ``intensity.source``), the file, the line
+    and column of the first bad value and the fix. Cached: once per process while the file's
+    size and modification time stay the same.
+    """
+    try:
+        return FileSource.from_options({**(options or {}), "path": path}, {}).validate()
+    except _FileError as exc:
+        raise ConfigError(
+            f"{field}: {exc}; fix: {exc.fix}, or set {field} to table (the annual figures)"
+        ) from None
 
 
 class FileSource:

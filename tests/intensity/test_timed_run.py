@@ -36,7 +36,7 @@ def _second_file(path: Path, t0: datetime, change_at: int, seconds: int) -> Path
     return path
 
 
-def _run(store: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run(store: Path, env: dict[str, str], code: str = BUSY) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             *CLI,
@@ -49,7 +49,7 @@ def _run(store: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             "--",
             sys.executable,
             "-c",
-            BUSY,
+            code,
         ],
         capture_output=True,
         text=True,
@@ -126,19 +126,28 @@ def test_a_step_spanning_an_intensity_change_is_the_sum_of_its_intervals(tmp_pat
 
 
 def test_a_failing_source_falls_back_to_the_table_and_says_why(tmp_path: Path) -> None:
+    # A file that cannot be read at the start is refused then (tests/intensity/
+    # test_file_source.py); one that fails only at the stop (a zone it lacks, or removed while
+    # the step ran) prices the step with the table and says why.
     t0 = datetime.now(timezone.utc).replace(microsecond=0)
     path = _second_file(tmp_path / "grid.csv", t0, change_at=2, seconds=120)
+    gone = _second_file(tmp_path / "gone.csv", t0, change_at=2, seconds=120)
+    removes = f"import os, time\nos.remove({str(gone)!r})\n{BUSY}"
     cases = {
-        "missing": {
-            "CARBONPIPE_INTENSITY_SOURCE": f"file:{tmp_path / 'absent.csv'}",
-            "CARBONPIPE_INTENSITY_ZONE": "BE",
-        },
-        "zone": {"CARBONPIPE_INTENSITY_SOURCE": f"file:{path}", "CARBONPIPE_INTENSITY_ZONE": "FR"},
+        "missing": (
+            {"CARBONPIPE_INTENSITY_SOURCE": f"file:{gone}", "CARBONPIPE_INTENSITY_ZONE": "BE"},
+            removes,
+        ),
+        "zone": (
+            {"CARBONPIPE_INTENSITY_SOURCE": f"file:{path}", "CARBONPIPE_INTENSITY_ZONE": "FR"},
+            BUSY,
+        ),
     }
-    for name, env in cases.items():
+    for name, (env, code) in cases.items():
         store = tmp_path / name
-        out = _run(store, env)
+        out = _run(store, env, code)
         assert out.returncode == 0, out.stderr
+        assert name != "missing" or not gone.exists()
         [rec] = _records(store)
         assert rec.intensity_source["kind"] == "cloud_region", name  # the table's figure
         assert rec.energy_profile["points"], name
