@@ -254,3 +254,25 @@ def test_a_source_given_up_on_is_not_waited_on_again_by_the_next_step(
         for s in held:
             s.close()
         hung.close()
+
+
+def test_warming_a_network_source_loads_its_modules_and_asks_it_nothing(em: ApiServer) -> None:
+    """What ``carbonpipe run`` does while its command runs: the stop then has no import left."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from carbonpipe.intensity.timed import warm\n"
+        "warm('electricitymaps', {})\n"
+        "print(json.dumps([m in sys.modules for m in ("
+        "'carbonpipe.intensity.electricitymaps', 'carbonpipe.intensity.cache', 'http.client')]))\n"
+    )
+    env = {**os.environ, **_env(em)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True]
+    assert em.requests == []
