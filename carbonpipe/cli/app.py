@@ -9,7 +9,8 @@ that exit code; only a budget gate does, on purpose:
   overrun it, or its ledger could not be read within the gate's deadline (unless
   ``--budget-when-unavailable run``); the command was not started.
 * exit 0 with "skipped" on stderr: ``on_exceed`` is ``skip``; the command was not started.
-* exit 2: bad options or settings (store URI, provider, labels, env, carbon.yaml), or a strict
+* exit 2: bad options or settings (store URI, provider, labels, env, carbon.yaml, a `file:`
+  intensity source that cannot be read), or a strict
   budget with no way to estimate the step (``--budget-estimate-kg``); the command was not
   started.
 
