@@ -85,6 +85,12 @@ __all__ = [
 ]
 
 
+def _wall_now() -> datetime:
+    """The real time: a rollup is written only for a day closed by it, whatever a reader's
+    clock says."""
+    return datetime.now(timezone.utc)
+
+
 def closed_before(now: datetime) -> date:
     """The first day still open at ``now``: every day before it is closed."""
     return (_utc(now) - CLOSE_GRACE).date()
@@ -184,6 +190,11 @@ def _roll_day(
         len(landed),
         sum(landed.values()),
     )
+    if day >= closed_before(_wall_now()).isoformat():
+        # Closed on the caller's clock only (a report "as of" its period's end, mid-period):
+        # the totals hold for this read, but an immutable rollup of a day still open would
+        # hide the charges written on time after it (they leave no late marker).
+        return rollup
     key = _rollup_key(scope, rollup)
     body = {
         "schema": ROLLUP_SCHEMA,

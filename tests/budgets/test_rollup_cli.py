@@ -242,3 +242,27 @@ def test_a_rollup_that_cannot_be_written_exits_1_and_says_so(tmp_path: Path) -> 
     done = _cli(["budget", "rollup", "--store", str(root), *args])
     assert done.returncode == 1
     assert "rollups could not be written" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_read_as_of_a_later_clock_rolls_up_no_day_still_open(tmp_path: Path) -> None:
+    """The ESG report reads a budget as of its period's end, mid-period: rollups of the days
+    not closed yet would hide the charges written on time after them (they leave no marker)."""
+    now = datetime.now(timezone.utc)
+    root = tmp_path / "store"
+    days = _charged(root, now)
+    store = LocalStore(root)
+    month_end = period_window("month", now).end
+    assert month_end is not None
+    as_of = month_end - timedelta(microseconds=1)
+    ledger = BudgetLedger(store, clock=lambda: as_of)
+    reported = ledger.usage(TRAIN, "total")
+    first_open = closed_before(now).isoformat()
+    rolled = [k.split("rollups/date=")[1][:10] for k in _rollups(root, TRAIN)]
+    assert rolled and max(rolled) < first_open
+    assert len(rolled) == (closed_before(now) - days[0]).days
+    # A step charged on time today, after that read: a gate counts it.
+    ended = (now - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    BudgetLedger(store).charge(_record("after-report", kg=2e-6, ended_at=ended))
+    window = period_window("total", now)
+    usage = BudgetLedger(store).usage(TRAIN, "total")
+    assert usage.total_ng == listed_usage(store, TRAIN, window)[0] == reported.total_ng + 2_000_000
