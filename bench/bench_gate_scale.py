@@ -9,11 +9,16 @@ run), released untimed after. The first decision lists every closed day and writ
 and finds the step's last run by listing its month and writes its pointer; the next ones read
 rollups and the pointer, and list only today.
 
+Then the figure after the nightly job: the same 80 closed days, rolled up first as the nightly
+ESG job does (:func:`roll_up_all`, timed on its own), the step's last-run pointer there as the
+charge path leaves it (set untimed), then the first decision and the next ones.
+
 Then, for flatness, 100 k charges with 1 000 of them today and the rest spread over 10, 40 or
 80 closed days: the decision should not grow with the number of closed days.
 
-Run: ``python bench/bench_gate_scale.py [--sizes 10000,100000,1000000] [--moto 10000]
-[--repeat 7]``. Local folder under a temp folder; moto's S3 on 127.0.0.1 (requests serialised
+Run: ``python bench/bench_gate_scale.py [--sizes 10000,100000,1000000] [--nightly 1000000]
+[--flat 10,40,80] [--moto 10000] [--repeat 7]``. The clock is in the past: a rollup is written
+only for a day closed by the wall clock. Local folder under a temp folder; moto's S3 on 127.0.0.1 (requests serialised
 as in ``bench_ledger.py``). moto answers each list request by scanning every key of the bucket
 (``moto/s3/models.py``, ``list_objects``), so past ~10 k charges its figures measure moto: at
 100 k one listing of one day outlasts the store's 5 s deadline.
@@ -42,14 +47,15 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 from carbonpipe.budgets.budget import Budget  # noqa: E402
 from carbonpipe.budgets.charges import CHARGE_SCHEMA, late_marker_key  # noqa: E402
 from carbonpipe.budgets.gate import BudgetGate  # noqa: E402
+from carbonpipe.budgets.latest import last_run  # noqa: E402
 from carbonpipe.budgets.ledger import BudgetLedger  # noqa: E402
 from carbonpipe.budgets.period import period_window  # noqa: E402
-from carbonpipe.budgets.rollup import period_usage  # noqa: E402
+from carbonpipe.budgets.rollup import period_usage, roll_up_all  # noqa: E402
 from carbonpipe.stores.base import Store  # noqa: E402
 from carbonpipe.stores.local import LocalStore  # noqa: E402
 
-NOW = datetime(2026, 12, 20, 12, 0, tzinfo=timezone.utc)
-FIRST = date(2026, 10, 1)
+NOW = datetime(2025, 12, 20, 12, 0, tzinfo=timezone.utc)
+FIRST = date(2025, 10, 1)
 STEPS = [f"step-{i}" for i in range(8)]
 BUDGET = Budget(scope="pipeline:bench", period="quarter", limit_kg_co2e=1e9)
 LATE_EVERY = 1000
@@ -143,6 +149,31 @@ def _local_row(total: int, closed: int, today: int | None, repeat: int) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _nightly_row(total: int, repeat: int) -> str:
+    """The first decision of the day after the nightly job rolled up the closed days."""
+    tmp = Path(tempfile.mkdtemp(prefix="cp-gate-nightly-"))
+    try:
+        items = _charges(total, 80, None)
+        t0 = time.perf_counter()
+        _write_local(tmp, items)
+        wrote = time.perf_counter() - t0
+        store = LocalStore(tmp)
+        t0 = time.perf_counter()
+        [report] = roll_up_all(store, [BUDGET], now=NOW)
+        nightly = time.perf_counter() - t0
+        assert report.error is None and report.listed == 80 and not report.unwritten, report
+        last_run(store, "bench", "step-0", NOW)  # the pointer, as the charges leave it
+        first, after, counted = _measure(store, repeat)
+        assert counted == total, (counted, total)
+        return (
+            f"local  {total:>9,} charges  {80:>3} closed days  {total // 81:>7,} today   "
+            f"nightly roll_up {nightly:>6.1f} s, then first {first:>7.1f} ms   "
+            f"then {after:>7.1f} ms (median)   [written in {wrote:.0f} s]"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _start_moto() -> tuple[Any, str]:
     """moto's S3 on 127.0.0.1, one request at a time (S3's conditional writes are atomic)."""
     import logging
@@ -195,6 +226,9 @@ def _moto_row(total: int, repeat: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument(
+        "--nightly", default="1000000", help="sizes after the nightly rollup ('' for none)"
+    )
     parser.add_argument("--moto", default="10000", help="sizes on moto's S3 ('' for none)")
     parser.add_argument("--flat", default="10,40,80", help="closed days at 100 k ('' for none)")
     parser.add_argument("--repeat", type=int, default=7)
@@ -202,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"quarter budget, clock {NOW:%Y-%m-%d %H:%M} UTC; decision = gate.reserve")
     for size in [int(s) for s in args.sizes.split(",") if s]:
         print(_local_row(size, 80, None, args.repeat), flush=True)
+    for size in [int(s) for s in args.nightly.split(",") if s]:
+        print(_nightly_row(size, args.repeat), flush=True)
     for closed in [int(s) for s in args.flat.split(",") if s]:
         print(_local_row(100_000, closed, 1000, args.repeat), flush=True)
     for size in [int(s) for s in args.moto.split(",") if s]:
