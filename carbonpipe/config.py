@@ -269,6 +269,12 @@ class Settings:
             if name in ("sources", "budgets"):
                 continue
             out[name] = {"value": getattr(self, name), "source": self.sources.get(name, "default")}
+        if "pue" not in self.sources:  # not one figure: each step gets its place's (pue_for)
+            out["pue"] = {
+                "value": "by place",
+                "source": "default: the region's published PUE, else the provider's fleet "
+                "figure, 1.0 off the cloud",
+            }
         out["budgets"] = {
             "value": [getattr(b, "scope", str(b)) for b in self.budgets],
             "source": self.sources.get("budgets", "default"),

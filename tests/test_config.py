@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,30 @@ def test_bad_env_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_argument_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="colour"):
         resolve_settings(colour="blue")
+
+
+def test_carbonpipe_config_shows_that_the_default_pue_is_the_places_not_one() -> None:
+    """A user reading ``carbonpipe config`` must not believe every step is priced at PUE 1.0."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "carbonpipe", "config", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "CARBONPIPE_PUE"},
+    )
+    pue = json.loads(out.stdout)["pue"]
+    assert pue["value"] == "by place" and "fleet" in pue["source"]
+    given = subprocess.run(
+        [sys.executable, "-m", "carbonpipe", "config", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "CARBONPIPE_PUE": "1.3"},
+    )
+    assert json.loads(given.stdout)["pue"]["value"] == 1.3
