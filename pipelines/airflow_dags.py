@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 DEFAULT_START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+#: The nightly job's default schedule: after 01:00 UTC, when the day that just ended is closed
+#: for budget rollups (:mod:`carbonpipe.budgets.rollup`), so the job rolls it up.
+NIGHTLY_SCHEDULE = "15 1 * * *"
+
+
 def month_of(context: Mapping[str, Any]) -> str:
     """The month (``YYYY-MM``, UTC) a nightly run reports on: its data interval's start's.
 
@@ -47,7 +52,7 @@ def month_of(context: Mapping[str, Any]) -> str:
 def nightly_esg_dag(
     dag_id: str = "carbonpipe_nightly_esg",
     *,
-    schedule: Any = "@daily",
+    schedule: Any = NIGHTLY_SCHEDULE,
     store: str | None = None,
     period: str | None = None,
     out_dir: str | None = None,
@@ -58,7 +63,9 @@ def nightly_esg_dag(
     """Return a DAG that writes the ESG report of a period every night.
 
     :param dag_id: the DAG's id.
-    :param schedule: when it runs (default daily).
+    :param schedule: when it runs (default ``15 1 * * *``: daily at 01:15 UTC, once the day
+        that just ended is closed for budgets, an hour after midnight; at ``@daily``'s 00:00 the
+        first gate of the day would have to roll that whole day up itself).
     :param store: the store URI (default: ``CARBONPIPE_STORE`` / carbon.yaml, read when the
         task runs).
     :param period: the period to report: ``2026-11``, ``2026-Q4``, ``2026`` (templated; default:
