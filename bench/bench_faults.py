@@ -9,7 +9,7 @@ quarantined (with reasons), duplicates (must be 0), steps without exactly one re
 and the median) over the same step against a healthy store.
 
 Usage: ``python bench/bench_faults.py [--steps 200] [--cycle-s 3] [--kill-every 25]``.
-The fault proxy is the test suite's (``tests/object_servers.py``); everything is on 127.0.0.1.
+The fault proxy is the test suite's (``tests/fault_proxy.py``); everything is on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
-    from tests.object_servers import FaultProxy
+    from tests.fault_proxy import FaultProxy
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
 

@@ -17,7 +17,7 @@ import pytest
 
 import tests.airflow_env  # noqa: F401  (sets AIRFLOW_HOME before any test imports airflow)
 
-pytest_plugins = ["tests.object_servers", "tests.azurite"]
+pytest_plugins = ["tests.object_servers", "tests.fault_proxy", "tests.azurite"]
 
 # Nothing in the suite may ever reach the real link-local metadata address: point every SDK
 # endpoint at a closed loopback port and switch probing off unless a test turns it on.

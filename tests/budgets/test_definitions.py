@@ -2,7 +2,7 @@
 
 The tracker as users call it on a local folder and on moto's S3; concurrent writers on a local
 folder and on a concurrently serving moto; a store whose definition objects fail (through a
-:class:`~tests.object_servers.FaultProxy`) never stops or holds the step.
+:class:`~tests.fault_proxy.FaultProxy`) never stops or holds the step.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from carbonpipe.stores.base import Store
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.memory import MemoryStore
 from carbonpipe.stores.s3 import S3Store
-from tests.object_servers import Flaky
+from tests.fault_proxy import Flaky
 
 SCOPE = "pipeline:defined"
 KEY = "budgets/definitions/pipeline=defined/month.json"

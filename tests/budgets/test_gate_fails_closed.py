@@ -1,6 +1,6 @@
 """A strict budget whose ledger cannot be read refuses the step; ``when_unavailable="run"`` runs it.
 
-Real stores behind a :class:`~tests.object_servers.FaultProxy` (moto's S3, fake-gcs-server), a
+Real stores behind a :class:`~tests.fault_proxy.FaultProxy` (moto's S3, fake-gcs-server), a
 loopback server that accepts and never answers, and the tracker as users call it.
 """
 
@@ -23,7 +23,7 @@ from carbonpipe.budgets.period import period_window
 from carbonpipe.errors import BudgetError, ConfigError
 from carbonpipe.record import Record
 from carbonpipe.stores.base import Store
-from tests.object_servers import Flaky, unreachable_store
+from tests.fault_proxy import Flaky, unreachable_store
 
 SCOPE = "pipeline:guarded"
 

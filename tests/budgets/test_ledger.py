@@ -28,7 +28,7 @@ from carbonpipe.stores.opener import open_store
 if TYPE_CHECKING:
     # Only for the annotation: importing the module in a spawned child would rerun its
     # import-time environment clean-up there.
-    from tests.object_servers import Flaky
+    from tests.fault_proxy import Flaky
 
 NOV_25 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

@@ -29,7 +29,8 @@ from carbonpipe.stores.base import Store
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.units import ng_to_kg
 from tests.budgets.test_ledger import _record
-from tests.object_servers import S3_BUCKET, STORE_PREFIX, FaultProxy
+from tests.fault_proxy import FaultProxy
+from tests.object_servers import S3_BUCKET, STORE_PREFIX
 
 CLI = [sys.executable, "-m", "carbonpipe"]
 TRAIN = "pipeline:train"

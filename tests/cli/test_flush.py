@@ -14,7 +14,7 @@ import pytest
 
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.spool import deliver, spool_dir
-from tests.object_servers import FaultProxy, Flaky, s3_store_at
+from tests.fault_proxy import FaultProxy, Flaky, s3_store_at
 
 CLI = [sys.executable, "-m", "carbonpipe"]
 TOO_LONG = "p" * 300  # no filesystem takes a 300-character folder name

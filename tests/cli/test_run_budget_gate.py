@@ -21,7 +21,8 @@ from carbonpipe.budgets.period import period_window
 from carbonpipe.record import Record
 from carbonpipe.stores.base import Store
 from carbonpipe.stores.local import LocalStore
-from tests.object_servers import S3_BUCKET, STORE_PREFIX, FaultProxy
+from tests.fault_proxy import FaultProxy
+from tests.object_servers import S3_BUCKET, STORE_PREFIX
 
 CLI = [sys.executable, "-m", "carbonpipe"]
 WHERE = ["--provider", "gcp", "--region", "europe-west1"]

@@ -29,7 +29,7 @@ from carbonpipe.stores.opener import open_store
 from carbonpipe.stores.redact import RedactingFormatter, redact
 from carbonpipe.stores.uri import parse_store_uri
 from tests.azurite import AZURITE_ACCOUNT, AZURITE_KEY, azure_store_at, connection_string
-from tests.object_servers import FaultProxy
+from tests.fault_proxy import FaultProxy
 
 SAS = "sv=2024-08-04&ss=b&srt=sco&sp=rwdl&se=2030-01-01T00:00:00Z&sig=c2VjcmV0U0FTc2lnbmF0dXJl%3D"
 

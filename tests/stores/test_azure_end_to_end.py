@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from carbonpipe.record import Record
-from tests.object_servers import FaultProxy
+from tests.fault_proxy import FaultProxy
 
 CLI = [sys.executable, "-m", "carbonpipe"]
 WHERE = ["--provider", "azure", "--region", "westeurope"]

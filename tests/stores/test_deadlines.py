@@ -30,7 +30,7 @@ from carbonpipe.stores.base import Store
 from carbonpipe.stores.breaker import BreakerStore
 from carbonpipe.stores.opener import open_store
 from carbonpipe.stores.spool import deliver, pending, replay
-from tests.object_servers import FaultProxy, Flaky
+from tests.fault_proxy import FaultProxy, Flaky
 
 DEADLINE_S = 2.0
 # What a loaded two-core machine may add to a step, a process start-up or a thread switch.

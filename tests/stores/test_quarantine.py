@@ -13,7 +13,7 @@ import pytest
 from carbonpipe.errors import ObjectRejected
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.spool import deliver, pending, quarantined, replay, spool_dir
-from tests.object_servers import FaultProxy, Flaky, s3_store_at
+from tests.fault_proxy import FaultProxy, Flaky, s3_store_at
 
 # A partition folder name longer than any filesystem's 255-byte limit.
 TOO_LONG = "p" * 300

@@ -25,7 +25,8 @@ from carbonpipe.stores.spool import (
     replay,
     spool_dir,
 )
-from tests.object_servers import S3_BUCKET, FaultProxy, Flaky, s3_store_at, store_at
+from tests.fault_proxy import FaultProxy, Flaky, s3_store_at, store_at
+from tests.object_servers import S3_BUCKET
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
@@ -458,7 +459,7 @@ def test_an_orchestrator_task_in_a_pod_is_told_its_spool_may_be_lost(
     says: str,
 ) -> None:
     from carbonpipe.stores.spool import deliver
-    from tests.object_servers import unreachable_store
+    from tests.fault_proxy import unreachable_store
 
     monkeypatch.delenv("CARBONPIPE_SPOOL_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # the default spool, under ~/.cache

@@ -28,14 +28,8 @@ from carbonpipe.stores.gcs import GCSStore
 from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.opener import open_store
 from carbonpipe.stores.s3 import S3Store
-from tests.object_servers import (
-    BACKENDS,
-    FaultProxy,
-    Flaky,
-    s3_put_many,
-    s3_store_at,
-    unreachable_store,
-)
+from tests.fault_proxy import FaultProxy, Flaky, s3_store_at, unreachable_store
+from tests.object_servers import BACKENDS, s3_put_many
 
 KEY = "records/v1/date=2026-11-24/pipeline=train/0123abcd.json"
 
