@@ -86,7 +86,7 @@ def record_step(
         pue=pue,
         pue_source=pue_source,
         hardware=hardware_facts(
-            tracker._location, provider, s.meter_mode, s.embodied_lifetime_years
+            tracker._location, provider, s.meter_mode, s.embodied_lifetime_years, m.resources
         ),
         tracking_mode=s.tracking_mode,
         remote=list(handle.remote.values()),

@@ -102,6 +102,7 @@ def open_entry(tracker: CarbonTracker, handle: _Step, meter: Meter | None) -> Op
             **_store_reference(tracker),
             "pue": s.pue,
             "pue_user": "pue" in s.sources,  # else the place's published PUE, when priced
+            "embodied_lifetime_years": s.embodied_lifetime_years,
             "tracking_mode": s.tracking_mode,
             "measure_power_secs": s.measure_power_secs,
             "run_scope": budget is not None and budget.scope.startswith("run:"),
@@ -147,6 +148,8 @@ def _known_location(tracker: CarbonTracker) -> dict[str, Any] | None:
         "country_iso": loc.country_iso,
         "detected_by": loc.detected_by,
         "notes": list(loc.notes),
+        "instance_type": getattr(loc, "instance_type", None),
+        "instance_type_by": getattr(loc, "instance_type_by", None),
     }
 
 
@@ -350,10 +353,38 @@ def lost_record(
         intensity=intensity,
         pue=pue,
         pue_source=pue_source,
+        hardware=_hardware(entry, location, m),
         tracking_mode=str(entry.get("tracking_mode") or m.tracking_mode),
         errors=list(dict.fromkeys(errors)),
     )
     return Record.from_json(record.to_json())  # checked against the schema like any record
+
+
+def _hardware(
+    entry: Mapping[str, Any], location: Mapping[str, Any], m: Measurement
+) -> dict[str, Any] | None:
+    """The lost step's hardware, for its embodied share over the time it ran: what its sidecar
+    read in its cgroup (in the heartbeat) and the instance type the step had settled; None
+    (embodied unknown) when no heartbeat said what the step could use."""
+    if m.resources is None:
+        return None
+    known = _mapping(entry.get("location"))
+    itype = known.get("instance_type")
+    by = known.get("instance_type_by")
+    years = entry.get("embodied_lifetime_years")
+    if not (isinstance(years, (int, float)) and not isinstance(years, bool) and 0 < years < 100):
+        from carbonpipe.hardware.embodied import DEFAULT_LIFETIME_YEARS
+
+        years = DEFAULT_LIFETIME_YEARS
+    return {
+        "provider": location.get("provider"),
+        "instance_type": itype if isinstance(itype, str) and 0 < len(itype) <= 80 else None,
+        "instance_type_by": by
+        if isinstance(by, str) and isinstance(itype, str) and itype
+        else None,
+        "resources": dict(m.resources),
+        "lifetime_years": float(years),
+    }
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -139,6 +139,20 @@ def test_a_step_killed_with_sigkill_is_recorded_once_as_lost(
         assert any("detected when its lost record was made" in e for e in rec.tracking_errors)
     local = rec.energy_kwh["cpu"] + rec.energy_kwh["gpu"] + rec.energy_kwh["ram"]
     assert rec.emissions_kg_co2e == pytest.approx(local * rec.pue * rec.intensity_g_per_kwh / 1000)
+    # Its embodied share over the time it ran, from what its sidecar read in its cgroup.
+    from carbonpipe.measure.resources import step_resources
+
+    assert rec.embodied is not None and rec.embodied_kg_co2e > 0
+    assert rec.embodied["method"] == "estimated" and rec.embodied["lifetime_years"] == 4.0
+    assert rec.total_kg_co2e == pytest.approx(rec.emissions_kg_co2e + rec.embodied_kg_co2e)
+    share = rec.embodied["share"]
+    assert 0 < share <= 1
+    if step_resources("machine")["cpus"] is None:  # no CPU limit here: the whole machine
+        assert share == 1.0
+    year_s = 365.25 * 86400
+    assert rec.embodied_kg_co2e == pytest.approx(
+        rec.embodied["host_kg_co2e"] * rec.duration_s / (4.0 * year_s) * share
+    )
     charges = [k for k in open_store(str(store)).list("budgets/") if record_id in k]
     assert len(charges) == 1
 

@@ -63,6 +63,9 @@ class Measurement:
     # The host's facts (carbonpipe.measure.host.host_facts), read by the sidecar while the step
     # ran; None: not read there (the stop path reads them then).
     host: Mapping[str, Any] | None = None
+    # What the step could use (carbonpipe.measure.resources.step_resources), read by the sidecar
+    # in the step's cgroup; None: not read there.
+    resources: Mapping[str, Any] | None = None
 
     @classmethod
     def nothing(

@@ -33,6 +33,7 @@ from typing import Any
 
 from carbonpipe.measure.base import _KWH_PER_J, METHODS, Measurement
 from carbonpipe.measure.profile import MAX_POINTS, from_samples
+from carbonpipe.measure.resources import checked_resources
 from carbonpipe.measure.share import apportion
 
 HEARTBEAT_SCHEMA = "carbonpipe.heartbeat/1"
@@ -197,6 +198,8 @@ class Sampler:
                 "codecarbon_version": str(version) if version else None,
                 "cpu_model": hardware.get("cpu_model") or None,
                 "gpu_model": hardware.get("gpu_model") or None,
+                # What the step could use: a lost step's embodied share is priced from it.
+                "resources": getattr(session, "resources", None),
             }
         return self._static
 
@@ -274,6 +277,7 @@ def heartbeat_measurement(document: dict[str, Any], *, errors: tuple[str, ...] =
         errors=tuple(dict.fromkeys([*errors, *text])),
         cpu_method=_text(document.get("cpu_method")),
         energy_profile=profile,
+        resources=checked_resources(document.get("resources")),
     )
 
 

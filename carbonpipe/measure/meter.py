@@ -462,6 +462,13 @@ class Meter:
             from dataclasses import replace
 
             measurement = replace(measurement, host=host)
+        from carbonpipe.measure.resources import checked_resources
+
+        resources = checked_resources(raw.get("resources"))
+        if resources is not None:  # read by the sidecar, in the step's cgroup
+            from dataclasses import replace
+
+            measurement = replace(measurement, resources=resources)
         return _with_profile(measurement, raw.get("samples"), window_start)
 
     def _estimate(self, t0: _Edge, t1: _Edge, *, sidecar_cpu_s: float) -> Measurement:

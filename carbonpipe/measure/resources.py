@@ -174,14 +174,49 @@ def step_resources(
 
 
 def hardware_facts(
-    location: Any, provider: str | None, tracking_mode: str, lifetime_years: float
+    location: Any,
+    provider: str | None,
+    tracking_mode: str,
+    lifetime_years: float,
+    resources: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a step ran on (``location``'s instance type, if it has one) and could use, as
-    :func:`carbonpipe.pricing.build_record` takes them for the step's embodied share."""
+    :func:`carbonpipe.pricing.build_record` takes them for the step's embodied share.
+
+    ``resources``: :func:`step_resources` as the step's sidecar read them (in the step's cgroup,
+    with its environment); None reads them here."""
     return {
         "provider": provider,
         "instance_type": getattr(location, "instance_type", None),
         "instance_type_by": getattr(location, "instance_type_by", None),
-        "resources": step_resources(tracking_mode),
+        "resources": dict(resources) if resources else step_resources(tracking_mode),
         "lifetime_years": lifetime_years,
     }
+
+
+_CPUS_FROM = ("cgroup", "instance", "process")
+
+
+def checked_resources(raw: Any) -> dict[str, Any] | None:
+    """``raw`` if it has the shape :func:`step_resources` gives (read back from the sidecar's
+    result or a heartbeat file), else None."""
+    keys = ("cpus", "cpus_from", "gpus", "host_cpus", "host_gpus", "sockets")
+    if not isinstance(raw, dict) or set(raw) != set(keys):
+        return None
+
+    def count(value: Any, low: int) -> bool:
+        return type(value) is int and low <= value < 1 << 20
+
+    cpus = raw["cpus"]
+    cpus_ok = cpus is None or (
+        isinstance(cpus, (int, float)) and not isinstance(cpus, bool) and 0 < cpus < 1 << 20
+    )
+    ok = (
+        cpus_ok
+        and raw["cpus_from"] in _CPUS_FROM
+        and (raw["gpus"] is None or count(raw["gpus"], 0))
+        and count(raw["host_cpus"], 1)
+        and count(raw["host_gpus"], 0)
+        and count(raw["sockets"], 1)
+    )
+    return dict(raw) if ok else None

@@ -112,6 +112,7 @@ class _Session:
         # The GPUs read, after CUDA_/NVIDIA_VISIBLE_DEVICES (carbonpipe.measure.gpus); None: none.
         self.gpu_devices: list[dict[str, Any]] | None = None
         self.host: dict[str, Any] | None = None  # measure.host.host_facts(), read in prepare()
+        self.resources: dict[str, Any] | None = None  # measure.resources.step_resources(), too
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class _Session:
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         logging.getLogger("codecarbon").addHandler(self.log)
         self.host = _host_facts()  # for the record, off the step's stop path
+        self.resources = _resources(self.mode)  # the same: and a lost step's heartbeat has it
 
     def _restrict_gpus(self, tracker: Any) -> None:
         """Charge the step only the GPUs it can see (CodeCarbon reads all of the node's)."""
@@ -411,6 +413,7 @@ class _Session:
             "errors": self.errors + self.log.messages,
             "gpu_devices": self.gpu_devices,
             "host": self.host,
+            "resources": self.resources,
         }
 
     def _finish(self, tracker: Any) -> tuple[dict[str, float], float]:
@@ -457,6 +460,17 @@ def _host_facts() -> dict[str, Any] | None:
         from carbonpipe.measure.host import host_facts
 
         return host_facts()
+    except Exception:  # the step's process reads them itself
+        return None
+
+
+def _resources(mode: str) -> dict[str, Any] | None:
+    """What the step could use, read here: the sidecar shares the step's cgroup, affinity and
+    environment (``CUDA_VISIBLE_DEVICES``)."""
+    try:
+        from carbonpipe.measure.resources import step_resources
+
+        return step_resources(mode)
     except Exception:  # the step's process reads them itself
         return None
 

@@ -297,6 +297,10 @@ def test_the_sidecar_reads_the_host_facts_off_the_steps_stop_path(cache: Path) -
 
     assert m.host == host_facts()  # the same machine, the same Python binary
     assert m.host["os"] and m.host["cpu_count"] == os.cpu_count()
+    # And what the step could use, read in its cgroup with its environment.
+    from carbonpipe.measure.resources import step_resources
+
+    assert m.resources == step_resources("machine")
 
 
 @pytest.mark.parametrize(
@@ -315,6 +319,40 @@ def test_host_facts_of_an_odd_shape_from_the_sidecar_are_not_used(raw: object) -
     from carbonpipe.measure.meter import _host
 
     assert _host(raw) is None
+
+
+_RESOURCES = {
+    "cpus": None,
+    "cpus_from": "instance",
+    "gpus": None,
+    "host_cpus": 8,
+    "host_gpus": 0,
+    "sockets": 1,
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cpus": -1.0},
+        {"cpus": True},
+        {"cpus": float("inf")},
+        {"cpus_from": "elsewhere"},
+        {"gpus": 1.5},
+        {"host_cpus": 0},
+        {"host_gpus": -1},
+        {"sockets": "1"},
+        {"extra": 1},
+    ],
+)
+def test_resources_of_an_odd_shape_from_a_sidecar_or_heartbeat_are_not_used(
+    change: dict[str, object],
+) -> None:
+    from carbonpipe.measure.resources import checked_resources
+
+    assert checked_resources(_RESOURCES) == _RESOURCES
+    assert checked_resources({**_RESOURCES, **change}) is None
+    assert checked_resources([_RESOURCES]) is None
 
 
 def test_cgroup_share_is_used_when_asked_and_readable(cache: Path) -> None:
