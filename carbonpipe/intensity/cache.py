@@ -8,7 +8,9 @@ fetched; never a URL, a header or a credential.
 
 * ``history``: measured points never change, so they are merged and kept; a request is answered
   from disk when one answered range holds it (a range is only recorded as far as its last
-  point, so an hour not yet published is asked for again).
+  point, so an hour not yet published is asked for again), or when it reaches less than one
+  point resolution past such a range that was answered in the current resolution (a step's
+  stop asks up to "now": the source can have published nothing newer since).
 * ``forecast`` (and ``latest``): kept until the next update, the end of the point resolution in
   which they were fetched (hourly for Electricity Maps, half-hourly for the UK, 5 minutes for
   WattTime), and answered only for a range inside the one that was asked for.
@@ -193,7 +195,24 @@ class IntensityCache:
         for a, b in data.get("ranges", []):
             if a <= lo and hi <= b:
                 return self._series(data, lo, hi)
+        if kind == "history" and self._recent_tail(data, lo, hi, now):
+            return self._series(data, lo, hi)
         return None
+
+    @staticmethod
+    def _recent_tail(data: dict[str, Any], lo: float, hi: float, now: float | None) -> bool:
+        """Whether a history request reaching past what was answered is still answered by it:
+        it was asked in the current point resolution (so the source can have published no
+        newer point since) and falls short of ``hi`` by less than one resolution (which pricing
+        covers with the nearest point). A step's stop asks for ``[start, now)``: without this,
+        every stop would ask the source again; with it, a zone's history is asked once per
+        resolution (an hour for Electricity Maps) on a machine, however many steps stop."""
+        resolution = max(float(data.get("resolution_s") or 0.0), 60.0)
+        clock = time.time() if now is None else now
+        fetched = float(data.get("fetched_at") or 0.0)
+        if clock // resolution != fetched // resolution or hi > clock + resolution:
+            return False
+        return any(a <= lo and hi - b <= resolution for a, b in data.get("ranges", []))
 
     def put(
         self,

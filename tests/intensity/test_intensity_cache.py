@@ -276,3 +276,56 @@ def test_warming_a_network_source_loads_its_modules_and_asks_it_nothing(em: ApiS
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True]
     assert em.requests == []
+
+
+def _hourly(start: datetime, hours: int, zone: str = "BE") -> IntensitySeries:
+    points = tuple(
+        IntensityPoint(start + timedelta(hours=h), start + timedelta(hours=h + 1), 100.0 + h)
+        for h in range(hours)
+    )
+    return IntensitySeries(points=points, source_name="electricitymaps", zone=zone)
+
+
+def test_a_stops_window_up_to_now_is_answered_from_disk_within_the_hour(tmp_path: Path) -> None:
+    """Each stop asks history up to "now": asked once per hour per zone, not once per step."""
+    cache = IntensityCache(tmp_path)
+    six = datetime(2026, 12, 5, 6, tzinfo=UTC)
+    asked_at = six + timedelta(hours=4, minutes=20)  # 10:20; published up to 10:00
+    cache.put(_hourly(six, 4), "history", six, asked_at, now=asked_at.timestamp())
+
+    later = six + timedelta(hours=4, minutes=40)  # another step stops at 10:40
+    hit = cache.get(
+        "electricitymaps", "BE", "history", six + timedelta(hours=1), later, now=later.timestamp()
+    )
+    assert hit is not None and [p.start.hour for p in hit.points] == [7, 8, 9]
+    # Past the hour, the source may have published 10:00-11:00: asked again.
+    next_hour = six + timedelta(hours=5, minutes=5)
+    assert (
+        cache.get("electricitymaps", "BE", "history", six, next_hour, now=next_hour.timestamp())
+        is None
+    )
+    # A window reaching more than an hour past what was answered is asked, in the same hour too.
+    assert (
+        cache.get(
+            "electricitymaps",
+            "BE",
+            "history",
+            six,
+            six + timedelta(hours=5, minutes=30),
+            now=later.timestamp(),
+        )
+        is None
+    )
+
+
+def test_stops_in_the_same_hour_ask_the_api_once(em: ApiServer, tmp_path: Path) -> None:
+    source = _cached(em, tmp_path)
+    first_now = datetime.now(UTC)
+    start = first_now - timedelta(hours=2)
+    source.history("BE", start, first_now, timeout_s=5)
+    second_now = datetime.now(UTC) + timedelta(seconds=1)
+    source.history("BE", start, second_now, timeout_s=5)
+    same_hour = first_now.replace(minute=0, second=0, microsecond=0) == second_now.replace(
+        minute=0, second=0, microsecond=0
+    )
+    assert len(em.requests) == (1 if same_hour else 2)
