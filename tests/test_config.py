@@ -82,8 +82,7 @@ def test_unknown_argument_is_a_type_error() -> None:
         resolve_settings(colour="blue")
 
 
-def test_carbonpipe_config_shows_that_the_default_pue_is_the_places_not_one() -> None:
-    """A user reading ``carbonpipe config`` must not believe every step is priced at PUE 1.0."""
+def _config_json(env: dict[str, str]) -> dict:
     import json
     import subprocess
     import sys
@@ -94,16 +93,14 @@ def test_carbonpipe_config_shows_that_the_default_pue_is_the_places_not_one() ->
         text=True,
         timeout=60,
         check=True,
-        env={k: v for k, v in os.environ.items() if k != "CARBONPIPE_PUE"},
+        env=env,
     )
-    pue = json.loads(out.stdout)["pue"]
+    return json.loads(out.stdout)
+
+
+def test_carbonpipe_config_shows_that_the_default_pue_is_the_places_not_one() -> None:
+    """A user reading ``carbonpipe config`` must not believe every step is priced at PUE 1.0."""
+    pue = _config_json({k: v for k, v in os.environ.items() if k != "CARBONPIPE_PUE"})["pue"]
     assert pue["value"] == "by place" and "fleet" in pue["source"]
-    given = subprocess.run(
-        [sys.executable, "-m", "carbonpipe", "config", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "CARBONPIPE_PUE": "1.3"},
-    )
-    assert json.loads(given.stdout)["pue"]["value"] == 1.3
+    given = _config_json({**os.environ, "CARBONPIPE_PUE": "1.3"})
+    assert given["pue"]["value"] == 1.3
