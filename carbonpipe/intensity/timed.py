@@ -90,80 +90,95 @@ def price_profile(
     if not points:
         raise IntensityUnavailable(f"{series.source_name} gave no points for {series.zone}")
     starts = [p.start for p in points]
+    # Each intensity as its float's exact binary fraction n / d (d a power of two): the sums
+    # below are exact in integers, as with fractions.Fraction but without its per-step gcd.
+    ratios = [float(p.intensity_g_per_kwh).as_integer_ratio() for p in points]
     rows = [(float(o), int(n)) for o, n in energy_profile["points"]]
-    pue_f = Fraction(pue)
+    pue_n, pue_d = float(pue).as_integer_ratio()
     total_ng = 0
     total_nwh = 0
     used: set[int] = set()
-    weighted = Fraction(0)
-    weighted_s = Fraction(0)
+    means: list[tuple[int, int, int]] = []  # (numerator, denominator, length us) per interval
     for i, (offset, nwh) in enumerate(rows):
         end_offset = rows[i + 1][0] if i + 1 < len(rows) else max(duration_s, offset)
         begin = started_at + timedelta(milliseconds=round(offset * _MS))
         end = started_at + timedelta(milliseconds=round(end_offset * _MS))
-        mean, seconds, which = _window_mean(points, starts, begin, end, series.resolution_s)
+        mean = _window_mean(points, ratios, starts, begin, end, series.resolution_s)
         if mean is None:
             raise IntensityUnavailable(
                 f"{series.source_name} has no {series.zone} point near {begin.isoformat()}"
             )
+        num, den, length_us, which = mean
         used.update(which)
-        total_ng += _round_half_even(nwh * pue_f * mean / 1000)
+        total_ng += _div_half_even(nwh * pue_n * num, pue_d * den * 1000)
         total_nwh += nwh
-        weighted += mean * seconds
-        weighted_s += seconds
+        means.append((num, den, length_us))
     if total_nwh > 0 and pue > 0:
-        effective = float(Fraction(total_ng * 1000) / (total_nwh * pue_f))
-    else:
-        effective = (
-            float(weighted / weighted_s) if weighted_s else float(points[0].intensity_g_per_kwh)
-        )
+        effective = float(Fraction(total_ng * 1000 * pue_d, total_nwh * pue_n))
+    else:  # no energy to weigh by: the time-weighted mean
+        weighted = sum((Fraction(n, d) * t for n, d, t in means), Fraction(0))
+        length = sum(t for _, _, t in means)
+        effective = float(weighted / length) if length else float(points[0].intensity_g_per_kwh)
     return TimedPrice(total_ng, effective, len(used))
 
 
 def _window_mean(
-    points: list[Any], starts: list[datetime], begin: datetime, end: datetime, resolution_s: float
-) -> tuple[Fraction | None, Fraction, list[int]]:
-    """Exact time-weighted mean over ``[begin, end)`` (microseconds), its length, points used."""
+    points: list[Any],
+    ratios: list[tuple[int, int]],
+    starts: list[datetime],
+    begin: datetime,
+    end: datetime,
+    resolution_s: float,
+) -> tuple[int, int, int, list[int]] | None:
+    """Exact time-weighted mean over ``[begin, end)`` (microseconds) as ``(numerator,
+    denominator, length us, points used)``; the nearest point within one resolution step when
+    none overlaps; None when none is that near."""
     length_us = _us(end - begin)
     if length_us <= 0:  # an empty interval: the point at its instant
         end = begin + timedelta(microseconds=1)
         length_us = 1
     first = max(bisect.bisect_right(starts, begin) - 1, 0)
-    total = Fraction(0)
     covered = 0
     which: list[int] = []
+    overlaps: list[int] = []
     for j in range(first, len(points)):
         p = points[j]
         if p.start >= end:
             break
         overlap = _us(min(p.end, end) - max(p.start, begin))
         if overlap > 0:
-            total += Fraction(p.intensity_g_per_kwh) * overlap
             covered += overlap
             which.append(j)
-    seconds = Fraction(length_us, 10**6)
+            overlaps.append(overlap)
     if covered:
-        return total / covered, seconds, which
+        common = max(ratios[j][1] for j in which)  # powers of two: the largest is a multiple
+        total = sum(
+            ratios[j][0] * (common // ratios[j][1]) * o
+            for j, o in zip(which, overlaps, strict=True)
+        )
+        return total, common * covered, length_us, which
 
     def gap_us(j: int) -> int:
         return max(_us(points[j].start - end), _us(begin - points[j].end), 0)
 
     nearest = min(range(len(points)), key=gap_us)
     if gap_us(nearest) / 1e6 <= max(resolution_s, 0.0):
-        return Fraction(points[nearest].intensity_g_per_kwh), seconds, [nearest]
-    return None, seconds, []
+        n, d = ratios[nearest]
+        return n, d, length_us, [nearest]
+    return None
+
+
+def _div_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` (denominator > 0) rounded half to even, exactly."""
+    q, r = divmod(numerator, denominator)
+    twice = 2 * r
+    if twice > denominator or (twice == denominator and q & 1):
+        q += 1
+    return q
 
 
 def _us(delta: timedelta) -> int:
     return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
-
-
-def _round_half_even(value: Fraction) -> int:
-    q, r = divmod(value.numerator, value.denominator)
-    twice = 2 * r
-    if twice > value.denominator or (twice == value.denominator and q & 1):
-        q += 1
-    return q
 
 
 def fetch_history(

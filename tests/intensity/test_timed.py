@@ -172,3 +172,54 @@ def test_a_marginal_series_never_prices_the_location_based_figure() -> None:
     assert average.intensity_source["kind"] == "timeseries"
     assert kwh_to_nwh(0.001) == 10**9 and average.emissions_kg_co2e == pytest.approx(0.4e-3)
     assert average.energy_profile == {"unit": "nWh", "points": [[0.0, 10**9], [1.0, 10**9]]}
+
+
+def _reference_ng(
+    block: dict, started: datetime, duration_s: float, series: IntensitySeries, pue: float
+) -> int:
+    """The module's formula written plainly with fractions, over fully covered intervals."""
+    from fractions import Fraction
+
+    rows = block["points"]
+    total = 0
+    for i, (offset, nwh) in enumerate(rows):
+        end_offset = rows[i + 1][0] if i + 1 < len(rows) else max(duration_s, offset)
+        begin = started + timedelta(milliseconds=round(offset * 1000))
+        end = started + timedelta(milliseconds=round(end_offset * 1000))
+        if end <= begin:
+            end = begin + timedelta(microseconds=1)
+        weighted, covered = Fraction(0), 0
+        for p in series.points:
+            lo, hi = max(p.start, begin), min(p.end, end)
+            if hi > lo:
+                us = (hi - lo) // timedelta(microseconds=1)
+                weighted += Fraction(p.intensity_g_per_kwh) * us
+                covered += us
+        value = Fraction(nwh) * Fraction(pue) * (weighted / covered) / 1000
+        q, r = divmod(value.numerator, value.denominator)
+        total += q + (
+            1 if 2 * r > value.denominator or (2 * r == value.denominator and q & 1) else 0
+        )
+    return total
+
+
+@given(
+    values=st.lists(
+        st.floats(min_value=0, max_value=2000, allow_nan=False), min_size=6, max_size=8
+    ),
+    profile=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=3599, allow_nan=False),
+            st.floats(min_value=0, max_value=1e-3, allow_nan=False),
+        ),
+        max_size=20,
+    ),
+    pue=st.floats(min_value=1.0, max_value=2.0, allow_nan=False),
+)
+def test_pricing_with_a_series_is_the_exact_sum_over_the_intervals(values, profile, pue) -> None:
+    """Whatever the series and the profile: the integer nanograms of the plain formula."""
+    series = _series(values, step_s=600.0)  # 10-minute points from T0, covering the hour
+    duration = 3600.0
+    block = record_profile(profile or [(0.0, 1e-4)], duration, sum(k for _, k in profile) or 1e-4)
+    priced = price_profile(block, T0, duration, series, pue=pue)
+    assert priced.emissions_ng == _reference_ng(block, T0, duration, series, pue)
