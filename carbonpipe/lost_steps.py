@@ -247,7 +247,12 @@ def _settle_claim(
     if final is not None and record is not None:
         where, data = final, final["data"].encode()  # its own bytes, under its record's key
     else:
-        record = lost_record(claimed.entry, read_heartbeat(claimed.heartbeat), why=why)
+        ignored: list[str] = []  # a heartbeat whose seal does not verify is never used
+        beat = read_heartbeat(
+            claimed.heartbeat, seal_root=claimed.heartbeat.parent.parent, problems=ignored
+        )
+        why = "; ".join(filter(None, [why, *ignored])) or None
+        record = lost_record(claimed.entry, beat, why=why)
         where, data = claimed.entry, record.to_json()
     store = _open(where, stores)
     run_scope = bool(claimed.entry.get("run_scope"))
@@ -330,6 +335,12 @@ def lost_record(
             f"step lost: {who} ended without stopping tracking; energy and ended_at are those of "
             f"its last heartbeat, {m.duration_s:.1f} s after the start, written {when}; "
             "whatever ran after it is not counted"
+        )
+    elif why and "heartbeat" in why and "ignored" in why:  # one was there, but not trusted
+        m = _no_measurement(entry)
+        note = (
+            f"step lost: {who} ended without stopping tracking and its heartbeat cannot be "
+            "trusted (see below); its energy is unknown and recorded as 0"
         )
     else:
         m = _no_measurement(entry)

@@ -328,3 +328,29 @@ def test_a_final_record_that_can_never_be_delivered_is_quarantined_and_the_step_
     again = subprocess.run(CLI + ["flush", "--json"], capture_output=True, text=True, timeout=120)
     assert json.loads(again.stdout)["lost_steps"]["failed"] == []
     assert len(_records(store)) == 1
+
+
+def test_a_heartbeat_planted_or_altered_is_never_used(tmp_path: Path) -> None:
+    """Heartbeats are sealed with the spool's key like its entries: one whose seal does not
+    verify (its energy raised a thousandfold here) gives no figure; the record says why."""
+    store = tmp_path / "store"
+    step = _start_step(store, "run-t", GCP)
+    record_id = make_record_id("lost", "lost", "run-t", "train", 1)
+    _heartbeats(record_id, 2)
+    _kill(step)
+    path = open_dir() / f"{record_id}.hb"
+    sidecar = json.loads((open_dir() / f"{record_id}.json").read_text())["sidecar"]["pid"]
+    deadline = time.monotonic() + 30
+    while _running(sidecar) and time.monotonic() < deadline:  # its last heartbeat is written
+        time.sleep(0.05)
+    beat = json.loads(path.read_bytes())
+    assert isinstance(beat.get("mac"), str)  # sealed by the sidecar
+    beat["energy_kwh"] = {part: v * 1000 + 1.0 for part, v in beat["energy_kwh"].items()}
+    path.write_text(json.dumps(beat))  # the old seal no longer matches
+
+    flushed = _flush()
+    assert flushed["lost_steps"]["lost"] == 1, flushed
+    [rec] = _records(store)
+    assert rec.status == "lost" and rec.energy_kwh["total"] == 0.0
+    assert "cannot be trusted" in rec.tracking_errors[0]
+    assert any("ignored" in e and "seal" in e for e in rec.tracking_errors)

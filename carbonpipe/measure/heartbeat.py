@@ -75,6 +75,8 @@ class Sampler:
         # Process mode samples the step's shares of the machine (its memory moves) every second.
         self._shares = getattr(session, "shares", None) is not None
         self._path = heartbeat_path
+        # The spool folder whose key seals each heartbeat (None: written unsealed).
+        self._seal_root = session.config.get("heartbeat_seal_root")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._static: dict[str, Any] | None = None
@@ -127,7 +129,7 @@ class Sampler:
             return
         try:
             document = self.snapshot(owner_gone=owner_gone)
-            write_heartbeat(self._path, document)
+            write_heartbeat(self._path, document, seal_root=self._seal_root)
             self.beats += 1
         except FileNotFoundError:
             pass  # no open-step folder: the step's entry was not written, nobody reads this
@@ -204,12 +206,21 @@ class Sampler:
         return self._static
 
 
-def write_heartbeat(path: str, document: dict[str, Any]) -> None:
-    """Replace ``path`` with ``document`` (temp file + rename: readers see all of it or none)."""
+def write_heartbeat(path: str, document: dict[str, Any], *, seal_root: str | None = None) -> None:
+    """Replace ``path`` with ``document`` (temp file + rename: readers see all of it or none),
+    sealed with the spool's key when ``seal_root`` (the spool folder) is given."""
+    if seal_root is not None:
+        from pathlib import Path
+
+        from carbonpipe._seal import seal
+
+        data = seal(Path(seal_root), document)
+    else:
+        data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, json.dumps(document, separators=(",", ":"), allow_nan=False).encode())
+        os.write(fd, data)
     finally:
         os.close(fd)
     try:
@@ -220,15 +231,33 @@ def write_heartbeat(path: str, document: dict[str, Any]) -> None:
         raise
 
 
-def read_heartbeat(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Return the heartbeat at ``path``, or ``None`` if there is none or it is unusable."""
+def read_heartbeat(
+    path: str | os.PathLike[str],
+    *,
+    seal_root: str | os.PathLike[str] | None = None,
+    problems: list[str] | None = None,
+) -> dict[str, Any] | None:
+    """Return the heartbeat at ``path``, or ``None`` if there is none or it is unusable.
+
+    With ``seal_root`` (the spool folder) its seal must verify with the spool's key; why one
+    does not is appended to ``problems``."""
     try:
         with open(path, "rb") as fh:
-            document = json.loads(fh.read())
+            document = json.loads(fh.read(1 << 20))  # a heartbeat is a few kB: bounded read
     except (OSError, ValueError):
         return None
     if not isinstance(document, dict) or document.get("schema") != HEARTBEAT_SCHEMA:
         return None
+    if seal_root is not None:
+        from pathlib import Path
+
+        from carbonpipe._seal import seal_problem
+
+        problem = seal_problem(Path(seal_root), document)
+        if problem is not None:
+            if problems is not None:
+                problems.append(f"heartbeat {os.fspath(path)} ignored: {problem}")
+            return None
     energy = document.get("energy_kwh")
     numbers = [document.get("started_at_s"), document.get("duration_s")]
     if not isinstance(energy, dict):

@@ -128,6 +128,8 @@ class Meter:
         heartbeat_path: A file the sidecar rewrites after every measurement with the energy
             measured so far, and once more if the step dies without stopping (see
             :mod:`carbonpipe.measure.heartbeat`); ``None`` for none.
+        heartbeat_seal_root: The spool folder whose key seals each heartbeat (the tracker's
+            heartbeats sit in its ``open/`` folder); ``None`` writes them unsealed.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Meter:
         share: str = "auto",
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
         heartbeat_path: str | os.PathLike[str] | None = None,
+        heartbeat_seal_root: str | os.PathLike[str] | None = None,
     ) -> None:
         if tracking_mode not in TRACKING_MODES:
             raise ValueError(
@@ -161,6 +164,9 @@ class Meter:
             )
         self._heartbeat_path = (
             None if heartbeat_path is None else os.path.abspath(os.fspath(heartbeat_path))
+        )
+        self._heartbeat_seal_root = (
+            None if heartbeat_seal_root is None else os.path.abspath(os.fspath(heartbeat_seal_root))
         )
         self._share = "machine" if tracking_mode == "machine" else "process"
         self._cgroup_file: str | None = None
@@ -309,6 +315,7 @@ class Meter:
                     "measure_power_secs": self._measure_power_secs,
                     "cache_dir": self._cache_dir,
                     "heartbeat_path": self._heartbeat_path,
+                    "heartbeat_seal_root": self._heartbeat_seal_root,
                 }
             )
         except BaseException:
