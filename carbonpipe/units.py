@@ -27,6 +27,8 @@ __all__ = [
     "format_distance",
     "format_energy",
     "format_mass",
+    "div_half_even",
+    "dyadic",
     "format_scaled",
     "kg_to_ng",
     "kwh_to_nwh",
@@ -64,12 +66,25 @@ def exact_scale(value: float | int, factor: int, divisor: int = 1) -> int:
     if not math.isfinite(value):
         raise ValueError(f"cannot convert {value!r} to an integer amount")
     n, d = value.as_integer_ratio()
-    d *= divisor
-    q, r = divmod(n * factor, d)  # d > 0, so r >= 0 and q is the floor
+    return div_half_even(n * factor, d * divisor)
+
+
+def div_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` (``denominator`` > 0) rounded half to even, exactly."""
+    q, r = divmod(numerator, denominator)  # denominator > 0, so r >= 0 and q is the floor
     twice = 2 * r
-    if twice > d or (twice == d and q & 1):
+    if twice > denominator or (twice == denominator and q & 1):
         q += 1
     return q
+
+
+def dyadic(values: Sequence[float]) -> tuple[list[int], int]:
+    """The floats ``values`` (finite, at least one) as integer numerators over one common
+    denominator, exactly: each float is ``n / 2**k``, so the largest ``2**k`` is a multiple
+    of every other."""
+    ratios = [float(v).as_integer_ratio() for v in values]
+    common = max(d for _, d in ratios)
+    return [n * (common // d) for n, d in ratios], common
 
 
 def kg_to_ng(kg: float) -> int:
@@ -96,9 +111,7 @@ def split_exact(total: int, weights: Sequence[float]) -> list[int]:
     """Split the integer ``total`` in proportion to ``weights`` (finite, >= 0, not all 0):
     integers summing exactly to ``total``, by largest remainders over the weights' exact
     binary values (ties to the first), with no floating-point step."""
-    ratios = [float(w).as_integer_ratio() for w in weights]
-    common = max(d for _, d in ratios)  # every denominator is a power of two
-    scaled = [n * (common // d) for n, d in ratios]
+    scaled, _ = dyadic(weights)
     whole = sum(scaled)
     parts = [divmod(w * total, whole) for w in scaled]
     shares = [q for q, _ in parts]

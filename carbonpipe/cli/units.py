@@ -50,9 +50,8 @@ def option_units(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def open_units_file() -> str | None:
     """Create the command's empty units file and name it in ``$CARBONPIPE_UNITS_FILE``."""
-    folder = next(
-        (d for d in (*map(os.environ.get, ("TMPDIR", "TEMP", "TMP")), "/tmp") if d), "/tmp"
-    )
+    env = os.environ
+    folder = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
     try:  # not tempfile: it loads random, shutil and more before the command may start
         fd, path = private_temp_file(folder, "carbonpipe-units-", ".txt")
     except OSError:

@@ -37,7 +37,7 @@ from typing import Any
 
 from carbonpipe.errors import IntensityUnavailable
 from carbonpipe.intensity.base import IntensitySeries
-from carbonpipe.units import record_profile
+from carbonpipe.units import div_half_even, dyadic, record_profile
 
 __all__ = [
     "FETCH_TIMEOUT_S",
@@ -90,9 +90,9 @@ def price_profile(
     if not points:
         raise IntensityUnavailable(f"{series.source_name} gave no points for {series.zone}")
     starts = [p.start for p in points]
-    # Each intensity as its float's exact binary fraction n / d (d a power of two): the sums
-    # below are exact in integers, as with fractions.Fraction but without its per-step gcd.
-    ratios = [float(p.intensity_g_per_kwh).as_integer_ratio() for p in points]
+    # The sums below are exact in integers (units.dyadic), as with fractions.Fraction but
+    # without its per-step gcd.
+    intensities = [float(p.intensity_g_per_kwh) for p in points]
     rows = [(float(o), int(n)) for o, n in energy_profile["points"]]
     pue_n, pue_d = float(pue).as_integer_ratio()
     total_ng = 0
@@ -103,14 +103,14 @@ def price_profile(
         end_offset = rows[i + 1][0] if i + 1 < len(rows) else max(duration_s, offset)
         begin = started_at + timedelta(milliseconds=round(offset * _MS))
         end = started_at + timedelta(milliseconds=round(end_offset * _MS))
-        mean = _window_mean(points, ratios, starts, begin, end, series.resolution_s)
+        mean = _window_mean(points, intensities, starts, begin, end, series.resolution_s)
         if mean is None:
             raise IntensityUnavailable(
                 f"{series.source_name} has no {series.zone} point near {begin.isoformat()}"
             )
         num, den, length_us, which = mean
         used.update(which)
-        total_ng += _div_half_even(nwh * pue_n * num, pue_d * den * 1000)
+        total_ng += div_half_even(nwh * pue_n * num, pue_d * den * 1000)
         total_nwh += nwh
         means.append((num, den, length_us))
     if total_nwh > 0 and pue > 0:
@@ -124,7 +124,7 @@ def price_profile(
 
 def _window_mean(
     points: list[Any],
-    ratios: list[tuple[int, int]],
+    intensities: list[float],
     starts: list[datetime],
     begin: datetime,
     end: datetime,
@@ -151,11 +151,8 @@ def _window_mean(
             which.append(j)
             overlaps.append(overlap)
     if covered:
-        common = max(ratios[j][1] for j in which)  # powers of two: the largest is a multiple
-        total = sum(
-            ratios[j][0] * (common // ratios[j][1]) * o
-            for j, o in zip(which, overlaps, strict=True)
-        )
+        numerators, common = dyadic([intensities[j] for j in which])
+        total = sum(n * o for n, o in zip(numerators, overlaps, strict=True))
         return total, common * covered, length_us, which
 
     def gap_us(j: int) -> int:
@@ -163,18 +160,9 @@ def _window_mean(
 
     nearest = min(range(len(points)), key=gap_us)
     if gap_us(nearest) / 1e6 <= max(resolution_s, 0.0):
-        n, d = ratios[nearest]
+        n, d = float(intensities[nearest]).as_integer_ratio()
         return n, d, length_us, [nearest]
     return None
-
-
-def _div_half_even(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` (denominator > 0) rounded half to even, exactly."""
-    q, r = divmod(numerator, denominator)
-    twice = 2 * r
-    if twice > denominator or (twice == denominator and q & 1):
-        q += 1
-    return q
 
 
 def _us(delta: timedelta) -> int:
