@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from carbonpipe.tracker import CarbonTracker
 
 log = logging.getLogger("carbonpipe")
-_SOURCE_ENV = "CARBONPIPE_INTENSITY_SOURCE"  # intensity.timed.SOURCE_ENV, without its import
 
 __all__ = ["record_step"]
 
@@ -59,8 +58,8 @@ def record_step(
     # A time-series source (CARBONPIPE_INTENSITY_SOURCE): the grid over the step's window.
     # The table (the default) needs none of that machinery, so it is not even imported.
     series = None
-    spec = (tracker.settings.intensity_source or os.environ.get(_SOURCE_ENV) or "").strip()
-    if spec and spec.lower() != "table":
+    spec = tracker.settings.timeseries_source
+    if spec is not None:
         from carbonpipe.intensity.timed import step_series
 
         series, why = step_series(

@@ -233,6 +233,13 @@ class Settings:
             deadline_s=DEFAULT_DEADLINE_S if deadline_s is None else deadline_s,
         )
 
+    @property
+    def timeseries_source(self) -> str | None:
+        """The time-series intensity source configured (``electricitymaps``, ``file:PATH``,
+        ...), or None for the annual table: what a step's pricing has to load and ask."""
+        spec = str(self.intensity_source or "").strip()
+        return spec if spec and spec.lower() != "table" else None
+
     def check_intensity_source(self) -> None:
         """Read a ``file:PATH`` intensity source now, before a step starts.
 

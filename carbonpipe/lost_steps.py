@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
@@ -251,8 +251,7 @@ def _settle_claim(
         beat = read_heartbeat(
             claimed.heartbeat, seal_root=claimed.heartbeat.parent.parent, problems=ignored
         )
-        why = "; ".join(filter(None, [why, *ignored])) or None
-        record = lost_record(claimed.entry, beat, why=why)
+        record = lost_record(claimed.entry, beat, why=why, ignored=ignored)
         where, data = claimed.entry, record.to_json()
     store = _open(where, stores)
     run_scope = bool(claimed.entry.get("run_scope"))
@@ -315,11 +314,16 @@ def _open(where: Mapping[str, Any], stores: dict[str, Store]) -> Store:
 
 
 def lost_record(
-    entry: Mapping[str, Any], heartbeat: Mapping[str, Any] | None, *, why: str | None = None
+    entry: Mapping[str, Any],
+    heartbeat: Mapping[str, Any] | None,
+    *,
+    why: str | None = None,
+    ignored: Sequence[str] = (),
 ) -> Record:
     """The record of a step whose process died: its last heartbeat's energy, priced as usual.
 
-    ``why`` is a further tracking error (the step's own final record could not be used).
+    ``why`` is a further tracking error (the step's own final record could not be used);
+    ``ignored`` says why a heartbeat that was there was not used (its seal did not verify).
     """
     from carbonpipe.pricing import IDENTITY_FIELDS, build_record
 
@@ -336,7 +340,7 @@ def lost_record(
             f"its last heartbeat, {m.duration_s:.1f} s after the start, written {when}; "
             "whatever ran after it is not counted"
         )
-    elif why and "heartbeat" in why and "ignored" in why:  # one was there, but not trusted
+    elif ignored:  # one was there, but not trusted
         m = _no_measurement(entry)
         note = (
             f"step lost: {who} ended without stopping tracking and its heartbeat cannot be "
@@ -349,7 +353,7 @@ def lost_record(
             "heartbeat; its energy is unknown and recorded as 0"
         )
     location, intensity, notes = _locate(entry)
-    errors = [note, *([why] if why else []), *(str(e) for e in entry.get("errors") or ())]
+    errors = [note, *([why] if why else []), *ignored, *(str(e) for e in entry.get("errors") or ())]
     errors += [*notes, *m.errors]
     from carbonpipe.hardware.pue import resolve_pue
 

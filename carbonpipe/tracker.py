@@ -427,10 +427,10 @@ class CarbonTracker:
         """
         with contextlib.suppress(Exception):
             _ = self.intensity
-        if str(self.settings.intensity_source or "table").strip().lower() != "table":
+        if self.settings.timeseries_source is not None:
             from carbonpipe.intensity.timed import warm
 
-            warm(self.settings.intensity_source, self.settings.intensity)  # a file: parsed now
+            warm(self.settings.timeseries_source, self.settings.intensity)  # a file: parsed now
         with contextlib.suppress(Exception):
             from carbonpipe import baseline  # noqa: F401
             from carbonpipe.budgets import charges  # noqa: F401

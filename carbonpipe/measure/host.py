@@ -46,3 +46,21 @@ def _text(read: Any) -> str | None:
     except Exception:  # (a fact we cannot read is null, never a failed step)
         return None
     return str(value) or None
+
+
+def checked_host(raw: Any) -> dict[str, Any] | None:
+    """``raw`` if it has the shape :func:`host_facts` gives (read back from the sidecar's result:
+    its four keys; short text, a positive count, a finite size), else None."""
+    if not isinstance(raw, dict) or set(raw) != set(HOST_KEYS):
+        return None
+    text_ok = all(
+        raw[k] is None or (isinstance(raw[k], str) and 0 < len(raw[k]) <= 200)
+        for k in ("os", "python_version")
+    )
+    count = raw["cpu_count"]
+    size = raw["ram_total_size_gib"]
+    count_ok = count is None or (type(count) is int and 0 < count < 1 << 20)
+    size_ok = size is None or (
+        isinstance(size, (int, float)) and not isinstance(size, bool) and 0 < size < 1e9
+    )
+    return dict(raw) if text_ok and count_ok and size_ok else None

@@ -459,23 +459,20 @@ class Meter:
             gpu_model=raw.get("gpu_model"),
             errors=self._errors,
         )
-        devices = raw.get("gpu_devices")
-        if isinstance(devices, list):  # the GPUs the step can see (carbonpipe.measure.gpus)
-            from dataclasses import replace
+        from dataclasses import replace
 
-            measurement = replace(measurement, gpu_devices=tuple(dict(d) for d in devices))
-        host = _host(raw.get("host"))
-        if host is not None:  # read by the sidecar, off the step's path
-            from dataclasses import replace
-
-            measurement = replace(measurement, host=host)
+        from carbonpipe.measure.host import checked_host
         from carbonpipe.measure.resources import checked_resources
 
-        resources = checked_resources(raw.get("resources"))
-        if resources is not None:  # read by the sidecar, in the step's cgroup
-            from dataclasses import replace
-
-            measurement = replace(measurement, resources=resources)
+        # Read by the sidecar, off the step's path: the GPUs the step can see
+        # (carbonpipe.measure.gpus), the host's facts and what the step could use (its cgroup).
+        devices = raw.get("gpu_devices")
+        measurement = replace(
+            measurement,
+            gpu_devices=tuple(dict(d) for d in devices) if isinstance(devices, list) else None,
+            host=checked_host(raw.get("host")),
+            resources=checked_resources(raw.get("resources")),
+        )
         return _with_profile(measurement, raw.get("samples"), window_start)
 
     def _estimate(self, t0: _Edge, t1: _Edge, *, sidecar_cpu_s: float) -> Measurement:
@@ -564,23 +561,3 @@ def _empty_measurement(meter: Meter, errors: tuple[str, ...]) -> Measurement:
         errors=errors,
         cpu_method="estimate",
     )
-
-
-def _host(raw: Any) -> dict[str, Any] | None:
-    """The sidecar's host facts if they have the shape :func:`carbonpipe.measure.host.host_facts`
-    gives (its four keys; short text, a positive count, a finite size), else None."""
-    from carbonpipe.measure.host import HOST_KEYS
-
-    if not isinstance(raw, dict) or set(raw) != set(HOST_KEYS):
-        return None
-    text_ok = all(
-        raw[k] is None or (isinstance(raw[k], str) and 0 < len(raw[k]) <= 200)
-        for k in ("os", "python_version")
-    )
-    count = raw["cpu_count"]
-    size = raw["ram_total_size_gib"]
-    count_ok = count is None or (type(count) is int and 0 < count < 1 << 20)
-    size_ok = size is None or (
-        isinstance(size, (int, float)) and not isinstance(size, bool) and 0 < size < 1e9
-    )
-    return dict(raw) if text_ok and count_ok and size_ok else None

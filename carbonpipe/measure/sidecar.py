@@ -39,8 +39,10 @@ import warnings
 from typing import IO, Any
 
 from carbonpipe.measure.heartbeat import Sampler
+from carbonpipe.measure.host import host_facts
 from carbonpipe.measure.inbox import Inbox
 from carbonpipe.measure.profile import thin
+from carbonpipe.measure.resources import step_resources
 from carbonpipe.measure.share import StepShares
 from carbonpipe.measure.sidecar_imports import _skip_unused_imports
 from carbonpipe.measure.steptree import StepTree, _own_cpu_s
@@ -126,8 +128,13 @@ class _Session:
         # CodeCarbon resets its logger's level on import; errors are all we report.
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         logging.getLogger("codecarbon").addHandler(self.log)
-        self.host = _host_facts()  # for the record, off the step's stop path
-        self.resources = _resources(self.mode)  # the same: and a lost step's heartbeat has it
+        # For the record, read here rather than on the step's stop path (the sidecar shares the
+        # step's cgroup, affinity and CUDA_VISIBLE_DEVICES); a lost step's heartbeat has them
+        # too. Unread, the step's process reads them itself.
+        with contextlib.suppress(Exception):
+            self.host = host_facts()
+        with contextlib.suppress(Exception):
+            self.resources = step_resources(self.mode)
 
     def _restrict_gpus(self, tracker: Any) -> None:
         """Charge the step only the GPUs it can see (CodeCarbon reads all of the node's)."""
@@ -452,27 +459,6 @@ class _Session:
                 names = {type(d).__name__ for d in getattr(hw.devices, "devices", ())}
                 gpu_method = "nvml" if "NvidiaGPUDevice" in names else "amdsmi"
         return cpu_method, gpu_method, tdp_w
-
-
-def _host_facts() -> dict[str, Any] | None:
-    """The host's facts (read here, not on the step's stop path; cached for the process)."""
-    try:
-        from carbonpipe.measure.host import host_facts
-
-        return host_facts()
-    except Exception:  # the step's process reads them itself
-        return None
-
-
-def _resources(mode: str) -> dict[str, Any] | None:
-    """What the step could use, read here: the sidecar shares the step's cgroup, affinity and
-    environment (``CUDA_VISIBLE_DEVICES``)."""
-    try:
-        from carbonpipe.measure.resources import step_resources
-
-        return step_resources(mode)
-    except Exception:  # the step's process reads them itself
-        return None
 
 
 def _codecarbon_version() -> str | None:

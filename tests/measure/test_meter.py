@@ -316,9 +316,9 @@ def test_the_sidecar_reads_the_host_facts_off_the_steps_stop_path(cache: Path) -
     ],
 )
 def test_host_facts_of_an_odd_shape_from_the_sidecar_are_not_used(raw: object) -> None:
-    from carbonpipe.measure.meter import _host
+    from carbonpipe.measure.host import checked_host
 
-    assert _host(raw) is None
+    assert checked_host(raw) is None
 
 
 _RESOURCES = {
