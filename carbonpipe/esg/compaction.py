@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from carbonpipe._optional import needs_extra
 from carbonpipe.errors import PreconditionFailed
 from carbonpipe.stores.base import Store
-from carbonpipe.stores.local import LocalStore
 from carbonpipe.stores.opener import open_store
 
 if TYPE_CHECKING:
@@ -25,7 +24,7 @@ from carbonpipe.esg.rows import (
     COMPACT_SCHEMA,
     Listing,
     _arrow_schema,
-    _fetch,
+    _fetch_all,
     _has_legacy,
     _list_day,
     _pending,
@@ -121,11 +120,7 @@ def compact_day(
         return Compaction(
             day, part.table.num_rows if part else 0, 0, len(part.skipped) if part else 0, False
         )
-    if isinstance(store, LocalStore):  # parsing holds the GIL: threads only help remote reads
-        fetched = [(k, _fetch(store, k)) for k in new_keys]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            fetched = list(pool.map(lambda k: (k, _fetch(store, k)), new_keys))
+    fetched = list(zip(new_keys, _fetch_all(store, new_keys, workers=workers), strict=True))
     records = [r for _, r in fetched if r is not None]
     skipped = set(part.skipped if part else ()) | {
         _record_id_of(k) for k, r in fetched if r is None

@@ -149,23 +149,16 @@ def _backfilled(store: Store, day: str, table: Any) -> tuple[Any, int]:
 
     from carbonpipe.esg.rows import (
         _arrow_schema,
-        _fetch,
+        _fetch_all,
         _has_legacy,
         _list_day,
         _records_table,
     )
-    from carbonpipe.stores.local import LocalStore
 
     keys, ids = _list_day(store, day, legacy=_has_legacy(store))
     held = set(table["record_id"].to_pylist())
     wanted = [k for k, rid in zip(keys, ids, strict=True) if rid in held]
-    if isinstance(store, LocalStore):
-        records = [_fetch(store, k) for k in wanted]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            records = list(pool.map(lambda k: _fetch(store, k), wanted))
+    records = _fetch_all(store, wanted)
     found = [r for r in records if r is not None and r.record_id in held]
     table = table.cast(_arrow_schema())
     if not found:

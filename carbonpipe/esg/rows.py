@@ -488,3 +488,14 @@ def _fetch(store: Store, key: str) -> Record | None:
         return None
     except ObjectNotFound:
         return None  # listed, then gone: nothing to count
+
+
+def _fetch_all(store: Store, keys: Sequence[str], *, workers: int = 16) -> list[Record | None]:
+    """The records at ``keys``, in order (None where invalid or gone): in ``workers`` threads
+    on a remote store; one by one on a local folder, whose reads parse under the GIL."""
+    if isinstance(store, LocalStore) or workers <= 1:
+        return [_fetch(store, k) for k in keys]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda k: _fetch(store, k), keys))

@@ -21,18 +21,24 @@ def _replay_spool_in_background() -> None:
             return
         _replay_started = True
     try:
-        from carbonpipe.stores._spoolfiles import anything_pending
-
-        if not anything_pending():  # one listing: the spool module loads only if needed
-            return
-        from carbonpipe.stores import spool
-
-        if not spool.pending():
+        if not _something_to_replay():
             return
     except Exception as exc:
         log.debug("carbonpipe: spool check failed: %s", exc)
         return
     threading.Thread(target=_replay_quietly, name="carbonpipe-replay", daemon=True).start()
+
+
+def _something_to_replay() -> bool:
+    """Whether the spool holds an envelope that can be read: one directory listing first, so
+    the spool module (and its seal and quarantine) loads only when something waits there."""
+    from carbonpipe.stores._spoolfiles import anything_pending
+
+    if not anything_pending():
+        return False
+    from carbonpipe.stores import spool
+
+    return bool(spool.pending())
 
 
 def _replay_quietly() -> None:
@@ -56,14 +62,10 @@ def _replay_at_exit() -> None:
     with the process; an envelope is removed only after its object is stored, so nothing is lost.
     """
     try:
-        from carbonpipe.stores._spoolfiles import anything_pending
-
-        if not anything_pending():
+        if not _something_to_replay():
             return
-        from carbonpipe.stores import breaker, spool
+        from carbonpipe.stores import breaker
 
-        if not spool.pending():
-            return
         wait_s = breaker.exit_wait_left()
         if wait_s <= 0:
             log.info("carbonpipe: a store timed out in this process; spool left for later replay")
