@@ -26,12 +26,14 @@ from typing import Any
 
 from carbonpipe.errors import ConfigError
 from carbonpipe.intensity.base import IntensitySeries
+from carbonpipe.units import dyadic
 
 __all__ = ["StartPlan", "parse_duration", "plan_start", "window_mean"]
 
 # A later start must beat an earlier one by more than this (relative), so float noise never
 # makes a step wait.
 _TIE = 1e-9
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -99,18 +101,27 @@ def _parse(text: str) -> datetime:
 
 def window_mean(series: IntensitySeries, start: datetime, end: datetime) -> tuple[float, float]:
     """The time-weighted mean intensity of ``series`` over ``[start, end)`` and the seconds of
-    that window it covers; ``(nan, 0.0)`` when it covers none of it."""
-    total = covered = 0.0
+    that window it covers; ``(nan, 0.0)`` when it covers none of it.
+
+    Exact: overlaps in whole microseconds and each intensity as its binary fraction, so a
+    window of one constant intensity has exactly that mean, whatever its edges."""
+    weights: list[int] = []
+    values: list[float] = []
     for p in series.points:
         if p.end <= start:
             continue
         if p.start >= end:
             break
-        overlap = (min(p.end, end) - max(p.start, start)).total_seconds()
+        overlap = (min(p.end, end) - max(p.start, start)) // _MICROSECOND
         if overlap > 0:
-            total += overlap * p.intensity_g_per_kwh
-            covered += overlap
-    return (total / covered if covered > 0 else math.nan), covered
+            weights.append(overlap)
+            values.append(p.intensity_g_per_kwh)
+    if not weights:
+        return math.nan, 0.0
+    numerators, common = dyadic(values)
+    covered = sum(weights)
+    total = sum(w * n for w, n in zip(weights, numerators))
+    return total / (covered * common), covered / 1_000_000
 
 
 def plan_start(

@@ -133,6 +133,39 @@ def test_never_past_the_deadline_never_dirtier_than_now(
     assert mean == pytest.approx(plan.intensity_planned, rel=1e-9, abs=1e-9)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.floats(0, 2000), min_size=1, max_size=12),
+    start_us=st.integers(0, 3 * 10**6),
+    length_us=st.integers(1, 12 * 10**6),
+)
+def test_a_window_mean_is_the_exactly_rounded_weighted_mean(
+    values: list[float], start_us: int, length_us: int
+) -> None:
+    # One-second points; a window with edges anywhere to the microsecond (as a step's real
+    # start is). The mean is the exact weighted mean, rounded once: a window wholly within
+    # one intensity (the CI failure of stop 22: 400.00000000000006 for a flat 400) is that
+    # intensity exactly.
+    from fractions import Fraction
+
+    series = _series(values, step_s=1.0)
+    start = T0 + timedelta(microseconds=start_us)
+    end = start + timedelta(microseconds=length_us)
+    mean, covered = window_mean(series, start, end)
+    total, seconds = Fraction(0), Fraction(0)
+    for p in series.points:
+        lo, hi = max(p.start, start), min(p.end, end)
+        if hi > lo:
+            w = Fraction((hi - lo) // timedelta(microseconds=1), 10**6)
+            total, seconds = total + w * Fraction(p.intensity_g_per_kwh), seconds + w
+    if seconds == 0:
+        assert covered == 0.0 and mean != mean
+        return
+    assert mean == float(total / seconds) and covered == float(seconds)
+    if len({p.intensity_g_per_kwh for p in series.points if p.end > start and p.start < end}) == 1:
+        assert mean == next(p.intensity_g_per_kwh for p in series.points if p.end > start)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
