@@ -106,6 +106,7 @@ def open_entry(tracker: CarbonTracker, handle: _Step, meter: Meter | None) -> Op
             "tracking_mode": s.tracking_mode,
             "measure_power_secs": s.measure_power_secs,
             "run_scope": budget is not None and budget.scope.startswith("run:"),
+            "kepler": _kepler_reference(s.kepler_prometheus_url, handle),
             "errors": list(handle.errors),
         }
         return OpenStep.create(handle.record_id, entry)
@@ -114,6 +115,18 @@ def open_entry(tracker: CarbonTracker, handle: _Step, meter: Meter | None) -> Op
         log.warning("carbonpipe: %s", message)
         handle.errors.append(message)
         return None
+
+
+def _kepler_reference(url: str | None, handle: _Step) -> dict[str, Any] | None:
+    """Where a lost record reads the step's pod energy from, when Kepler measures the step: the
+    Prometheus URL (never with credentials: the settings refuse those) and the pod."""
+    if not url:
+        return None
+    from carbonpipe.measure.kepler import find_pod
+
+    pod = handle.kepler_pod or find_pod()
+    fields = None if pod is None else {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
+    return {"prometheus_url": url, "pod": fields}
 
 
 def heartbeat_file(record_id: str) -> str | None:
@@ -333,7 +346,7 @@ def lost_record(
     owner = _mapping(entry.get("owner"))
     who = f"its process (pid {owner.get('pid')})"
     if heartbeat is not None:
-        m = _heartbeat_measurement(heartbeat)
+        m = _with_kepler(entry, _heartbeat_measurement(heartbeat))
         when = "as the process died" if heartbeat.get("owner_gone") else "before the process died"
         note = (
             f"step lost: {who} ended without stopping tracking; energy and ended_at are those of "
@@ -410,6 +423,38 @@ def _heartbeat_measurement(heartbeat: Mapping[str, Any]) -> Measurement:
     from carbonpipe.measure.heartbeat import heartbeat_measurement
 
     return heartbeat_measurement(dict(heartbeat))
+
+
+def _with_kepler(entry: Mapping[str, Any], m: Measurement) -> Measurement:
+    """``m`` (the heartbeat's) replaced by the pod's energy from Kepler over the same window,
+    when Kepler measured the step, as the step's own stop would have done; the heartbeat's
+    figure stays in ``cross_check``, or is used with the reason when Kepler has none."""
+    ref = _mapping(entry.get("kepler"))
+    url = ref.get("prometheus_url")
+    if not isinstance(url, str) or not url:
+        return m
+    from dataclasses import replace
+
+    from carbonpipe.measure import kepler
+
+    fields = _mapping(ref.get("pod"))
+    pod = kepler.Pod(
+        **{
+            k: v
+            for k in ("namespace", "name", "uid")
+            if isinstance(v := fields.get(k), str) and 0 < len(v) <= 253
+        }
+    )
+    if not (pod.uid or (pod.namespace and pod.name)):
+        return replace(
+            m,
+            errors=(
+                *m.errors,
+                "Kepler: the step's pod was not known when it started; its heartbeat's figure "
+                "was used",
+            ),
+        )
+    return kepler.apply(m, url, pod=pod)
 
 
 def _no_measurement(entry: Mapping[str, Any]) -> Measurement:

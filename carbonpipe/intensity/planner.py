@@ -120,7 +120,7 @@ def window_mean(series: IntensitySeries, start: datetime, end: datetime) -> tupl
         return math.nan, 0.0
     numerators, common = dyadic(values)
     covered = sum(weights)
-    total = sum(w * n for w, n in zip(weights, numerators))
+    total = sum(w * n for w, n in zip(weights, numerators, strict=True))
     return total / (covered * common), covered / 1_000_000
 
 

@@ -121,7 +121,9 @@ def test_carbon_component_with_shift_within_starts_at_the_clean_second_and_recor
         shift_step, pipeline_root=tmp_path / "out", path=forecast, marker=marker, store=store
     )
     clean_at, started = float(task.output), float(Path(marker).read_text())
-    assert clean_at - 0.5 <= started <= clean_at + 1.5, started - clean_at
+    # Not before the clean second; late by at most 3 s of a loaded machine's start-up, which
+    # is still within the 4 s clean window the forecast offers.
+    assert clean_at - 0.5 <= started <= clean_at + 3.0, started - clean_at
     [record] = _records(store)
     s = record.scheduling
     assert s is not None

@@ -275,3 +275,69 @@ def test_carbon_yaml_measure_section(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(kepler.URL_ENV, "ftp://x")
     with pytest.raises(ConfigError, match="http:// or https://"):
         resolve_settings(config_file=path)
+
+
+_KILLED_STEP = """
+import sys, time
+from carbonpipe import CarbonTracker
+tracker = CarbonTracker(project_name="lost", output_dir=sys.argv[1], run_id="r1",
+                        measure_power_secs=0.5, cloud_provider="gcp", cloud_region="europe-west1")
+with tracker.start_tracking("train") as step:
+    print(step.record_id, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["pod-named", "pod-unknown"])
+def test_a_killed_step_in_a_pod_is_charged_the_pods_energy_up_to_its_last_heartbeat(
+    prometheus: str, tmp_path: Path, named: bool
+) -> None:
+    import signal
+
+    from carbonpipe.measure.heartbeat import read_heartbeat
+    from carbonpipe.stores.open_steps import open_dir
+
+    store = tmp_path / "store"
+    env = {**os.environ, kepler.URL_ENV: prometheus}
+    env.update({"POD_NAMESPACE": "ns", "POD_NAME": "p"} if named else {})
+    step = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_STEP, str(store)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert step.stdout is not None
+    record_id = step.stdout.readline().strip()
+    deadline = time.monotonic() + 60
+    while (read_heartbeat(open_dir() / f"{record_id}.hb") or {}).get("beat", 0) < 7:
+        assert time.monotonic() < deadline, "no heartbeat"
+        time.sleep(0.05)
+    step.send_signal(signal.SIGKILL)
+    step.wait(timeout=10)
+    step.stdout.close()
+    # The sweep runs elsewhere (`carbonpipe flush`, with no Kepler setting of its own): the
+    # step's open entry says where its pod's energy is.
+    clean = {k: v for k, v in os.environ.items() if k not in ("POD_NAMESPACE", "POD_NAME")}
+    for _ in range(2):  # once more if its sidecar was still writing the last heartbeat
+        out = subprocess.run(
+            [*CLI, "flush", "--json"], capture_output=True, text=True, timeout=120, env=clean
+        )
+        assert out.returncode == 0, out.stderr
+        if json.loads(out.stdout)["lost_steps"]["lost"]:
+            break
+    opened = open_store(str(store))
+    (rec,) = list(read_records(opened, record_keys(opened)))
+    record = rec.to_dict()
+    assert_valid("record", json.dumps(record))
+    assert record["status"] == "lost" and record["tracking_errors"][0].startswith("step lost")
+    m, energy, d = record["measurement"], record["energy_kwh"], record["duration_s"]
+    if not named:
+        assert m["method"] != "kepler"
+        # (In a CI that itself runs in a pod, its cgroup names one Kepler has no series for.)
+        why = ("pod was not known", "no kepler_pod_cpu_joules_total series")
+        assert any(w in e for e in record["tracking_errors"] for w in why), record
+        return
+    assert m["method"] == "kepler", record["tracking_errors"]
+    assert d >= 3.0
+    for part, watts in (("cpu", CPU_W), ("ram", DRAM_W), ("gpu", GPU_W)):
+        joules = energy[part] * 3.6e6
+        assert abs(joules - watts * d) <= watts * SCRAPE_S * 1.1, (part, joules, watts * d)
+    # The heartbeat's own (CodeCarbon's) figure for the same window, beside it.
+    assert m["cross_check"]["method"] != "kepler" and m["cross_check"]["energy_kwh"] > 0
