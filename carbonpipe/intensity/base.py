@@ -17,9 +17,14 @@ Two shapes of answer:
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
+
+from carbonpipe.units import dyadic
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,28 @@ class TimeSeriesSource(Protocol):
     ) -> IntensitySeries:
         """Forecast intensities covering ``[start, end)``; raise ``IntensityUnavailable``."""
         ...
+
+
+def overlap_mean(
+    points: Sequence[IntensityPoint], begin: datetime, end: datetime, first: int = 0
+) -> tuple[int, int, int, list[int]] | None:
+    """The exact time-weighted mean intensity of ``points`` (sorted, from index ``first``) over
+    ``[begin, end)``, as ``(numerator, denominator, microseconds covered, indices used)``: the
+    mean is ``numerator / (denominator * covered)``. Overlaps count in whole microseconds and
+    each intensity as its binary fraction, so a window within one intensity has exactly that
+    mean, whatever its edges. None when no point overlaps the window."""
+    weights: list[int] = []
+    which: list[int] = []
+    for j in range(first, len(points)):
+        p = points[j]
+        if p.start >= end:
+            break
+        overlap = (min(p.end, end) - max(p.start, begin)) // _MICROSECOND
+        if overlap > 0:
+            weights.append(overlap)
+            which.append(j)
+    if not which:
+        return None
+    numerators, common = dyadic([float(points[j].intensity_g_per_kwh) for j in which])
+    total = sum(n * w for n, w in zip(numerators, weights, strict=True))
+    return total, common, sum(weights), which

@@ -25,15 +25,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from carbonpipe.errors import ConfigError
-from carbonpipe.intensity.base import IntensitySeries
-from carbonpipe.units import dyadic
+from carbonpipe.intensity.base import IntensitySeries, overlap_mean
 
 __all__ = ["StartPlan", "parse_duration", "plan_start", "window_mean"]
 
 # A later start must beat an earlier one by more than this (relative), so float noise never
 # makes a step wait.
 _TIE = 1e-9
-_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -105,23 +103,11 @@ def window_mean(series: IntensitySeries, start: datetime, end: datetime) -> tupl
 
     Exact: overlaps in whole microseconds and each intensity as its binary fraction, so a
     window of one constant intensity has exactly that mean, whatever its edges."""
-    weights: list[int] = []
-    values: list[float] = []
-    for p in series.points:
-        if p.end <= start:
-            continue
-        if p.start >= end:
-            break
-        overlap = (min(p.end, end) - max(p.start, start)) // _MICROSECOND
-        if overlap > 0:
-            weights.append(overlap)
-            values.append(p.intensity_g_per_kwh)
-    if not weights:
+    found = overlap_mean(series.points, start, end)
+    if found is None:
         return math.nan, 0.0
-    numerators, common = dyadic(values)
-    covered = sum(weights)
-    total = sum(w * n for w, n in zip(weights, numerators, strict=True))
-    return total / (covered * common), covered / 1_000_000
+    total, common, covered, _ = found
+    return total / (common * covered), covered / 1_000_000
 
 
 def plan_start(

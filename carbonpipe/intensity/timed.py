@@ -36,8 +36,8 @@ from fractions import Fraction
 from typing import Any
 
 from carbonpipe.errors import IntensityUnavailable
-from carbonpipe.intensity.base import IntensitySeries
-from carbonpipe.units import div_half_even, dyadic, record_profile
+from carbonpipe.intensity.base import IntensitySeries, overlap_mean
+from carbonpipe.units import div_half_even, record_profile
 
 __all__ = [
     "FETCH_TIMEOUT_S",
@@ -138,21 +138,9 @@ def _window_mean(
         end = begin + timedelta(microseconds=1)
         length_us = 1
     first = max(bisect.bisect_right(starts, begin) - 1, 0)
-    covered = 0
-    which: list[int] = []
-    overlaps: list[int] = []
-    for j in range(first, len(points)):
-        p = points[j]
-        if p.start >= end:
-            break
-        overlap = _us(min(p.end, end) - max(p.start, begin))
-        if overlap > 0:
-            covered += overlap
-            which.append(j)
-            overlaps.append(overlap)
-    if covered:
-        numerators, common = dyadic([intensities[j] for j in which])
-        total = sum(n * o for n, o in zip(numerators, overlaps, strict=True))
+    found = overlap_mean(points, begin, end, first)
+    if found is not None:
+        total, common, covered, which = found
         return total, common * covered, length_us, which
 
     def gap_us(j: int) -> int:
