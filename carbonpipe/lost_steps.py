@@ -373,6 +373,12 @@ def lost_record(
     # An entry of an older version has no pue_user: its pue stands, as it was written.
     given = float(entry.get("pue", 1.0)) if entry.get("pue_user", True) else None
     pue, pue_source = resolve_pue(location["provider"], location["region"], given)
+    if entry.get("scope") == "worker":  # its work ran elsewhere and was still running
+        errors.append(
+            "remote work not measured: the step's process died while its work ran elsewhere "
+            "(a pod, a managed job); only the process that waited on it was measured "
+            "(measurement.scope: worker)"
+        )
     record = build_record(
         identity,
         LOST,
@@ -385,6 +391,10 @@ def lost_record(
         tracking_mode=str(entry.get("tracking_mode") or m.tracking_mode),
         errors=list(dict.fromkeys(errors)),
     )
+    if entry.get("scope") == "worker":
+        from dataclasses import replace
+
+        record = replace(record, measurement={**record.measurement, "scope": "worker"})
     return Record.from_json(record.to_json())  # checked against the schema like any record
 
 

@@ -237,6 +237,16 @@ class _Step:
             entry["energy_kwh"] += energy_kwh
             entry["emissions_kg_co2e"] += emissions_kg_co2e
 
+    def runs_elsewhere(self, note: str | None = None) -> None:
+        """The step's work runs outside this process (a pod, a managed job): its record says the
+        meter measured the process waiting on it (``measurement.scope: worker``), with ``note``
+        in ``tracking_errors``; so does its lost record, should this process die first."""
+        self.scope = "worker"
+        if note:
+            self.errors.append(note)
+        if self.open_step is not None:
+            self.open_step.update(scope=self.scope, errors=list(self.errors))
+
     def add_units(self, count: float, name: str) -> None:
         """Declare ``count`` units of work named ``name`` done by this step (SCI's R).
 

@@ -312,11 +312,10 @@ class CarbonTrackedOperator(PythonOperator):
         if remote is not None:
             from carbonpipe.operators.pods import is_pod_operator, not_measured
 
-            handle.scope = "worker"
             # Kepler configured: the launched pod is charged its own energy (when Kepler has it).
             kepler_pod = is_pod_operator(inner) and bool(tracker.settings.kepler_prometheus_url)
+            handle.runs_elsewhere(None if kepler_pod else not_measured(remote, why or ""))
             if not kepler_pod:
-                handle.errors.append(not_measured(remote, why or ""))
                 self.log.warning("carbonpipe: %s", handle.errors[-1])
         self._carbon_store_uri = tracker.store.uri
         try:

@@ -354,3 +354,38 @@ def test_a_heartbeat_planted_or_altered_is_never_used(tmp_path: Path) -> None:
     assert rec.status == "lost" and rec.energy_kwh["total"] == 0.0
     assert "cannot be trusted" in rec.tracking_errors[0]
     assert any("ignored" in e and "seal" in e for e in rec.tracking_errors)
+
+
+_STEP_ELSEWHERE = textwrap.dedent(
+    """
+    import sys, time
+    from carbonpipe import CarbonTracker
+    tracker = CarbonTracker(project_name="lost", output_dir=sys.argv[1], run_id="run-pod",
+                            cloud_provider="gcp", cloud_region="europe-west1",
+                            measure_power_secs=0.5)
+    with tracker.start_tracking("train") as step:
+        # What the Airflow provider does for a KubernetesPodOperator it cannot measure.
+        step.runs_elsewhere("remote work not measured: the pod launched by KubernetesPodOperator")
+        print(step.record_id, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_step_whose_work_ran_elsewhere_says_so_in_its_lost_record(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STEP_ELSEWHERE, str(store)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    record_id = proc.stdout.readline().strip()
+    proc.stdout.close()
+    _heartbeats(record_id, 2)
+    _kill(proc)
+    if _flush()["lost_steps"]["lost"] == 0:  # its sidecar was still writing the last heartbeat
+        _flush()
+    [rec] = _records(store)
+    assert rec.status == "lost" and rec.measurement["scope"] == "worker"
+    notes = rec.tracking_errors
+    assert "remote work not measured: the pod launched by KubernetesPodOperator" in notes
+    assert any("died while its work ran elsewhere" in e for e in notes)
