@@ -90,9 +90,8 @@ def price_profile(
     if not points:
         raise IntensityUnavailable(f"{series.source_name} gave no points for {series.zone}")
     starts = [p.start for p in points]
-    # The sums below are exact in integers (units.dyadic), as with fractions.Fraction but
-    # without its per-step gcd.
-    intensities = [float(p.intensity_g_per_kwh) for p in points]
+    # The sums below are exact in integers (intensity.base.overlap_mean), as with
+    # fractions.Fraction but without its per-step gcd.
     rows = [(float(o), int(n)) for o, n in energy_profile["points"]]
     pue_n, pue_d = float(pue).as_integer_ratio()
     total_ng = 0
@@ -103,7 +102,7 @@ def price_profile(
         end_offset = rows[i + 1][0] if i + 1 < len(rows) else max(duration_s, offset)
         begin = started_at + timedelta(milliseconds=round(offset * _MS))
         end = started_at + timedelta(milliseconds=round(end_offset * _MS))
-        mean = _window_mean(points, intensities, starts, begin, end, series.resolution_s)
+        mean = _window_mean(points, starts, begin, end, series.resolution_s)
         if mean is None:
             raise IntensityUnavailable(
                 f"{series.source_name} has no {series.zone} point near {begin.isoformat()}"
@@ -124,7 +123,6 @@ def price_profile(
 
 def _window_mean(
     points: list[Any],
-    intensities: list[float],
     starts: list[datetime],
     begin: datetime,
     end: datetime,
@@ -148,7 +146,7 @@ def _window_mean(
 
     nearest = min(range(len(points)), key=gap_us)
     if gap_us(nearest) / 1e6 <= max(resolution_s, 0.0):
-        n, d = float(intensities[nearest]).as_integer_ratio()
+        n, d = float(points[nearest].intensity_g_per_kwh).as_integer_ratio()
         return n, d, length_us, [nearest]
     return None
 
@@ -318,8 +316,11 @@ def warm(spec: str | None, options: Mapping[str, Any] | None = None) -> None:
         from carbonpipe.intensity.cache import open_cached_source
         from carbonpipe.intensity.registry import check_source_name
 
-        if not spec or check_source_name(spec)[0] == "table":
+        if not spec:
+            return
+        kind = check_source_name(spec)[0]
+        if kind == "table":
             return
         source = open_cached_source(spec, options)
-        if source is not None and check_source_name(spec)[0] == "file":
+        if source is not None and kind == "file":
             source.source.validate()
