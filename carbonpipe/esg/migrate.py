@@ -107,8 +107,15 @@ def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> 
     the old part held, with those columns null; ``rows_backfilled`` and ``rows_kept`` count each.
     """
     from carbonpipe.esg.compaction import PARQUET_TYPE, encode_part
-    from carbonpipe.esg.rows import COMPACT_PREFIX, COMPACT_SCHEMA, _decode_part, _schema_of
+    from carbonpipe.esg.rows import (
+        COMPACT_PREFIX,
+        COMPACT_SCHEMA,
+        _decode_part,
+        _has_legacy,
+        _schema_of,
+    )
 
+    legacy: bool | None = None  # whether records/v1 holds anything: asked once, if at all
     for key in list(store.list(f"{COMPACT_PREFIX}/")):
         if not key.endswith("/part.parquet"):
             continue
@@ -124,7 +131,9 @@ def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> 
         if part is None:
             result.parts_unreadable.append(key)
             continue
-        table, backfilled = _backfilled(store, day, part.table)
+        if legacy is None:
+            legacy = _has_legacy(store)
+        table, backfilled = _backfilled(store, day, part.table, legacy=legacy)
         if dry_run:
             result.parts_rewritten += 1
             result.rows_backfilled += backfilled
@@ -141,21 +150,16 @@ def migrate_parts(store: Store, result: Migration, *, dry_run: bool = False) -> 
         result.rows_kept += table.num_rows - backfilled
 
 
-def _backfilled(store: Store, day: str, table: Any) -> tuple[Any, int]:
+def _backfilled(store: Store, day: str, table: Any, *, legacy: bool) -> tuple[Any, int]:
     """``table`` (an old part's rows) with each row whose JSON record is still listed rebuilt
-    from that record; and how many were."""
+    from that record; and how many were. ``legacy``: whether ``records/v1`` is listed too
+    (:func:`carbonpipe.esg.rows._has_legacy`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from carbonpipe.esg.rows import (
-        _arrow_schema,
-        _fetch_all,
-        _has_legacy,
-        _list_day,
-        _records_table,
-    )
+    from carbonpipe.esg.rows import _arrow_schema, _fetch_all, _list_day, _records_table
 
-    keys, ids = _list_day(store, day, legacy=_has_legacy(store))
+    keys, ids = _list_day(store, day, legacy=legacy)
     held = set(table["record_id"].to_pylist())
     wanted = [k for k, rid in zip(keys, ids, strict=True) if rid in held]
     records = _fetch_all(store, wanted)
