@@ -129,12 +129,14 @@ def _kepler_reference(url: str | None, handle: _Step) -> dict[str, Any] | None:
     return {"prometheus_url": url, "pod": fields}
 
 
-def heartbeat_file(record_id: str) -> str | None:
-    """Where the step's sidecar writes its heartbeat, or None if the spool has no place for it."""
+def heartbeat_file(record_id: str) -> tuple[str, str] | None:
+    """Where the step's sidecar writes its heartbeat (``<spool>/open/<record id>.hb``) and the
+    spool folder whose key seals it; None if the spool has no place for it."""
     try:
         from carbonpipe.stores.open_steps import heartbeat_path
 
-        return str(heartbeat_path(record_id))
+        path = heartbeat_path(record_id)
+        return str(path), str(path.parent.parent)
     except Exception:  # no spool folder (no home, say): open_entry notes the same failure
         return None
 
@@ -261,8 +263,8 @@ def _settle_claim(
         where, data = final, final["data"].encode()  # its own bytes, under its record's key
     else:
         ignored: list[str] = []  # a heartbeat whose seal does not verify is never used
-        beat = read_heartbeat(
-            claimed.heartbeat, seal_root=claimed.heartbeat.parent.parent, problems=ignored
+        beat = read_heartbeat(  # sealed with the key of the spool its entry sits in
+            claimed.heartbeat, seal_root=claimed.folder.parent, problems=ignored
         )
         record = lost_record(claimed.entry, beat, why=why, ignored=ignored)
         where, data = claimed.entry, record.to_json()
@@ -373,7 +375,8 @@ def lost_record(
     # An entry of an older version has no pue_user: its pue stands, as it was written.
     given = float(entry.get("pue", 1.0)) if entry.get("pue_user", True) else None
     pue, pue_source = resolve_pue(location["provider"], location["region"], given)
-    if entry.get("scope") == "worker":  # its work ran elsewhere and was still running
+    elsewhere = entry.get("scope") == "worker"  # its work ran elsewhere, and was still running
+    if elsewhere:
         errors.append(
             "remote work not measured: the step's process died while its work ran elsewhere "
             "(a pod, a managed job); only the process that waited on it was measured "
@@ -391,7 +394,7 @@ def lost_record(
         tracking_mode=str(entry.get("tracking_mode") or m.tracking_mode),
         errors=list(dict.fromkeys(errors)),
     )
-    if entry.get("scope") == "worker":
+    if elsewhere:
         from dataclasses import replace
 
         record = replace(record, measurement={**record.measurement, "scope": "worker"})

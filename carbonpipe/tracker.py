@@ -356,13 +356,12 @@ class CarbonTracker:
             from carbonpipe.lost_steps import heartbeat_file
             from carbonpipe.measure.meter import Meter
 
-            heartbeat = heartbeat_file(handle.record_id)  # <spool>/open/<record id>.hb: the
-            spool = None if heartbeat is None else heartbeat.rsplit("/", 2)[0]  # key's folder
+            heartbeat, seal_root = heartbeat_file(handle.record_id) or (None, None)
             meter = Meter(
                 tracking_mode=self.settings.meter_mode,
                 measure_power_secs=self.settings.measure_power_secs,
                 heartbeat_path=heartbeat,
-                heartbeat_seal_root=spool,
+                heartbeat_seal_root=seal_root,
             )
             meter.prepare()
             return meter
